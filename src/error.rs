@@ -1,0 +1,54 @@
+//! The crate's one error type. A policy refusal is not an error (see `policy::Refusal`): errors are
+//! what the controller retries with backoff, and what stops startup.
+
+use std::path::PathBuf;
+
+/// Result alias used across the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong outside a policy decision.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A configuration file or value is invalid. Names the file and the key.
+    #[error("{file}: {key}: {message}")]
+    Config {
+        file: String,
+        key: String,
+        message: String,
+    },
+
+    /// A file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The CA material is unusable (bad PEM, key mismatch, not a CA, ...). Names the file.
+    #[error("CA {}: {message}", path.display())]
+    Ca { path: PathBuf, message: String },
+
+    /// The CA cannot sign now (expired); transient from the controller's point of view.
+    #[error("the signer has expired: NotAfter={not_after}")]
+    CaExpired { not_after: String },
+
+    /// An OpenSSL operation failed while building or signing a certificate.
+    #[error("{context}: {source}")]
+    Crypto {
+        context: &'static str,
+        #[source]
+        source: openssl::error::ErrorStack,
+    },
+
+    /// DER encoding of an issued certificate failed.
+    #[error("encoding {context}: {message}")]
+    Encode {
+        context: &'static str,
+        message: String,
+    },
+
+    /// The signerName asked for is not configured in this process.
+    #[error("signer {0:?} is not configured")]
+    UnknownSigner(String),
+}

@@ -1,0 +1,24 @@
+//! csr-signer: a Kubernetes CertificateSigningRequest signer for custom signerNames.
+//!
+//! The flow a request takes, and the module responsible for each step:
+//!
+//! ```text
+//! spec.request ─► csr (parse, verify self-signature) ─► policy (pure decision) ─► issue (pure: build + sign)
+//!        ▲                                                                               │
+//!        └──────────── controller (the only kube IO for CSRs: watch, write status) ◄─────┘
+//! ```
+//!
+//! `config` validates settings at the edge into newtypes, `ca` loads and hot-reloads the signing CA,
+//! `engine` glues csr → policy → issue per signerName, `metrics`/`server` expose what SREs watch, and
+//! `dev` is the in-memory Kubernetes certificates API used by `csr-signer dev` and the tests.
+
+pub mod ca;
+pub mod config;
+pub mod csr;
+pub mod engine;
+pub mod error;
+pub mod issue;
+pub mod policy;
+pub mod usage;
+
+pub use error::{Error, Result};
