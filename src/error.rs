@@ -51,4 +51,28 @@ pub enum Error {
     /// The signerName asked for is not configured in this process.
     #[error("signer {0:?} is not configured")]
     UnknownSigner(String),
+
+    /// A Prometheus metric could not be registered or encoded.
+    #[error("metrics: {0}")]
+    Metrics(String),
+
+    /// A kube-apiserver request failed; `context` says which (e.g. "update status of csr x").
+    #[error("{context}: {source}")]
+    Kube {
+        context: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+
+    /// The HTTP server could not bind or serve.
+    #[error("listen on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A background task of the service stopped unexpectedly.
+    #[error("{0}")]
+    Service(String),
 }

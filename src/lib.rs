@@ -14,11 +14,16 @@
 
 pub mod ca;
 pub mod config;
+pub mod controller;
 pub mod csr;
 pub mod engine;
 pub mod error;
 pub mod issue;
+pub mod leader;
+pub mod metrics;
 pub mod policy;
+pub mod server;
+pub mod service;
 pub mod usage;
 
 pub use error::{Error, Result};

@@ -1,0 +1,222 @@
+//! Kubernetes Events on CSRs (core `v1`, in namespace `default` as client-go records events for
+//! cluster-scoped objects), so `kubectl describe csr` tells the story: `Issued`, `SigningFailed`,
+//! `WaitingForApproval`.
+//!
+//! Events are best effort: they are queued on a bounded channel and sent by one background task
+//! under their own token bucket, so they never delay or block a certificate write; when the
+//! bucket or the channel is full they are dropped. The same (CSR, reason) is recorded at most
+//! once per `dedup_window`, which keeps a CSR stuck on a transient error from spamming.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kube::api::{Api, PostParams};
+use tokio::sync::mpsc;
+
+use super::ratelimit::TokenBucket;
+use crate::leader::status_code;
+use crate::metrics::{ApiOperation, Metrics};
+
+const COMPONENT: &str = "csr-signer";
+const EVENT_NAMESPACE: &str = "default";
+
+/// Normal or Warning, as Kubernetes defines event types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    Normal,
+    Warning,
+}
+
+/// One event about one CSR.
+#[derive(Debug, Clone)]
+pub struct CsrEvent {
+    pub csr_name: String,
+    pub csr_uid: String,
+    pub type_: EventType,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// Hands events to the background sender; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct EventRecorder {
+    tx: Option<mpsc::Sender<CsrEvent>>,
+    recent: Arc<Mutex<HashMap<(String, &'static str), Instant>>>,
+    dedup_window: Duration,
+}
+
+impl EventRecorder {
+    /// A recorder that records nothing (`controller.events: false`).
+    pub fn disabled() -> EventRecorder {
+        EventRecorder {
+            tx: None,
+            recent: Arc::new(Mutex::new(HashMap::new())),
+            dedup_window: Duration::from_secs(600),
+        }
+    }
+
+    /// Starts the sender task; it stops when every recorder clone is dropped.
+    pub fn start(
+        client: kube::Client,
+        instance: String,
+        metrics: Arc<Metrics>,
+        qps: f64,
+        burst: u32,
+    ) -> (EventRecorder, tokio::task::JoinHandle<()>) {
+        let (tx, mut rx) = mpsc::channel::<CsrEvent>(1024);
+        let api: Api<Event> = Api::namespaced(client, EVENT_NAMESPACE);
+        let bucket = TokenBucket::new(qps, burst);
+        let task = tokio::spawn(async move {
+            while let Some(ev) = rx.recv().await {
+                if !bucket.try_acquire().await {
+                    tracing::debug!(csr = %ev.csr_name, reason = ev.reason, "event dropped by rate limit");
+                    continue;
+                }
+                let obj = build_event(&ev, &instance);
+                if let Err(e) = api.create(&PostParams::default(), &obj).await {
+                    metrics.api_error(ApiOperation::CreateEvent, status_code(&e));
+                    tracing::debug!(csr = %ev.csr_name, error = %e, "could not record event");
+                }
+            }
+        });
+        (
+            EventRecorder {
+                tx: Some(tx),
+                recent: Arc::new(Mutex::new(HashMap::new())),
+                dedup_window: Duration::from_secs(600),
+            },
+            task,
+        )
+    }
+
+    /// Queues `ev` unless the same reason was recorded for this CSR within the window.
+    pub fn record(&self, ev: CsrEvent) {
+        let Some(tx) = &self.tx else { return };
+        {
+            let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            if recent.len() > 50_000 {
+                let window = self.dedup_window;
+                recent.retain(|_, t| now.duration_since(*t) < window);
+            }
+            let key = (ev.csr_uid.clone(), ev.reason);
+            if let Some(t) = recent.get(&key) {
+                if now.duration_since(*t) < self.dedup_window {
+                    return;
+                }
+            }
+            recent.insert(key, now);
+        }
+        if tx.try_send(ev).is_err() {
+            tracing::debug!("event queue full; event dropped");
+        }
+    }
+}
+
+fn build_event(ev: &CsrEvent, instance: &str) -> Event {
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    // client-go names events "<object>.<hex nanos>"; keep within the 253-character name limit.
+    let mut prefix = ev.csr_name.clone();
+    prefix.truncate(230);
+    Event {
+        metadata: ObjectMeta {
+            name: Some(format!("{prefix}.{nanos:x}")),
+            namespace: Some(EVENT_NAMESPACE.to_string()),
+            ..ObjectMeta::default()
+        },
+        involved_object: ObjectReference {
+            api_version: Some("certificates.k8s.io/v1".to_string()),
+            kind: Some("CertificateSigningRequest".to_string()),
+            name: Some(ev.csr_name.clone()),
+            uid: Some(ev.csr_uid.clone()),
+            ..ObjectReference::default()
+        },
+        reason: Some(ev.reason.to_string()),
+        message: Some(ev.message.clone()),
+        type_: Some(
+            match ev.type_ {
+                EventType::Normal => "Normal",
+                EventType::Warning => "Warning",
+            }
+            .to_string(),
+        ),
+        source: Some(EventSource {
+            component: Some(COMPONENT.to_string()),
+            host: None,
+        }),
+        reporting_component: Some(COMPONENT.to_string()),
+        reporting_instance: Some(instance.to_string()),
+        first_timestamp: Some(now.clone()),
+        last_timestamp: Some(now),
+        count: Some(1),
+        ..Event::default()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_refers_to_the_csr_and_has_a_bounded_unique_name() {
+        let ev = CsrEvent {
+            csr_name: "x".repeat(300),
+            csr_uid: "u1".into(),
+            type_: EventType::Warning,
+            reason: "SigningFailed",
+            message: "UsageNotAllowed: usage \"cert sign\" is not allowed".into(),
+        };
+        let e = build_event(&ev, "pod-a");
+        let name = e.metadata.name.unwrap();
+        assert!(name.len() <= 253, "{}", name.len());
+        assert_eq!(
+            e.involved_object.kind.as_deref(),
+            Some("CertificateSigningRequest")
+        );
+        assert_eq!(e.involved_object.uid.as_deref(), Some("u1"));
+        assert_eq!(e.type_.as_deref(), Some("Warning"));
+        assert_eq!(e.reason.as_deref(), Some("SigningFailed"));
+    }
+
+    #[tokio::test]
+    async fn same_reason_for_same_csr_is_recorded_once_per_window() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let r = EventRecorder {
+            tx: Some(tx),
+            recent: Arc::new(Mutex::new(HashMap::new())),
+            dedup_window: Duration::from_secs(600),
+        };
+        let ev = |uid: &str, reason| CsrEvent {
+            csr_name: "c".into(),
+            csr_uid: uid.into(),
+            type_: EventType::Normal,
+            reason,
+            message: String::new(),
+        };
+        r.record(ev("u1", "WaitingForApproval"));
+        r.record(ev("u1", "WaitingForApproval"));
+        r.record(ev("u1", "Issued"));
+        r.record(ev("u2", "WaitingForApproval"));
+        drop(r);
+        let mut got = Vec::new();
+        while let Some(e) = rx.recv().await {
+            got.push((e.csr_uid, e.reason));
+        }
+        assert_eq!(
+            got,
+            vec![
+                ("u1".to_string(), "WaitingForApproval"),
+                ("u1".to_string(), "Issued"),
+                ("u2".to_string(), "WaitingForApproval"),
+            ]
+        );
+    }
+}
