@@ -1,0 +1,355 @@
+//! Loading the signing CA: certificate, private key, optional intermediates and passphrase.
+//!
+//! Everything that can be checked once is checked here, at load time, so that issuance can trust
+//! the CA it is handed: exactly one certificate, a CA certificate (basicConstraints CA:TRUE and
+//! keyCertSign), a supported key that matches it, not expired. `Debug` never shows key material.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use der::{Decode, Encode};
+use openssl::hash::{hash, MessageDigest};
+use openssl::nid::Nid;
+use openssl::pkey::{Id, PKey, Private};
+use openssl::x509::X509;
+use x509_cert::ext::pkix::{BasicConstraints, KeyUsage, KeyUsages, SubjectKeyIdentifier};
+use x509_cert::Certificate;
+
+use crate::config::CaSettings;
+use crate::error::{Error, Result};
+
+/// The signature algorithm a CA key signs with (k8s-csr-rules §2.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SignatureAlgorithm {
+    RsaSha256,
+    EcdsaSha256,
+    EcdsaSha384,
+    EcdsaSha512,
+    Ed25519,
+}
+
+impl SignatureAlgorithm {
+    /// DER of the AlgorithmIdentifier (RSA carries NULL parameters; ECDSA and Ed25519 none).
+    pub fn algorithm_identifier_der(self) -> &'static [u8] {
+        match self {
+            SignatureAlgorithm::RsaSha256 => &[
+                0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0b, 0x05,
+                0x00,
+            ],
+            SignatureAlgorithm::EcdsaSha256 => &[
+                0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02,
+            ],
+            SignatureAlgorithm::EcdsaSha384 => &[
+                0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03,
+            ],
+            SignatureAlgorithm::EcdsaSha512 => &[
+                0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x04,
+            ],
+            SignatureAlgorithm::Ed25519 => &[0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70],
+        }
+    }
+
+    /// The digest to sign with (`None`: the algorithm hashes internally).
+    pub fn digest(self) -> Option<MessageDigest> {
+        match self {
+            SignatureAlgorithm::RsaSha256 | SignatureAlgorithm::EcdsaSha256 => {
+                Some(MessageDigest::sha256())
+            }
+            SignatureAlgorithm::EcdsaSha384 => Some(MessageDigest::sha384()),
+            SignatureAlgorithm::EcdsaSha512 => Some(MessageDigest::sha512()),
+            SignatureAlgorithm::Ed25519 => None,
+        }
+    }
+}
+
+/// A loaded, checked signing CA.
+pub struct SigningCa {
+    pub(crate) key: PKey<Private>,
+    /// DER of the CA certificate.
+    pub cert_der: Vec<u8>,
+    /// DER of the CA's subject Name, used verbatim as the issuer of every leaf.
+    pub subject_der: Vec<u8>,
+    /// The CA's subjectKeyIdentifier, copied into each leaf's authorityKeyIdentifier.
+    pub subject_key_id: Option<Vec<u8>>,
+    pub not_after: SystemTime,
+    pub algorithm: SignatureAlgorithm,
+    /// PEM appended after every leaf: the signing CA itself when it is an intermediate, then the
+    /// chain file's intermediates. Never a self-signed root.
+    pub chain_pem: String,
+    /// PEM of the trust anchor to distribute: the root when it is known (self-signed signing CA, or
+    /// a self-signed certificate at the end of the chain file).
+    pub cert_pem: String,
+    /// What was loaded, for messages.
+    pub cert_path: PathBuf,
+}
+
+impl std::fmt::Debug for SigningCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningCa")
+            .field("cert_path", &self.cert_path)
+            .field("algorithm", &self.algorithm)
+            .field("not_after", &humantime::format_rfc3339_seconds(self.not_after))
+            .field("key", &"<redacted>")
+            .finish()
+    }
+}
+
+/// The files' bytes as last read: reloading compares these, not timestamps, because a Kubernetes
+/// Secret volume update swaps a symlink and may keep mtimes.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CaFiles {
+    cert: Vec<u8>,
+    key: Vec<u8>,
+    chain: Option<Vec<u8>>,
+    passphrase: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for CaFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CaFiles(<redacted>)")
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|source| Error::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+impl CaFiles {
+    /// Reads every file named by the settings.
+    pub fn read(settings: &CaSettings) -> Result<CaFiles> {
+        Ok(CaFiles {
+            cert: read(&settings.cert_file)?,
+            key: read(&settings.key_file)?,
+            chain: settings.chain_file.as_deref().map(read).transpose()?,
+            passphrase: settings.passphrase_file.as_deref().map(read).transpose()?,
+        })
+    }
+}
+
+impl SigningCa {
+    /// Reads and checks the CA named by `settings`.
+    pub fn load(settings: &CaSettings, now: SystemTime) -> Result<(SigningCa, CaFiles)> {
+        let files = CaFiles::read(settings)?;
+        warn_if_key_readable_by_others(&settings.key_file);
+        let ca = SigningCa::from_files(settings, &files, now)?;
+        Ok((ca, files))
+    }
+
+    /// Checks CA material already read from disk.
+    pub fn from_files(settings: &CaSettings, files: &CaFiles, now: SystemTime) -> Result<SigningCa> {
+        let cert_path = settings.cert_file.clone();
+        let cert_err = |message: String| Error::Ca {
+            path: cert_path.clone(),
+            message,
+        };
+        let certs = X509::stack_from_pem(&files.cert)
+            .map_err(|e| cert_err(format!("cannot parse PEM certificates: {e}")))?;
+        let cert = match certs.as_slice() {
+            [one] => one,
+            [] => return Err(cert_err("expected 1 certificate, found 0".into())),
+            many => {
+                return Err(cert_err(format!(
+                    "expected 1 certificate, found {} (put intermediates in chainFile)",
+                    many.len()
+                )))
+            }
+        };
+        let cert_der = cert
+            .to_der()
+            .map_err(|e| cert_err(format!("cannot encode certificate: {e}")))?;
+        let parsed = Certificate::from_der(&cert_der)
+            .map_err(|e| cert_err(format!("cannot parse certificate: {e}")))?;
+        let tbs = parsed.tbs_certificate();
+
+        let bc: Option<(bool, BasicConstraints)> = tbs
+            .get_extension()
+            .map_err(|e| cert_err(format!("malformed basicConstraints: {e}")))?;
+        if !bc.is_some_and(|(_, bc)| bc.ca) {
+            return Err(cert_err(
+                "not a CA certificate: basicConstraints CA:TRUE is required".into(),
+            ));
+        }
+        let ku: Option<(bool, KeyUsage)> = tbs
+            .get_extension()
+            .map_err(|e| cert_err(format!("malformed keyUsage: {e}")))?;
+        if !ku.is_some_and(|(_, ku)| ku.0.contains(KeyUsages::KeyCertSign)) {
+            return Err(cert_err(
+                "not a CA certificate: keyUsage keyCertSign is required".into(),
+            ));
+        }
+        let ski: Option<(bool, SubjectKeyIdentifier)> = tbs
+            .get_extension()
+            .map_err(|e| cert_err(format!("malformed subjectKeyIdentifier: {e}")))?;
+        let subject_key_id = ski.map(|(_, s)| s.0.as_bytes().to_vec());
+        if subject_key_id.is_none() {
+            tracing::warn!(
+                ca = %settings.cert_file.display(),
+                "CA certificate has no subjectKeyIdentifier: issued certificates will carry no authorityKeyIdentifier"
+            );
+        }
+        let not_after = tbs.validity().not_after.to_system_time();
+        if not_after <= now {
+            return Err(cert_err(format!(
+                "CA certificate expired at {}",
+                humantime::format_rfc3339_seconds(not_after)
+            )));
+        }
+        let subject_der = tbs
+            .subject()
+            .to_der()
+            .map_err(|e| cert_err(format!("cannot encode subject: {e}")))?;
+
+        let key_path = settings.key_file.clone();
+        let key_err = |message: String| Error::Ca {
+            path: key_path.clone(),
+            message,
+        };
+        let key = match &files.passphrase {
+            Some(pass) => {
+                let pass = trim_newline(pass);
+                PKey::private_key_from_pem_passphrase(&files.key, pass)
+            }
+            None => PKey::private_key_from_pem(&files.key),
+        }
+        // The OpenSSL error stack names the decoder, never key bytes.
+        .map_err(|e| key_err(format!("cannot read private key: {e}")))?;
+        let algorithm = match key.id() {
+            Id::RSA => {
+                if key.bits() < 2048 {
+                    return Err(key_err(format!(
+                        "RSA key of {} bits; at least 2048 required",
+                        key.bits()
+                    )));
+                }
+                SignatureAlgorithm::RsaSha256
+            }
+            Id::EC => {
+                let nid = key
+                    .ec_key()
+                    .ok()
+                    .and_then(|ec| ec.group().curve_name())
+                    .ok_or_else(|| key_err("EC key without a named curve".into()))?;
+                match nid {
+                    Nid::X9_62_PRIME256V1 => SignatureAlgorithm::EcdsaSha256,
+                    Nid::SECP384R1 => SignatureAlgorithm::EcdsaSha384,
+                    Nid::SECP521R1 => SignatureAlgorithm::EcdsaSha512,
+                    other => {
+                        return Err(key_err(format!(
+                            "unsupported EC curve {}",
+                            other.short_name().unwrap_or("unknown")
+                        )))
+                    }
+                }
+            }
+            Id::ED25519 => SignatureAlgorithm::Ed25519,
+            _ => {
+                return Err(key_err(
+                    "unsupported key type (RSA, ECDSA P-256/P-384/P-521 or Ed25519 required)".into(),
+                ))
+            }
+        };
+        let cert_key = cert
+            .public_key()
+            .map_err(|e| cert_err(format!("cannot read the certificate's public key: {e}")))?;
+        if !cert_key.public_eq(&key) {
+            return Err(key_err(format!(
+                "private key does not match the certificate {}",
+                settings.cert_file.display()
+            )));
+        }
+
+        let self_signed = tbs.subject() == tbs.issuer();
+        let mut chain_pem = String::new();
+        let mut cert_pem = String::new();
+        let ca_pem = pem(&cert_der);
+        if self_signed {
+            cert_pem.push_str(&ca_pem);
+        } else {
+            chain_pem.push_str(&ca_pem);
+        }
+        if let (Some(path), Some(bytes)) = (&settings.chain_file, &files.chain) {
+            let chain = X509::stack_from_pem(bytes).map_err(|e| Error::Ca {
+                path: path.clone(),
+                message: format!("cannot parse PEM certificates: {e}"),
+            })?;
+            for c in chain {
+                let der = c.to_der().map_err(|e| Error::Ca {
+                    path: path.clone(),
+                    message: format!("cannot encode certificate: {e}"),
+                })?;
+                // A root in the chain file is the trust anchor: distribute it, never send it.
+                if c.subject_name().to_der().ok() == c.issuer_name().to_der().ok() {
+                    cert_pem.push_str(&pem(&der));
+                } else {
+                    chain_pem.push_str(&pem(&der));
+                }
+            }
+        }
+
+        Ok(SigningCa {
+            key,
+            cert_der,
+            subject_der,
+            subject_key_id,
+            not_after,
+            algorithm,
+            chain_pem,
+            cert_pem,
+            cert_path: settings.cert_file.clone(),
+        })
+    }
+
+    /// Time left before the CA expires (zero when expired).
+    pub fn remaining(&self, now: SystemTime) -> Duration {
+        self.not_after.duration_since(now).unwrap_or_default()
+    }
+}
+
+fn trim_newline(b: &[u8]) -> &[u8] {
+    let mut b = b;
+    while let [rest @ .., b'\n' | b'\r'] = b {
+        b = rest;
+    }
+    b
+}
+
+/// PEM-encodes one DER certificate (64-character lines, trailing newline).
+pub fn pem(der: &[u8]) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = String::with_capacity(b64.len() + b64.len() / 64 + 64);
+    out.push_str("-----BEGIN CERTIFICATE-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        // base64 output is ASCII, so each chunk is valid UTF-8.
+        out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
+        out.push('\n');
+    }
+    out.push_str("-----END CERTIFICATE-----\n");
+    out
+}
+
+/// RFC 5280 §4.2.1.2 method 1: SHA-1 of the subjectPublicKey bits.
+pub fn key_identifier(public_key_bits: &[u8]) -> Result<Vec<u8>> {
+    hash(MessageDigest::sha1(), public_key_bits)
+        .map(|d| d.to_vec())
+        .map_err(|source| Error::Crypto {
+            context: "computing a key identifier",
+            source,
+        })
+}
+
+#[cfg(unix)]
+fn warn_if_key_readable_by_others(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path) {
+        if meta.permissions().mode() & 0o004 != 0 {
+            tracing::warn!(key = %path.display(), "CA private key file is world-readable; chmod 600 it");
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn warn_if_key_readable_by_others(_path: &Path) {}

@@ -1,0 +1,219 @@
+//! The signing engine: for each configured signerName, verify → policy → issue, with a CA that can be
+//! swapped at run time. The controller and `csr-signer sign` both call `SignerEngine::sign`, so the
+//! offline command and the service make exactly the same decision.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use crate::ca::{CaFiles, SigningCa};
+use crate::config::{CaSettings, Settings, SignerName, SignerSettings};
+use crate::csr;
+use crate::error::{Error, Result};
+pub use crate::policy::{LifetimeOutcome, Reason, Refusal};
+use crate::policy::{Ask, Grant, Policy, Requester};
+
+/// The annotation cert-manager, Istio and older clients use to ask for a lifetime.
+pub const DURATION_ANNOTATION: &str = "experimental.cert-manager.io/request-duration";
+
+/// What the signer is asked to sign: the CSR object's relevant fields.
+#[derive(Clone, Copy, Debug)]
+pub struct SignRequest<'a> {
+    /// `spec.request` (PEM bytes, already base64-decoded from JSON).
+    pub request: &'a [u8],
+    /// `spec.usages`.
+    pub usages: &'a [String],
+    /// `spec.expirationSeconds`.
+    pub expiration_seconds: Option<i32>,
+    /// `metadata.annotations`.
+    pub annotations: Option<&'a BTreeMap<String, String>>,
+    /// `spec.username`.
+    pub username: &'a str,
+    /// `spec.groups`.
+    pub groups: &'a [String],
+}
+
+/// An issued certificate with what the controller reports about it.
+#[derive(Clone, Debug)]
+pub struct Issued {
+    /// Leaf followed by intermediates, PEM.
+    pub certificate_pem: String,
+    /// Serial number, lower-case hex.
+    pub serial: String,
+    pub not_before: SystemTime,
+    pub not_after: SystemTime,
+    /// NotAfter − NotBefore.
+    pub granted_seconds: u64,
+    pub requested_seconds: Option<u64>,
+    pub lifetime: LifetimeOutcome,
+}
+
+/// The outcome of a signing attempt that did not hit a transient error.
+#[derive(Clone, Debug)]
+pub enum Decision {
+    Issued(Issued),
+    Refused(Refusal),
+}
+
+/// What `--explain` shows: the decision without a signature.
+#[derive(Clone, Debug)]
+pub enum Explanation {
+    Grant(Grant),
+    Refused(Refusal),
+}
+
+/// One signerName with its policy and CA.
+pub struct SignerEngine {
+    name: SignerName,
+    policy: Policy,
+    ca_settings: CaSettings,
+    current: RwLock<(Arc<SigningCa>, CaFiles)>,
+}
+
+impl std::fmt::Debug for SignerEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignerEngine")
+            .field("name", &self.name)
+            .field("ca", &self.ca())
+            .finish()
+    }
+}
+
+impl SignerEngine {
+    /// Loads the signer's CA.
+    pub fn new(settings: &SignerSettings) -> Result<SignerEngine> {
+        let (ca, files) = SigningCa::load(&settings.ca, SystemTime::now())?;
+        Ok(SignerEngine {
+            name: settings.name.clone(),
+            policy: settings.policy.clone(),
+            ca_settings: settings.ca.clone(),
+            current: RwLock::new((Arc::new(ca), files)),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        self.name.as_str()
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The CA in use now.
+    pub fn ca(&self) -> Arc<SigningCa> {
+        // A poisoned lock only means a panic elsewhere while swapping; the value is still whole.
+        match self.current.read() {
+            Ok(g) => g.0.clone(),
+            Err(p) => p.into_inner().0.clone(),
+        }
+    }
+
+    pub fn ca_not_after(&self) -> SystemTime {
+        self.ca().not_after
+    }
+
+    /// Re-reads the CA files. `Ok(true)` when different, valid files were swapped in; an error keeps
+    /// the old CA signing.
+    pub fn reload_ca_if_changed(&self) -> Result<bool> {
+        let files = CaFiles::read(&self.ca_settings)?;
+        let unchanged = match self.current.read() {
+            Ok(g) => g.1 == files,
+            Err(p) => p.into_inner().1 == files,
+        };
+        if unchanged {
+            return Ok(false);
+        }
+        let ca = SigningCa::from_files(&self.ca_settings, &files, SystemTime::now())?;
+        let mut guard = match self.current.write() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        *guard = (Arc::new(ca), files);
+        Ok(true)
+    }
+
+    fn ask<'a>(&self, req: &SignRequest<'a>) -> Ask<'a> {
+        Ask {
+            usages: req.usages,
+            expiration_seconds: req.expiration_seconds.map(i64::from),
+            duration_annotation: req
+                .annotations
+                .and_then(|a| a.get(DURATION_ANNOTATION))
+                .map(String::as_str),
+            requester: Requester {
+                username: req.username,
+                groups: req.groups,
+            },
+        }
+    }
+
+    /// Verify, decide and sign. `Err` is transient (expired CA, crypto or encoding failure): retry,
+    /// never write Failed.
+    pub fn sign(&self, req: &SignRequest<'_>, now: SystemTime) -> Result<Decision> {
+        let csr = match csr::parse_and_verify(req.request) {
+            Ok(c) => c,
+            Err(refusal) => return Ok(Decision::Refused(refusal)),
+        };
+        let grant = match self.policy.decide(&csr, &self.ask(req)) {
+            Ok(g) => g,
+            Err(refusal) => return Ok(Decision::Refused(refusal)),
+        };
+        let ca = self.ca();
+        let issued = crate::issue::issue(&ca, &csr, &grant, now)?;
+        let granted = issued
+            .not_after
+            .duration_since(issued.not_before)
+            .unwrap_or(Duration::ZERO);
+        Ok(Decision::Issued(Issued {
+            certificate_pem: issued.certificate_pem,
+            serial: issued.serial,
+            not_before: issued.not_before,
+            not_after: issued.not_after,
+            granted_seconds: granted.as_secs(),
+            requested_seconds: grant.requested.map(|d| d.as_secs()),
+            lifetime: grant.lifetime_outcome,
+        }))
+    }
+
+    /// The decision without signing (for `csr-signer sign --explain`).
+    pub fn explain(&self, req: &SignRequest<'_>) -> Explanation {
+        match csr::parse_and_verify(req.request)
+            .and_then(|csr| self.policy.decide(&csr, &self.ask(req)))
+        {
+            Ok(g) => Explanation::Grant(g),
+            Err(r) => Explanation::Refused(r),
+        }
+    }
+}
+
+/// Every configured signer.
+#[derive(Debug)]
+pub struct Engine {
+    signers: Vec<SignerEngine>,
+}
+
+impl Engine {
+    /// Loads every signer's CA; the first failure stops startup.
+    pub fn from_settings(settings: &Settings) -> Result<Engine> {
+        let signers = settings
+            .signers
+            .iter()
+            .map(SignerEngine::new)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Engine { signers })
+    }
+
+    pub fn signer(&self, name: &str) -> Option<&SignerEngine> {
+        self.signers.iter().find(|s| s.name() == name)
+    }
+
+    /// Like `signer`, as an error for callers that need one.
+    pub fn require(&self, name: &str) -> Result<&SignerEngine> {
+        self.signer(name)
+            .ok_or_else(|| Error::UnknownSigner(name.to_owned()))
+    }
+
+    pub fn signers(&self) -> impl Iterator<Item = &SignerEngine> {
+        self.signers.iter()
+    }
+}

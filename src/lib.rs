@@ -13,6 +13,7 @@
 //! `dev` is the in-memory Kubernetes certificates API used by `csr-signer dev` and the tests.
 
 pub mod ca;
+pub mod ca_init;
 pub mod config;
 pub mod controller;
 pub mod csr;
