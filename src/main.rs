@@ -21,11 +21,13 @@ struct Cli {
     #[arg(long, global = true)]
     log_level: Option<String>,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the signer controller (the default).
+    Run(RunArgs),
     /// Validate a configuration file and print the effective settings (no secrets).
     CheckConfig(ConfigArg),
     /// Sign one CSR offline with exactly the controller's policy and issuance.
@@ -67,6 +69,19 @@ struct SignArgs {
     /// Print the decision (granted lifetime, usages, SANs, or the refusal) without signing.
     #[arg(long)]
     explain: bool,
+}
+
+#[derive(Args, Debug, Default)]
+struct RunArgs {
+    /// Configuration file (YAML).
+    #[arg(long, env = "CSR_SIGNER_CONFIG")]
+    config: Option<PathBuf>,
+    /// Kubeconfig file; default: KUBECONFIG, then in-cluster.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Address for /metrics, /healthz and /readyz.
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -170,6 +185,50 @@ fn sign(args: &SignArgs, overrides: &Overrides) -> anyhow::Result<ExitCode> {
     }
 }
 
+async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .with_context(|| format!("loading kubeconfig {}", path.display()))?
+        }
+        None => kube::Config::infer().await.context("no kubeconfig (KUBECONFIG, ~/.kube/config) and not in a cluster")?,
+    };
+    Ok(kube::Client::try_from(config)?)
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = term => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+fn run(args: &RunArgs, overrides: &Overrides) -> anyhow::Result<ExitCode> {
+    let overrides = Overrides {
+        listen: args.listen,
+        ..overrides.clone()
+    };
+    let settings = Settings::load(args.config.as_deref(), &overrides)?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async {
+        let client = kube_client(args.kubeconfig.as_deref()).await?;
+        csr_signer::service::run(settings, client, shutdown_signal()).await?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
 fn ca_init(args: &CaInitArgs) -> anyhow::Result<ExitCode> {
     let created = ca_init::init(&InitOptions {
         out: args.out.clone(),
@@ -198,10 +257,16 @@ fn main() -> ExitCode {
         log_format: cli.log_format,
         log_level: cli.log_level.clone(),
     };
+    let default_run = RunArgs {
+        config: std::env::var_os("CSR_SIGNER_CONFIG").map(PathBuf::from),
+        ..RunArgs::default()
+    };
     let result = match &cli.command {
-        Command::CheckConfig(a) => check_config(a, &overrides),
-        Command::Sign(a) => sign(a, &overrides),
-        Command::Ca(CaCommand::Init(a)) => ca_init(a),
+        None => run(&default_run, &overrides),
+        Some(Command::Run(a)) => run(a, &overrides),
+        Some(Command::CheckConfig(a)) => check_config(a, &overrides),
+        Some(Command::Sign(a)) => sign(a, &overrides),
+        Some(Command::Ca(CaCommand::Init(a))) => ca_init(a),
     };
     match result {
         Ok(code) => code,

@@ -48,10 +48,6 @@ use events::{CsrEvent, EventRecorder, EventType};
 use queue::WorkQueue;
 use ratelimit::TokenBucket;
 
-/// The annotation that carries the whole applied manifest; dropped from the cache because it
-/// duplicates `spec.request` and is never needed for a decision.
-const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
-
 /// Controller tuning, from `ControllerSettings`.
 #[derive(Debug, Clone)]
 pub struct ControllerConfig {
@@ -326,11 +322,15 @@ impl Shared {
 }
 
 fn work_of(csr: &CertificateSigningRequest) -> Work {
-    let annotations = csr.metadata.annotations.as_ref().map(|a| {
-        a.iter()
-            .filter(|(k, _)| k.as_str() != LAST_APPLIED)
+    // Only the lifetime annotation feeds a decision; the rest (notably kubectl's
+    // last-applied-configuration, a second copy of the whole request) stays out of memory.
+    let annotations = csr.metadata.annotations.as_ref().and_then(|a| {
+        let kept: BTreeMap<String, String> = a
+            .iter()
+            .filter(|(k, _)| k.as_str() == crate::engine::DURATION_ANNOTATION)
             .map(|(k, v)| (k.clone(), v.clone()))
-            .collect::<BTreeMap<_, _>>()
+            .collect();
+        (!kept.is_empty()).then_some(kept)
     });
     Work {
         request: csr.spec.request.0.clone(),
