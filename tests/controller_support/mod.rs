@@ -1,0 +1,376 @@
+//! Shared helpers for the controller's tests: a local Kubernetes API over real HTTP, kube clients
+//! for its users, the signer service in-process or as a subprocess, and CSR helpers.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use csr_signer::config::Settings;
+use csr_signer::service::{self, RunOptions, Service};
+use k8s_openapi::api::certificates::v1::{
+    CertificateSigningRequest, CertificateSigningRequestCondition, CertificateSigningRequestSpec,
+    CertificateSigningRequestStatus,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::ByteString;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+
+#[allow(unused_imports)]
+pub use csr_signer::dev::{Failure, Match};
+
+pub const SIGNER: &str = "example.com/mtls";
+
+/// A running local API and clients for its users.
+pub struct Env {
+    pub api: csr_signer::dev::LocalApi,
+    pub base: String,
+    pub admin: kube::Client,
+    pub developer: kube::Client,
+    pub signer: kube::Client,
+    pub signer_token: String,
+    pub dir: tempfile::TempDir,
+}
+
+/// A kube client for `base` authenticating with a bearer token, through a kubeconfig like a
+/// user's (so the same code path as `--kubeconfig`).
+pub async fn client(base: &str, token: &str) -> kube::Client {
+    let yaml = kubeconfig_yaml(base, token);
+    let kc = kube::config::Kubeconfig::from_yaml(&yaml).unwrap();
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+        .await
+        .unwrap();
+    kube::Client::try_from(cfg).unwrap()
+}
+
+pub fn kubeconfig_yaml(base: &str, token: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: local\n  cluster: {{server: \"{base}\"}}\nusers:\n- name: u\n  user: {{token: \"{token}\"}}\ncontexts:\n- name: c\n  context: {{cluster: local, user: u}}\ncurrent-context: c\n"
+    )
+}
+
+impl Env {
+    pub async fn start() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let api = csr_signer::dev::start(csr_signer::dev::LocalApiConfig::plain_http())
+            .await
+            .unwrap();
+        let base = api.base_url();
+        let admin = client(&base, &api.token("admin").unwrap()).await;
+        let developer = client(&base, &api.token("developer").unwrap()).await;
+        let signer_token = api.token(csr_signer::dev::SIGNER_USER).unwrap();
+        let signer = client(&base, &signer_token).await;
+        Env {
+            api,
+            base,
+            admin,
+            developer,
+            signer,
+            signer_token,
+            dir,
+        }
+    }
+
+    pub fn faults(&self) -> &csr_signer::dev::Faults {
+        self.api.faults()
+    }
+
+    /// Writes a kubeconfig for the signer's identity (for the binary as a subprocess).
+    pub fn signer_kubeconfig(&self) -> PathBuf {
+        let p = self.dir.path().join("signer.kubeconfig");
+        std::fs::write(&p, kubeconfig_yaml(&self.base, &self.signer_token)).unwrap();
+        p
+    }
+
+    pub fn csrs(&self) -> Api<CertificateSigningRequest> {
+        Api::all(self.admin.clone())
+    }
+
+    /// Creates a CSR as the developer.
+    pub async fn create(
+        &self,
+        name: &str,
+        signer: &str,
+        pem: &[u8],
+        usages: &[&str],
+        expiration: Option<i32>,
+    ) {
+        let api: Api<CertificateSigningRequest> = Api::all(self.developer.clone());
+        api.create(
+            &PostParams::default(),
+            &csr_object(name, signer, pem, usages, expiration),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("create {name}: {e}"));
+    }
+
+    /// Creates a CSR as `client` and returns the error, if any.
+    pub async fn try_create_as(
+        &self,
+        client: &kube::Client,
+        csr: &CertificateSigningRequest,
+    ) -> Result<CertificateSigningRequest, kube::Error> {
+        Api::<CertificateSigningRequest>::all(client.clone())
+            .create(&PostParams::default(), csr)
+            .await
+    }
+
+    pub async fn approve(&self, name: &str) {
+        self.add_approval_condition(name, "Approved", "TestApproved")
+            .await;
+    }
+
+    pub async fn deny(&self, name: &str) {
+        self.add_approval_condition(name, "Denied", "TestDenied")
+            .await;
+    }
+
+    async fn add_approval_condition(&self, name: &str, type_: &str, reason: &str) {
+        let api = self.csrs();
+        for _ in 0..20 {
+            let mut csr = api.get(name).await.unwrap();
+            let status = csr
+                .status
+                .get_or_insert_with(CertificateSigningRequestStatus::default);
+            status.conditions.get_or_insert_with(Vec::new).push(
+                CertificateSigningRequestCondition {
+                    type_: type_.to_string(),
+                    status: "True".to_string(),
+                    reason: Some(reason.to_string()),
+                    message: Some(format!("{type_} by the test")),
+                    ..Default::default()
+                },
+            );
+            match api
+                .patch_approval(
+                    name,
+                    &PatchParams::default(),
+                    &Patch::Merge(serde_json::json!({
+                        "metadata": {"resourceVersion": csr.metadata.resource_version},
+                        "status": {"conditions": status.conditions},
+                    })),
+                )
+                .await
+            {
+                Ok(_) => return,
+                Err(kube::Error::Api(s)) if s.code == 409 => continue,
+                Err(e) => panic!("{type_} {name}: {e}"),
+            }
+        }
+        panic!("{type_} {name}: too many conflicts");
+    }
+
+    /// Waits (generously: this is liveness, not a timing assertion) until `pred` holds.
+    pub async fn wait_for(
+        &self,
+        name: &str,
+        what: &str,
+        pred: impl Fn(&CertificateSigningRequest) -> bool,
+    ) -> CertificateSigningRequest {
+        let api = self.csrs();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let csr = api.get(name).await.unwrap();
+            if pred(&csr) {
+                return csr;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("{name}: gave up waiting for {what}; last: {:?}", csr.status);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn wait_certificate(&self, name: &str) -> String {
+        let csr = self.wait_for(name, "a certificate", has_certificate).await;
+        certificate(&csr).unwrap()
+    }
+
+    /// Waits until every CSR in `names` has a certificate.
+    pub async fn wait_all_issued(&self, names: &[String]) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+        loop {
+            let list = self
+                .csrs()
+                .list(&ListParams::default().fields(&format!("spec.signerName={SIGNER}")))
+                .await
+                .unwrap();
+            let issued: std::collections::HashSet<String> = list
+                .items
+                .iter()
+                .filter(|c| has_certificate(c))
+                .filter_map(|c| c.metadata.name.clone())
+                .collect();
+            let missing = names.iter().filter(|n| !issued.contains(*n)).count();
+            if missing == 0 {
+                return;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!(
+                    "{missing} of {} CSRs still without a certificate",
+                    names.len()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Successful (2xx) status writes the API served for `name`.
+    pub fn status_writes(&self, name: &str) -> usize {
+        let suffix = format!("/certificatesigningrequests/{name}/status");
+        self.faults()
+            .requests()
+            .iter()
+            .filter(|r| r.path.ends_with(&suffix))
+            .filter(|r| r.method == http::Method::PATCH || r.method == http::Method::PUT)
+            .filter(|r| (200..300).contains(&r.status))
+            .count()
+    }
+
+    /// Every request that named `name` in its path.
+    pub fn requests_naming(&self, name: &str) -> Vec<(http::Method, String, u16)> {
+        let needle = format!("/certificatesigningrequests/{name}");
+        self.faults()
+            .requests()
+            .into_iter()
+            .filter(|r| r.path.contains(&needle))
+            .map(|r| (r.method, r.path, r.status))
+            .collect()
+    }
+
+    /// Settings YAML for one signer using `ca`, with the controller tuned for tests.
+    pub fn settings(
+        &self,
+        ca_cert: &Path,
+        ca_key: &Path,
+        policy: &str,
+        leader_election: bool,
+    ) -> Settings {
+        let yaml = settings_yaml(ca_cert, ca_key, policy, leader_election, "127.0.0.1:0");
+        Settings::from_yaml(&yaml, "test.yaml").unwrap()
+    }
+
+    /// Starts the signer service in-process as the signer's identity.
+    pub async fn start_signer(
+        &self,
+        settings: Settings,
+        identity: &str,
+    ) -> (Service, tokio::sync::oneshot::Sender<()>) {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let svc = service::start(
+            settings,
+            self.signer.clone(),
+            async move {
+                let _ = rx.await;
+            },
+            RunOptions {
+                identity: Some(identity.to_string()),
+                ca_poll_interval: Some(Duration::from_millis(200)),
+            },
+        )
+        .await
+        .unwrap();
+        (svc, tx)
+    }
+}
+
+pub fn settings_yaml(
+    ca_cert: &Path,
+    ca_key: &Path,
+    policy: &str,
+    leader_election: bool,
+    listen: &str,
+) -> String {
+    format!(
+        "signers:\n- name: {SIGNER}\n  ca: {{certFile: {}, keyFile: {}}}\n  policy: {{{policy}}}\n\
+         controller:\n  qps: 2000\n  burst: 2000\n  workers: 4\n  events: true\n  \
+         leaderElection: {{enabled: {leader_election}, namespace: csr-signer, leaseName: csr-signer, leaseDurationSeconds: 4, renewDeadlineSeconds: 3, retryPeriodSeconds: 1}}\n\
+         server: {{listen: \"{listen}\"}}\n",
+        ca_cert.display(),
+        ca_key.display()
+    )
+}
+
+pub fn csr_object(
+    name: &str,
+    signer: &str,
+    pem: &[u8],
+    usages: &[&str],
+    expiration: Option<i32>,
+) -> CertificateSigningRequest {
+    CertificateSigningRequest {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            ..Default::default()
+        },
+        spec: CertificateSigningRequestSpec {
+            request: ByteString(pem.to_vec()),
+            signer_name: signer.to_string(),
+            usages: Some(usages.iter().map(|s| s.to_string()).collect()),
+            expiration_seconds: expiration,
+            ..Default::default()
+        },
+        status: None,
+    }
+}
+
+pub fn with_annotation(
+    mut csr: CertificateSigningRequest,
+    k: &str,
+    v: &str,
+) -> CertificateSigningRequest {
+    csr.metadata
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(k.to_string(), v.to_string());
+    csr
+}
+
+pub fn has_certificate(csr: &CertificateSigningRequest) -> bool {
+    csr.status
+        .as_ref()
+        .and_then(|s| s.certificate.as_ref())
+        .is_some_and(|c| !c.0.is_empty())
+}
+
+pub fn certificate(csr: &CertificateSigningRequest) -> Option<String> {
+    csr.status
+        .as_ref()
+        .and_then(|s| s.certificate.as_ref())
+        .map(|c| String::from_utf8_lossy(&c.0).into_owned())
+        .filter(|s| !s.is_empty())
+}
+
+pub fn conditions(csr: &CertificateSigningRequest) -> Vec<CertificateSigningRequestCondition> {
+    csr.status
+        .as_ref()
+        .and_then(|s| s.conditions.clone())
+        .unwrap_or_default()
+}
+
+pub fn failed_conditions(
+    csr: &CertificateSigningRequest,
+) -> Vec<CertificateSigningRequestCondition> {
+    conditions(csr)
+        .into_iter()
+        .filter(|c| c.type_ == "Failed")
+        .collect()
+}
+
+/// Fetches /metrics from a running signer.
+pub async fn scrape(addr: std::net::SocketAddr) -> String {
+    reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The value of one sample line (`name{labels} value`) in a scrape, if present.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
