@@ -87,6 +87,17 @@ impl Signer {
         );
     }
 
+    async fn wait_ready(&self) {
+        for _ in 0..1200 {
+            let r = reqwest::get(format!("http://{}/readyz", self.listen)).await;
+            if r.is_ok_and(|r| r.status().as_u16() == 200) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("never ready; log:\n{}", self.log_text());
+    }
+
     fn kill9(&mut self) {
         // Child::kill sends SIGKILL.
         self.child.kill().unwrap();
@@ -247,24 +258,8 @@ async fn only_the_leader_writes_and_a_standby_takes_over_after_kill_9() {
     let mut a = Signer::start(&env, &ca, true, "replica-a", 2000);
     a.wait_metric("csr_signer_leader", |v| v == 1.0).await;
     let b = Signer::start(&env, &ca, true, "replica-b", 2000);
-    // The standby is ready (CA loaded, watch synced) without being leader.
-    for _ in 0..1200 {
-        let ok = reqwest::get(format!("http://{}/readyz", b.listen))
-            .await
-            .map(|r| r.status().as_u16() == 200);
-        if ok.unwrap_or(false) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(
-        reqwest::get(format!("http://{}/readyz", b.listen))
-            .await
-            .unwrap()
-            .status()
-            .as_u16(),
-        200
-    );
+    // The standby is ready (CA loaded, watch synced, lease observed) without being leader.
+    b.wait_ready().await;
 
     let first = create_approved(&env, "ha", 30).await;
     env.wait_all_issued(&first).await;
@@ -302,6 +297,19 @@ async fn sigterm_releases_the_lease_for_an_immediate_takeover() {
     let env = Env::start().await;
     let mut a = Signer::start(&env, &ca, true, "term-a", 2000);
     a.wait_metric("csr_signer_leader", |v| v == 1.0).await;
+    // A standby (its workers parked waiting for leadership) also stops cleanly on SIGTERM.
+    let mut b = Signer::start(&env, &ca, true, "term-b", 2000);
+    b.wait_ready().await;
+    assert_eq!(
+        sample(&b.metrics().await.unwrap(), "csr_signer_leader"),
+        Some(0.0)
+    );
+    let status = b.sigterm();
+    assert!(
+        status.success(),
+        "standby graceful exit: {status:?}\n{}",
+        b.log_text()
+    );
     let status = a.sigterm();
     assert!(
         status.success(),

@@ -436,7 +436,7 @@ impl Controller {
 
         let mut workers = tokio::task::JoinSet::new();
         for _ in 0..self.workers {
-            workers.spawn(worker(shared.clone()));
+            workers.spawn(worker(shared.clone(), shutdown.clone()));
         }
         tracing::info!(signers = ?shared.signer_names, workers = self.workers, "controller started");
 
@@ -594,12 +594,18 @@ pub fn unix_seconds(t: SystemTime) -> f64 {
     }
 }
 
-async fn worker(shared: Arc<Shared>) {
+async fn worker(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
     let mut leader = shared.leader.clone();
     loop {
-        // Standbys keep their cache warm but never write.
-        if leader.wait_for(|l| *l).await.is_err() {
-            return;
+        // Standbys keep their cache warm but never write; a standby's workers park here, so
+        // shutdown must be able to end the wait too.
+        tokio::select! {
+            r = leader.wait_for(|l| *l) => {
+                if r.is_err() {
+                    return;
+                }
+            }
+            _ = shutdown.wait_for(|s| *s) => return,
         }
         let Some(key) = shared.queue.pop().await else {
             return;

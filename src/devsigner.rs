@@ -1,0 +1,329 @@
+//! The signer half of `csr-signer dev`: a development CA created on first run under a state
+//! directory (reused afterwards), this controller signing for `example.com/mtls` against the local
+//! API, and `--demo`, which walks the tutorial by itself (key, CSR, create, approve, wait, inspect,
+//! verify) and exits.
+//!
+//! The local API itself lives in `dev`; this module only adds the signer to it.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use k8s_openapi::api::certificates::v1::{
+    CertificateSigningRequest, CertificateSigningRequestCondition, CertificateSigningRequestSpec,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::ByteString;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+
+use crate::ca_init::{self, KeyType};
+use crate::config::Settings;
+use crate::dev::{LocalApi, SIGNER_USER};
+use crate::service::{self, RunOptions, Service};
+
+/// The signerName `csr-signer dev` signs for.
+pub const DEV_SIGNER: &str = "example.com/mtls";
+
+/// Where the dev CA lives and how the dev signer listens.
+#[derive(Debug, Clone)]
+pub struct DevSignerOptions {
+    /// State directory; the CA goes to `<state_dir>/ca/`.
+    pub state_dir: PathBuf,
+    /// Address for the signer's /metrics, /healthz, /readyz.
+    pub listen: std::net::SocketAddr,
+}
+
+/// The dev CA's files.
+#[derive(Debug, Clone)]
+pub struct DevCa {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// True when this call created it.
+    pub created: bool,
+}
+
+/// Creates a P-256 development CA under `<state_dir>/ca` on first use and reuses it afterwards.
+pub fn dev_ca(state_dir: &Path) -> crate::Result<DevCa> {
+    let dir = state_dir.join("ca");
+    let cert = dir.join("ca.crt");
+    let key = dir.join("ca.key");
+    if cert.exists() && key.exists() {
+        return Ok(DevCa {
+            cert,
+            key,
+            created: false,
+        });
+    }
+    let made = ca_init::init(&ca_init::InitOptions {
+        out: dir,
+        key_type: KeyType::P256,
+        days: 365,
+        common_name: "csr-signer dev CA".into(),
+        intermediate: false,
+    })?;
+    Ok(DevCa {
+        cert: made.cert,
+        key: made.key,
+        created: true,
+    })
+}
+
+/// Settings for the dev signer: the default mTLS policy (identity-bound subjects and SANs,
+/// client/server auth usages, 10 min – 30 d lifetimes), no leader election (one process).
+pub fn dev_settings(ca: &DevCa, listen: std::net::SocketAddr) -> crate::Result<Settings> {
+    let yaml = format!(
+        "signers:\n- name: {DEV_SIGNER}\n  ca: {{certFile: {}, keyFile: {}}}\n\
+         controller: {{qps: 50, burst: 100, workers: 2, events: true, leaderElection: {{enabled: false}}}}\n\
+         server: {{listen: \"{listen}\"}}\n",
+        ca.cert.display(),
+        ca.key.display()
+    );
+    Settings::from_yaml(&yaml, "csr-signer dev")
+}
+
+/// Starts the dev signer against `api` as the signer's identity; it stops when `shutdown` resolves.
+pub async fn start(
+    api: &LocalApi,
+    opts: &DevSignerOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> crate::Result<(Service, DevCa)> {
+    let ca = dev_ca(&opts.state_dir)?;
+    let settings = dev_settings(&ca, opts.listen)?;
+    let client = api.client(SIGNER_USER)?;
+    let svc = service::start(
+        settings,
+        client,
+        shutdown,
+        RunOptions {
+            identity: Some("csr-signer-dev".into()),
+            ca_poll_interval: None,
+        },
+    )
+    .await?;
+    Ok((svc, ca))
+}
+
+fn kube_err(context: &str) -> impl Fn(kube::Error) -> crate::Error + '_ {
+    move |e| crate::Error::Kube {
+        context: context.to_string(),
+        source: Box::new(e),
+    }
+}
+
+fn crypto(context: &'static str) -> impl Fn(openssl::error::ErrorStack) -> crate::Error {
+    move |source| crate::Error::Crypto { context, source }
+}
+
+/// The tutorial, performed by itself: a developer creates a CSR, an approver approves it, the
+/// signer issues, and the certificate is inspected and verified against the dev CA. Writes the
+/// story to `out`; the private key stays in memory.
+pub async fn run_demo(
+    api: &LocalApi,
+    ca: &DevCa,
+    out: &mut (dyn Write + Send),
+) -> crate::Result<()> {
+    let io = |e: std::io::Error| crate::Error::Service(format!("writing demo output: {e}"));
+    let key = ca_init::generate_key(KeyType::P256)?;
+    let mut req = openssl::x509::X509ReqBuilder::new().map_err(crypto("CSR"))?;
+    let mut name = openssl::x509::X509NameBuilder::new().map_err(crypto("CSR subject"))?;
+    name.append_entry_by_text("CN", "developer")
+        .map_err(crypto("CSR subject"))?;
+    name.append_entry_by_text("O", "development")
+        .map_err(crypto("CSR subject"))?;
+    req.set_subject_name(&name.build())
+        .map_err(crypto("CSR subject"))?;
+    req.set_pubkey(&key).map_err(crypto("CSR key"))?;
+    req.sign(&key, openssl::hash::MessageDigest::sha256())
+        .map_err(crypto("signing the CSR"))?;
+    let pem = req.build().to_pem().map_err(crypto("CSR PEM"))?;
+    writeln!(
+        out,
+        "1. generated a P-256 key and a CSR for /CN=developer/O=development"
+    )
+    .map_err(io)?;
+
+    let csr_name = format!(
+        "developer-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let developer: Api<CertificateSigningRequest> = Api::all(api.client("developer")?);
+    let approver: Api<CertificateSigningRequest> = Api::all(api.client("approver")?);
+    developer
+        .create(
+            &PostParams::default(),
+            &CertificateSigningRequest {
+                metadata: ObjectMeta {
+                    name: Some(csr_name.clone()),
+                    ..Default::default()
+                },
+                spec: CertificateSigningRequestSpec {
+                    request: ByteString(pem),
+                    signer_name: DEV_SIGNER.into(),
+                    expiration_seconds: Some(86400),
+                    usages: Some(vec!["client auth".into()]),
+                    ..Default::default()
+                },
+                status: None,
+            },
+        )
+        .await
+        .map_err(kube_err("creating the CSR as developer"))?;
+    writeln!(out, "2. developer created CertificateSigningRequest {csr_name} (signerName {DEV_SIGNER}, expirationSeconds 86400, usages [client auth])").map_err(io)?;
+
+    let approved = CertificateSigningRequestCondition {
+        type_: "Approved".into(),
+        status: "True".into(),
+        reason: Some("DemoApproved".into()),
+        message: Some("approved by csr-signer dev --demo".into()),
+        ..Default::default()
+    };
+    approver
+        .patch_approval(
+            &csr_name,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"status": {"conditions": [approved]}})),
+        )
+        .await
+        .map_err(kube_err("approving the CSR as approver"))?;
+    writeln!(
+        out,
+        "3. approver approved it (kubectl certificate approve {csr_name})"
+    )
+    .map_err(io)?;
+
+    let mut chain = None;
+    for _ in 0..600 {
+        let csr = developer
+            .get(&csr_name)
+            .await
+            .map_err(kube_err("reading the CSR"))?;
+        let status = csr.status.unwrap_or_default();
+        if let Some(c) = status.certificate.filter(|c| !c.0.is_empty()) {
+            chain = Some(c.0);
+            break;
+        }
+        if let Some(f) = status
+            .conditions
+            .unwrap_or_default()
+            .into_iter()
+            .find(|c| c.type_ == "Failed")
+        {
+            return Err(crate::Error::Service(format!(
+                "the signer refused the demo CSR: {}: {}",
+                f.reason.unwrap_or_default(),
+                f.message.unwrap_or_default()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let chain = chain.ok_or_else(|| {
+        crate::Error::Service("no certificate after 30 s; is the signer running?".into())
+    })?;
+    let certs =
+        openssl::x509::X509::stack_from_pem(&chain).map_err(crypto("reading the certificate"))?;
+    let leaf = certs
+        .first()
+        .ok_or_else(|| crate::Error::Service("empty status.certificate".into()))?;
+    writeln!(out, "4. the signer issued a certificate:").map_err(io)?;
+    let subject: Vec<String> = leaf
+        .subject_name()
+        .entries()
+        .map(|e| {
+            format!(
+                "{}={}",
+                e.object().nid().short_name().unwrap_or("?"),
+                String::from_utf8_lossy(e.data().as_slice()).into_owned()
+            )
+        })
+        .collect();
+    writeln!(out, "   subject:   {}", subject.join(", ")).map_err(io)?;
+    let sans: Vec<String> = leaf
+        .subject_alt_names()
+        .map(|names| {
+            names
+                .iter()
+                .map(|n| {
+                    n.dnsname()
+                        .map(|d| format!("DNS:{d}"))
+                        .or_else(|| n.uri().map(|u| format!("URI:{u}")))
+                        .or_else(|| n.email().map(|m| format!("email:{m}")))
+                        .unwrap_or_else(|| "IP/other".into())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    writeln!(
+        out,
+        "   SANs:      {}",
+        if sans.is_empty() {
+            "none".into()
+        } else {
+            sans.join(", ")
+        }
+    )
+    .map_err(io)?;
+    writeln!(out, "   notBefore: {}", leaf.not_before()).map_err(io)?;
+    writeln!(out, "   notAfter:  {}", leaf.not_after()).map_err(io)?;
+    writeln!(
+        out,
+        "   serial:    {}",
+        leaf.serial_number()
+            .to_bn()
+            .and_then(|b| b.to_hex_str())
+            .map(|s| s.to_string())
+            .unwrap_or_default()
+    )
+    .map_err(io)?;
+
+    // Verify with the openssl CLI, as the tutorial does.
+    let dir = tempfile_dir()?;
+    let leaf_path = dir.join("developer.crt");
+    std::fs::write(&leaf_path, leaf.to_pem().map_err(crypto("leaf PEM"))?).map_err(|source| {
+        crate::Error::Io {
+            path: leaf_path.clone(),
+            source,
+        }
+    })?;
+    let verify = std::process::Command::new("openssl")
+        .arg("verify")
+        .arg("-CAfile")
+        .arg(&ca.cert)
+        .arg(&leaf_path)
+        .output();
+    let _ = std::fs::remove_dir_all(&dir);
+    match verify {
+        Ok(o) => {
+            let text = String::from_utf8_lossy(&o.stdout).trim().to_string();
+            writeln!(
+                out,
+                "5. openssl verify -CAfile {} developer.crt: {text}",
+                ca.cert.display()
+            )
+            .map_err(io)?;
+            if !o.status.success() {
+                return Err(crate::Error::Service(format!(
+                    "openssl verify failed: {text} {}",
+                    String::from_utf8_lossy(&o.stderr)
+                )));
+            }
+        }
+        Err(e) => {
+            writeln!(
+                out,
+                "5. openssl CLI not available ({e}); skipped the CLI verification"
+            )
+            .map_err(io)?;
+        }
+    }
+    Ok(())
+}
+
+fn tempfile_dir() -> crate::Result<PathBuf> {
+    let dir =
+        std::env::temp_dir().join(format!("csr-signer-demo-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir(&dir).map_err(|source| crate::Error::Io {
+        path: dir.clone(),
+        source,
+    })?;
+    Ok(dir)
+}
