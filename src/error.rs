@@ -51,4 +51,8 @@ pub enum Error {
     /// The signerName asked for is not configured in this process.
     #[error("signer {0:?} is not configured")]
     UnknownSigner(String),
+
+    /// The local (dev/test) Kubernetes API could not start or persist its state.
+    #[error("local API: {0}")]
+    LocalApi(String),
 }

@@ -15,6 +15,7 @@
 pub mod ca;
 pub mod config;
 pub mod csr;
+pub mod dev;
 pub mod engine;
 pub mod error;
 pub mod issue;
