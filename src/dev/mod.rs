@@ -202,7 +202,8 @@ async fn serve(
     state_file: Option<PathBuf>,
 ) {
     let mut conns = tokio::task::JoinSet::new();
-    let mut bookmarks = tokio::time::interval(bookmark_interval);
+    let mut bookmarks =
+        tokio::time::interval_at(tokio::time::Instant::now() + bookmark_interval, bookmark_interval);
     let mut save = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
