@@ -827,3 +827,36 @@ pub fn condition_summary(obj: &Value) -> String {
     }
     s
 }
+
+/// Fields Go's strict decoder would not recognise (`fieldValidation=Strict|Warn`).
+pub fn unknown_fields(obj: &Value) -> Vec<String> {
+    const TOP: &[&str] = &["apiVersion", "kind", "metadata", "spec", "status"];
+    const META: &[&str] = &[
+        "name", "generateName", "namespace", "selfLink", "uid", "resourceVersion", "generation",
+        "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "labels",
+        "annotations", "ownerReferences", "finalizers", "managedFields",
+    ];
+    const SPEC: &[&str] = &["request", "signerName", "expirationSeconds", "usages", "username", "uid", "groups", "extra"];
+    const STATUS: &[&str] = &["conditions", "certificate"];
+    const COND: &[&str] = &["type", "status", "reason", "message", "lastUpdateTime", "lastTransitionTime"];
+    let mut out = Vec::new();
+    let mut check = |v: &Value, known: &[&str], prefix: &str| {
+        if let Some(m) = v.as_object() {
+            for k in m.keys() {
+                if !known.contains(&k.as_str()) {
+                    out.push(format!("{prefix}{k}"));
+                }
+            }
+        }
+    };
+    check(obj, TOP, "");
+    check(&obj["metadata"], META, "metadata.");
+    check(&obj["spec"], SPEC, "spec.");
+    check(&obj["status"], STATUS, "status.");
+    if let Some(conds) = obj["status"]["conditions"].as_array() {
+        for (i, c) in conds.iter().enumerate() {
+            check(c, COND, &format!("status.conditions[{i}]."));
+        }
+    }
+    out
+}

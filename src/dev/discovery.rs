@@ -10,7 +10,7 @@ use super::resources::{self, RESOURCES};
 use super::server::json_response;
 
 /// The Kubernetes release this API mimics.
-pub const MINOR: &str = "34";
+pub const MINOR: &str = "37";
 
 pub fn version() -> Value {
     json!({

@@ -1,11 +1,11 @@
-//! Minimal OpenAPI documents: enough for kubectl to see that PATCH/PUT/POST accept
-//! `fieldValidation` (so `kubectl apply` validates server-side instead of needing full schemas).
+//! Minimal OpenAPI documents (v3 JSON and v2 protobuf): enough for kubectl to see that
+//! PATCH/PUT/POST accept `fieldValidation`, so `kubectl apply` validates server-side instead of
+//! needing full schemas. Schemas are not served; kubectl then treats objects as unstructured.
 
 use axum::response::Response;
 use serde_json::{json, Map, Value};
 
 use super::resources::RESOURCES;
-use super::server::json_response;
 
 fn gv_key(group: &str, version: &str) -> String {
     if group.is_empty() {
@@ -85,13 +85,83 @@ pub fn v3_doc(group: &str, version: &str) -> Option<Value> {
                 "components": {"schemas": {}}}))
 }
 
-/// kubectl falls back to v2 only when v3 is missing; v2 is served as 404 like a server that
-/// disabled it, which kubectl tolerates once v3 answered.
+// --- OpenAPI v2 in gnostic protobuf form (what client-go's OpenAPISchema() decodes) ---
+
+fn varint(mut v: u64, out: &mut Vec<u8>) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// A length-delimited field.
+fn ld(num: u64, bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    varint((num << 3) | 2, &mut out);
+    varint(bytes.len() as u64, &mut out);
+    out.extend_from_slice(bytes);
+    out
+}
+
+fn query_param(name: &str) -> Vec<u8> {
+    // ParametersItem{parameter=1: Parameter{non_body_parameter=2: NonBodyParameter{
+    //   query_parameter_sub_schema=3: {in=2, name=4, type=6}}}}
+    let sub = [ld(2, b"query"), ld(4, name.as_bytes()), ld(6, b"string")].concat();
+    ld(1, &ld(2, &ld(3, &sub)))
+}
+
+fn v2_operation(group: &str, version: &str, kind: &str, write: bool) -> Vec<u8> {
+    let mut op = Vec::new();
+    if write {
+        for p in ["dryRun", "fieldManager", "fieldValidation"] {
+            op.extend(ld(8, &query_param(p)));
+        }
+    }
+    let yaml = format!("group: {group:?}\nkind: {kind}\nversion: {version}\n");
+    // vendor_extension=13: NamedAny{name=1, value=2: Any{yaml=2}}
+    let named_any = [ld(1, b"x-kubernetes-group-version-kind"), ld(2, &ld(2, yaml.as_bytes()))].concat();
+    op.extend(ld(13, &named_any));
+    op
+}
+
+/// The protobuf OpenAPI v2 document: every served path with its operations, the write
+/// operations declaring `dryRun`, `fieldManager` and `fieldValidation` (kubectl's
+/// QueryParamVerifier looks for them on PATCH to choose server-side validation).
+pub fn v2_protobuf() -> Vec<u8> {
+    let mut paths = Vec::new();
+    for r in RESOURCES {
+        for version in r.versions {
+            let base = format!("/{}", gv_key(r.group, version));
+            let prefix = if r.namespaced {
+                format!("{base}/namespaces/{{namespace}}/{}", r.resource)
+            } else {
+                format!("{base}/{}", r.resource)
+            };
+            let collection = [
+                ld(2, &v2_operation(r.group, version, r.kind, false)),
+                ld(4, &v2_operation(r.group, version, r.kind, true)),
+            ]
+            .concat();
+            paths.extend(ld(2, &[ld(1, prefix.as_bytes()), ld(2, &collection)].concat()));
+            let item = [
+                ld(2, &v2_operation(r.group, version, r.kind, false)),
+                ld(3, &v2_operation(r.group, version, r.kind, true)),
+                ld(5, &v2_operation(r.group, version, r.kind, false)),
+                ld(8, &v2_operation(r.group, version, r.kind, true)),
+            ]
+            .concat();
+            paths.extend(ld(2, &[ld(1, format!("{prefix}/{{name}}").as_bytes()), ld(2, &item)].concat()));
+        }
+    }
+    let info = [ld(1, b"Kubernetes"), ld(2, b"v1.37.0")].concat();
+    [ld(1, b"2.0"), ld(2, &info), ld(8, &paths)].concat()
+}
+
 pub fn v2_response() -> Response {
-    json_response(
-        404,
-        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                "message": "the server could not find the requested resource", "reason": "NotFound",
-                "details": {}, "code": 404}),
-    )
+    Response::builder()
+        .status(200)
+        .header("content-type", "application/octet-stream")
+        .body(axum::body::Body::from(v2_protobuf()))
+        .unwrap_or_default()
 }

@@ -640,6 +640,7 @@ fn clean_meta(meta: &mut Value) {
 
 fn create(sh: &Shared, r: &ResReq, mut obj: Value, user: &User, query: &Query) -> Result<(u16, Value), ApiError> {
     check_gvk(&obj, r.def, &r.version)?;
+    field_validation(r.def, &obj, query)?;
     if !obj["metadata"].is_object() {
         obj["metadata"] = json!({});
     }
@@ -718,6 +719,23 @@ fn create(sh: &Shared, r: &ResReq, mut obj: Value, user: &User, query: &Query) -
         Ok(Change::Create(obj))
     })?;
     Ok((201, with_gvk(&stored, r.def, &r.version)))
+}
+
+/// Server-side field validation for CSR bodies: Strict rejects unknown fields with 400; Warn
+/// (the default) and Ignore accept them (the fields are dropped by normalisation).
+fn field_validation(def: &ResourceDef, obj: &Value, query: &Query) -> Result<(), ApiError> {
+    if def.behaviour != Behaviour::Csr || query.get("fieldValidation") != Some("Strict") {
+        return Ok(());
+    }
+    let unknown = csr::unknown_fields(obj);
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = unknown.iter().map(|f| format!("unknown field {}", quote(f))).collect();
+    Err(ApiError::bad_request(format!(
+        "CertificateSigningRequest in version \"v1\" cannot be handled as a CertificateSigningRequest: strict decoding error: {}",
+        list.join(", ")
+    )))
 }
 
 fn is_dry_run(query: &Query) -> bool {
@@ -841,6 +859,7 @@ fn update(sh: &Shared, r: &ResReq, input: Input, user: &User, query: &Query) -> 
     };
     if let Input::Put(obj) = &input {
         check_gvk(obj, r.def, &r.version)?;
+        field_validation(r.def, obj, query)?;
         let body_name = meta_str(obj, "name");
         if !body_name.is_empty() && body_name != r.name {
             return Err(ApiError::bad_request(format!(
