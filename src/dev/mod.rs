@@ -393,6 +393,15 @@ pub struct DevOptions {
     pub state: Option<PathBuf>,
 }
 
+/// Prints a line to stdout; a closed stdout (piped to a finished process) must not stop the server.
+fn say(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_fmt(args);
+    let _ = out.write_all(b"\n");
+    let _ = out.flush();
+}
+
 /// `csr-signer dev`: serve until Ctrl-C / SIGTERM.
 pub async fn run_dev(opts: DevOptions) -> Result<()> {
     let cfg = LocalApiConfig {
@@ -404,22 +413,22 @@ pub async fn run_dev(opts: DevOptions) -> Result<()> {
     let api = start(cfg).await?;
     api.write_kubeconfig(&opts.kubeconfig_out, &["admin", "developer", "approver"])?;
     let kc = opts.kubeconfig_out.display();
-    println!("csr-signer dev: Kubernetes certificates API listening on {}", api.base_url());
-    println!("kubeconfig written to {kc} (contexts: admin, developer, approver)");
-    println!();
-    println!("  export KUBECONFIG={kc}");
-    println!("  kubectl --context developer apply -f csr.yaml");
-    println!("  kubectl get csr");
-    println!("  kubectl --context approver certificate approve <name>");
-    println!("  kubectl get csr <name> -o jsonpath='{{.status.certificate}}' | base64 -d");
-    println!();
+    say(format_args!("csr-signer dev: Kubernetes certificates API listening on {}", api.base_url()));
+    say(format_args!("kubeconfig written to {kc} (contexts: admin, developer, approver)"));
+    say(format_args!(""));
+    say(format_args!("  export KUBECONFIG={kc}"));
+    say(format_args!("  kubectl --context developer apply -f csr.yaml"));
+    say(format_args!("  kubectl get csr"));
+    say(format_args!("  kubectl --context approver certificate approve <name>"));
+    say(format_args!("  kubectl get csr <name> -o jsonpath='{{.status.certificate}}' | base64 -d"));
+    say(format_args!(""));
     match &opts.state {
-        Some(p) => println!("objects are kept in {}", p.display()),
-        None => println!("objects are kept in memory only (use --state FILE to keep them)"),
+        Some(p) => say(format_args!("objects are kept in {}", p.display())),
+        None => say(format_args!("objects are kept in memory only (use --state FILE to keep them)")),
     }
-    println!("Press Ctrl-C to stop.");
+    say(format_args!("Press Ctrl-C to stop."));
     wait_for_signal().await;
-    println!("stopping");
+    say(format_args!("stopping"));
     api.shutdown().await;
     Ok(())
 }
