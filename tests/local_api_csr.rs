@@ -697,11 +697,30 @@ async fn put_name_mismatch_is_bad_request() {
 
 #[tokio::test]
 async fn update_re_verifies_request_signature() {
-    // A stored object whose request no longer verifies fails every update (3.D.7).
-    let api = plain().await;
-    create(&api, "developer", "ok").await;
-    let (code, body) = approval_put(&api, "admin", "ok", json!([{"type": "Approved", "status": "True"}])).await;
-    assert_eq!(code, 200, "{body}");
+    // A stored object whose request no longer verifies fails every update (3.D.7). Seed one
+    // through a state file, since the API itself would never store it.
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.json");
+    let pem = csr_pem("seeded");
+    let mut der = openssl::x509::X509Req::from_pem(&pem).unwrap().to_der().unwrap();
+    let last = der.len() - 1;
+    der[last] ^= 0x01;
+    let bad = format!("-----BEGIN CERTIFICATE REQUEST-----\n{}\n-----END CERTIFICATE REQUEST-----\n", b64(&der));
+    let obj = json!({"kind": "CertificateSigningRequest", "apiVersion": "certificates.k8s.io/v1",
+        "metadata": {"name": "seeded", "uid": "u-1", "resourceVersion": "5", "creationTimestamp": "2026-01-01T00:00:00Z"},
+        "spec": {"request": b64(bad.as_bytes()), "signerName": SIGNER, "usages": ["client auth"], "username": "x"},
+        "status": {}});
+    std::fs::write(&state, serde_json::to_vec(&json!({"resourceVersion": 5, "objects": [{"key": "certificates.k8s.io/certificatesigningrequests", "object": obj}]})).unwrap()).unwrap();
+    let api = csr_signer::dev::start(csr_signer::dev::LocalApiConfig { state_file: Some(state), ..csr_signer::dev::LocalApiConfig::plain_http() })
+        .await
+        .unwrap();
+    let (code, body) = approval_put(&api, "admin", "seeded", json!([{"type": "Approved", "status": "True"}])).await;
+    assert_eq!(code, 422, "{body}");
+    assert_eq!(body["details"]["causes"][0]["field"], "spec.request");
+    assert!(body["message"].as_str().unwrap().contains("spec.request: Invalid value: []byte{0x2d, 0x2d,"), "{body}");
+    // Labels-only writes through the main resource fail too.
+    let (code, _) = patch_json(&api, "admin", &named("seeded"), "application/merge-patch+json", &json!({"metadata": {"labels": {"a": "b"}}})).await;
+    assert_eq!(code, 422);
 }
 
 // ---------- admission and RBAC (3.F) ----------
