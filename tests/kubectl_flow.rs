@@ -250,3 +250,28 @@ async fn kubectl_wait_for_condition_and_watch() {
     assert!(o.ok, "{}", o.stderr);
     assert_eq!(o.stdout.trim(), "certificatesigningrequest.certificates.k8s.io/w condition met");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_get_watch_prints_table_rows() {
+    for bin in [KUBECTL_127, KUBECTL_133] {
+        let e = env().await;
+        create(&e.api, "developer", "w").await;
+        let kc = e.kc.clone();
+        let watcher = tokio::spawn(async move { run(bin, &kc, &["get", "csr", "-w"], None).await });
+        while e.api.faults().open_watches() == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        csrs(&e.api, "approver")
+            .patch_approval("w", &PatchParams::default(), &Patch::Merge(json!({"status": {"conditions": [{"type": "Approved", "status": "True"}]}})))
+            .await
+            .unwrap();
+        // Ending the watch ends `kubectl get -w`; the queued MODIFIED event is delivered first.
+        e.api.faults().close_watches();
+        let o = watcher.await.unwrap();
+        let rows: Vec<Vec<&str>> = o.stdout.lines().map(|l| l.split_whitespace().collect()).collect();
+        assert_eq!(rows[0], vec!["NAME", "AGE", "SIGNERNAME", "REQUESTOR", "REQUESTEDDURATION", "CONDITION"], "{bin}: {}", o.stdout);
+        assert_eq!(*rows[1].last().unwrap(), "Pending", "{bin}: {}", o.stdout);
+        assert_eq!(*rows[2].last().unwrap(), "Approved", "{bin}: {}", o.stdout);
+        assert_eq!(rows[2][2..5], ["example.com/mtls", "developer", "60m"]);
+    }
+}

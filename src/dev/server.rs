@@ -292,7 +292,7 @@ async fn dispatch(
     let result = match verb {
         "get" => get(sh, &r, want_table, query),
         "list" => list(sh, &r, query, want_table),
-        "watch" => return watch(sh, &r, query),
+        "watch" => return watch(sh, &r, query, want_table),
         "create" => {
             let obj = match decode_body(headers, &body) {
                 Ok(v) => v,
@@ -449,7 +449,7 @@ fn decode_continue(s: &str) -> Option<(u64, (String, String))> {
     Some((v["rv"].as_u64()?, (v["ns"].as_str()?.to_string(), v["name"].as_str()?.to_string())))
 }
 
-fn watch(sh: &Arc<Shared>, r: &ResReq, query: &Query) -> Response {
+fn watch(sh: &Arc<Shared>, r: &ResReq, query: &Query, want_table: bool) -> Response {
     let (fs, ls) = match selectors(r, query) {
         Ok(s) => s,
         Err(e) => return error_response(&e),
@@ -461,17 +461,17 @@ fn watch(sh: &Arc<Shared>, r: &ResReq, query: &Query) -> Response {
             Ok(n) => {
                 let orig = fs.clone();
                 let both: Filter = Arc::new(move |v: &Value| orig.matches(v) && n.matches(v));
-                return watch_stream(sh, r, query, both);
+                return watch_stream(sh, r, query, both, want_table);
             }
             Err(e) => return error_response(&e),
         }
     }
     fs = fs.clone();
     let filter: Filter = Arc::new(move |v: &Value| fs.matches(v) && ls.matches(v));
-    watch_stream(sh, r, query, filter)
+    watch_stream(sh, r, query, filter, want_table)
 }
 
-fn watch_stream(sh: &Arc<Shared>, r: &ResReq, query: &Query, filter: Filter) -> Response {
+fn watch_stream(sh: &Arc<Shared>, r: &ResReq, query: &Query, filter: Filter, want_table: bool) -> Response {
     let from = match query.get("resourceVersion").unwrap_or("") {
         "" | "0" => None,
         s => match s.parse::<u64>() {
@@ -494,6 +494,16 @@ fn watch_stream(sh: &Arc<Shared>, r: &ResReq, query: &Query, filter: Filter) -> 
     let def = r.def;
     let version = r.version.clone();
     let ns = ns_filter(r).map(str::to_string);
+    let include = query.get("includeObject").map(str::to_string);
+    // `kubectl get -w`: each event carries a one-row Table; only the first has the columns.
+    let to_table = move |obj: Value, first: bool| -> Value {
+        let rv = obj["metadata"]["resourceVersion"].as_str().unwrap_or("").to_string();
+        let mut t = table::table(def, "", &[obj], &rv, include.as_deref());
+        if !first {
+            t["columnDefinitions"] = json!([]);
+        }
+        t
+    };
     let line = move |t: &str, obj: Value| -> Bytes {
         let mut s = serde_json::to_vec(&json!({"type": t, "object": obj})).unwrap_or_default();
         s.push(b'\n');
@@ -507,8 +517,9 @@ fn watch_stream(sh: &Arc<Shared>, r: &ResReq, query: &Query, filter: Filter) -> 
             return watch_response(Body::from_stream(stream));
         }
     };
-    let stream = futures::stream::unfold(rx, move |rx| {
+    let stream = futures::stream::unfold((rx, true), move |(rx, first)| {
         let version = version.clone();
+        let to_table = to_table.clone();
         async move {
             let mut rx = rx?;
             loop {
@@ -517,6 +528,7 @@ fn watch_stream(sh: &Arc<Shared>, r: &ResReq, query: &Query, filter: Filter) -> 
                     _ = tokio::time::sleep_until(deadline) => None,
                 };
                 let out = match msg? {
+                    WatchMsg::Event(t, obj) if want_table => line(t.as_str(), to_table(with_gvk(&obj, def, &version), first)),
                     WatchMsg::Event(t, obj) => line(t.as_str(), with_gvk(&obj, def, &version)),
                     WatchMsg::Bookmark(rv) => {
                         if !bookmarks {
@@ -528,7 +540,7 @@ fn watch_stream(sh: &Arc<Shared>, r: &ResReq, query: &Query, filter: Filter) -> 
                         )
                     }
                 };
-                return Some((Ok::<Bytes, Infallible>(out), Some(rx)));
+                return Some((Ok::<Bytes, Infallible>(out), (Some(rx), false)));
             }
         }
     });
