@@ -327,3 +327,81 @@ fn tempfile_dir() -> crate::Result<PathBuf> {
     })?;
     Ok(dir)
 }
+
+/// Everything `csr-signer dev` needs.
+#[derive(Debug, Clone)]
+pub struct DevCommand {
+    /// The local API's options (port, TLS, kubeconfig path, object state file).
+    pub api: crate::dev::DevOptions,
+    /// The dev CA directory and the signer's metrics address.
+    pub signer: DevSignerOptions,
+    /// Run the tutorial by itself and exit.
+    pub demo: bool,
+}
+
+async fn wait_for_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = term => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// `csr-signer dev`: the local API, a dev CA and this signer for `example.com/mtls`; with
+/// `demo`, runs the tutorial and exits, else serves until Ctrl-C / SIGTERM.
+pub async fn run(cmd: DevCommand) -> crate::Result<()> {
+    let api = crate::dev::start(crate::dev::LocalApiConfig {
+        listen: std::net::SocketAddr::from(([127, 0, 0, 1], cmd.api.port)),
+        tls: !cmd.api.plain_http,
+        state_file: cmd.api.state.clone(),
+        ..Default::default()
+    })
+    .await?;
+    api.write_kubeconfig(&cmd.api.kubeconfig_out, &["admin", "developer", "approver"])?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (svc, ca) = start(&api, &cmd.signer, async move {
+        let _ = stop_rx.await;
+    })
+    .await?;
+    let mut out = std::io::stdout();
+    let io = |e: std::io::Error| crate::Error::Service(format!("writing to stdout: {e}"));
+    writeln!(out, "csr-signer dev: Kubernetes certificates API listening on {}", api.base_url()).map_err(io)?;
+    writeln!(
+        out,
+        "signer {DEV_SIGNER}: CA {} ({}), metrics on http://{}/metrics",
+        ca.cert.display(),
+        if ca.created { "created" } else { "reused" },
+        svc.listen
+    )
+    .map_err(io)?;
+    let kc = cmd.api.kubeconfig_out.display();
+    writeln!(out, "kubeconfig: {kc} (contexts admin, developer, approver)").map_err(io)?;
+    let result = if cmd.demo {
+        writeln!(out).map_err(io)?;
+        let mut buf: Vec<u8> = Vec::new();
+        let r = run_demo(&api, &ca, &mut buf).await;
+        out.write_all(&buf).map_err(io)?;
+        r
+    } else {
+        writeln!(out).map_err(io)?;
+        writeln!(out, "Try:").map_err(io)?;
+        writeln!(out, "  export KUBECONFIG={kc}").map_err(io)?;
+        writeln!(out, "  kubectl --context developer apply -f csr.yaml      # spec.signerName: {DEV_SIGNER}").map_err(io)?;
+        writeln!(out, "  kubectl --context approver certificate approve <name>").map_err(io)?;
+        writeln!(out, "  kubectl get csr <name> -o jsonpath='{{.status.certificate}}' | base64 -d").map_err(io)?;
+        writeln!(out, "Press Ctrl-C to stop.").map_err(io)?;
+        wait_for_signal().await;
+        Ok(())
+    };
+    let _ = stop_tx.send(());
+    let stopped = svc.wait().await;
+    api.shutdown().await;
+    result.and(stopped)
+}

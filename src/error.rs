@@ -75,4 +75,8 @@ pub enum Error {
     /// A background task of the service stopped unexpectedly.
     #[error("{0}")]
     Service(String),
+
+    /// The local (dev/test) Kubernetes API could not start or persist its state.
+    #[error("local API: {0}")]
+    LocalApi(String),
 }

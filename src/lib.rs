@@ -17,6 +17,8 @@ pub mod ca_init;
 pub mod config;
 pub mod controller;
 pub mod csr;
+pub mod dev;
+pub mod devsigner;
 pub mod engine;
 pub mod error;
 pub mod issue;

@@ -35,6 +35,34 @@ enum Command {
     /// CA tooling.
     #[command(subcommand)]
     Ca(CaCommand),
+    /// Local Kubernetes certificates API + dev CA + this signer for example.com/mtls.
+    Dev(DevArgs),
+}
+
+#[derive(Args, Debug)]
+struct DevArgs {
+    /// Port on 127.0.0.1 (0 picks a free one).
+    #[arg(long, default_value_t = 6443)]
+    port: u16,
+    /// Serve plain HTTP instead of HTTPS.
+    #[arg(long)]
+    plain_http: bool,
+    /// Where to write the kubeconfig (contexts admin, developer, approver).
+    #[arg(long, default_value = "csr-signer-dev.kubeconfig")]
+    kubeconfig_out: PathBuf,
+    /// Keep API objects in this file across restarts (in memory only by default).
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// Directory for the dev CA (created on first run, reused after); default
+    /// $XDG_STATE_HOME/csr-signer-dev, else ~/.local/state/csr-signer-dev.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Address for the signer's /metrics, /healthz, /readyz.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    metrics_listen: std::net::SocketAddr,
+    /// Run the tutorial (key, CSR, create, approve, wait, inspect, verify) and exit.
+    #[arg(long)]
+    demo: bool,
 }
 
 #[derive(Args, Debug)]
@@ -229,6 +257,33 @@ fn run(args: &RunArgs, overrides: &Overrides) -> anyhow::Result<ExitCode> {
     })
 }
 
+fn default_dev_state_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join("csr-signer-dev")
+}
+
+fn dev(args: &DevArgs) -> anyhow::Result<ExitCode> {
+    let cmd = csr_signer::devsigner::DevCommand {
+        api: csr_signer::dev::DevOptions {
+            port: args.port,
+            plain_http: args.plain_http,
+            kubeconfig_out: args.kubeconfig_out.clone(),
+            state: args.state.clone(),
+        },
+        signer: csr_signer::devsigner::DevSignerOptions {
+            state_dir: args.state_dir.clone().unwrap_or_else(default_dev_state_dir),
+            listen: args.metrics_listen,
+        },
+        demo: args.demo,
+    };
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(csr_signer::devsigner::run(cmd))?;
+    Ok(ExitCode::SUCCESS)
+}
+
 fn ca_init(args: &CaInitArgs) -> anyhow::Result<ExitCode> {
     let created = ca_init::init(&InitOptions {
         out: args.out.clone(),
@@ -267,6 +322,7 @@ fn main() -> ExitCode {
         Some(Command::CheckConfig(a)) => check_config(a, &overrides),
         Some(Command::Sign(a)) => sign(a, &overrides),
         Some(Command::Ca(CaCommand::Init(a))) => ca_init(a),
+        Some(Command::Dev(a)) => dev(a),
     };
     match result {
         Ok(code) => code,

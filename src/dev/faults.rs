@@ -1,0 +1,228 @@
+//! In-process fault injection for tests (not reachable over HTTP): failing the next N matching
+//! requests, added latency, closing watches, compacting history, forcing write conflicts. Also
+//! keeps a log of served requests so tests can assert what a client did.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use http::Method;
+
+use super::status::ApiError;
+use super::store::Store;
+
+/// Which requests a fault applies to. Empty fields match everything.
+#[derive(Debug, Clone, Default)]
+pub struct Match {
+    pub method: Option<Method>,
+    /// Substring of the URL path, e.g. `"/certificatesigningrequests/"` or `"/status"`.
+    pub path_contains: Option<String>,
+}
+
+impl Match {
+    pub fn any() -> Self {
+        Match::default()
+    }
+
+    pub fn new(method: Option<Method>, path_contains: &str) -> Self {
+        Match {
+            method,
+            path_contains: Some(path_contains.to_string()),
+        }
+    }
+
+    fn matches(&self, method: &Method, path: &str) -> bool {
+        self.method.as_ref().is_none_or(|m| m == method)
+            && self
+                .path_contains
+                .as_ref()
+                .is_none_or(|p| path.contains(p.as_str()))
+    }
+}
+
+/// The failure a matching request gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// 500 InternalError.
+    InternalError,
+    /// 503 ServiceUnavailable.
+    ServiceUnavailable,
+    /// 429 TooManyRequests with `Retry-After: <secs>`.
+    TooManyRequests { retry_after_secs: u64 },
+}
+
+impl Failure {
+    fn error(self) -> ApiError {
+        match self {
+            Failure::InternalError => ApiError::internal("injected fault"),
+            Failure::ServiceUnavailable => ApiError::new(
+                503,
+                "ServiceUnavailable",
+                "the server is currently unable to handle the request",
+                None,
+            ),
+            Failure::TooManyRequests { retry_after_secs } => {
+                let mut e = ApiError::new(
+                    429,
+                    "TooManyRequests",
+                    "Too many requests, please try again later.",
+                    Some(serde_json::json!({"retryAfterSeconds": retry_after_secs})),
+                );
+                e.retry_after = Some(retry_after_secs);
+                e
+            }
+        }
+    }
+}
+
+struct FailRule {
+    m: Match,
+    remaining: usize,
+    failure: Failure,
+}
+
+/// One served request, for assertions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestRecord {
+    pub method: Method,
+    pub path: String,
+    pub status: u16,
+}
+
+#[derive(Default)]
+struct State {
+    fail: Vec<FailRule>,
+    latency: Vec<(Match, Duration)>,
+    conflicts: Vec<Match>,
+    log: Vec<RequestRecord>,
+}
+
+pub(crate) enum Injected {
+    None,
+    Latency(Duration),
+    Fail(ApiError, Duration),
+}
+
+const MAX_LOG: usize = 200_000;
+
+/// Handle for injecting faults into a running local API.
+pub struct Faults {
+    state: Mutex<State>,
+    store: Arc<Store>,
+}
+
+impl Faults {
+    pub(crate) fn new(store: Arc<Store>) -> Self {
+        Faults {
+            state: Mutex::new(State::default()),
+            store,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The next `n` requests matching `m` fail with `failure`.
+    pub fn fail_next(&self, n: usize, m: Match, failure: Failure) {
+        self.lock().fail.push(FailRule {
+            m,
+            remaining: n,
+            failure,
+        });
+    }
+
+    /// Every request matching `m` is delayed by `d` (until [`Faults::clear`]).
+    pub fn add_latency(&self, m: Match, d: Duration) {
+        self.lock().latency.push((m, d));
+    }
+
+    /// The next PUT/PATCH matching `m` gets 409 Conflict as if its resourceVersion were stale.
+    pub fn conflict_next_write(&self, m: Match) {
+        self.lock().conflicts.push(m);
+    }
+
+    /// Removes all pending failures, latencies and conflicts.
+    pub fn clear(&self) {
+        let mut s = self.lock();
+        s.fail.clear();
+        s.latency.clear();
+        s.conflicts.clear();
+    }
+
+    /// Ends every open watch stream.
+    pub fn close_watches(&self) {
+        self.store.close_watches();
+    }
+
+    /// Compacts history: the next watch from an older resourceVersion gets 410 Gone.
+    pub fn compact(&self) {
+        self.store.compact();
+    }
+
+    /// Number of open watch streams.
+    pub fn open_watches(&self) -> usize {
+        self.store.open_watches()
+    }
+
+    /// Requests served so far (method, path, status), oldest first.
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.lock().log.clone()
+    }
+
+    /// Number of served requests with this method whose path contains `path_contains`.
+    pub fn count(&self, method: &Method, path_contains: &str) -> usize {
+        self.lock()
+            .log
+            .iter()
+            .filter(|r| r.method == *method && r.path.contains(path_contains))
+            .count()
+    }
+
+    pub(crate) fn check(&self, method: &Method, path: &str) -> Injected {
+        let mut s = self.lock();
+        let delay: Duration = s
+            .latency
+            .iter()
+            .filter(|(m, _)| m.matches(method, path))
+            .map(|(_, d)| *d)
+            .sum();
+        if let Some(rule) = s
+            .fail
+            .iter_mut()
+            .find(|r| r.remaining > 0 && r.m.matches(method, path))
+        {
+            rule.remaining -= 1;
+            let e = rule.failure.error();
+            s.fail.retain(|r| r.remaining > 0);
+            return Injected::Fail(e, delay);
+        }
+        if delay.is_zero() {
+            Injected::None
+        } else {
+            Injected::Latency(delay)
+        }
+    }
+
+    pub(crate) fn take_conflict(&self, method: &Method, path: &str) -> bool {
+        let mut s = self.lock();
+        match s.conflicts.iter().position(|m| m.matches(method, path)) {
+            Some(i) => {
+                s.conflicts.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub(crate) fn record(&self, method: &Method, path: &str, status: u16) {
+        let mut s = self.lock();
+        if s.log.len() >= MAX_LOG {
+            s.log.drain(..MAX_LOG / 2);
+        }
+        s.log.push(RequestRecord {
+            method: method.clone(),
+            path: path.to_string(),
+            status,
+        });
+    }
+}

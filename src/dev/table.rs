@@ -1,0 +1,121 @@
+//! `meta.k8s.io/v1` Table output (what `kubectl get` asks for), with the CSR printer columns of
+//! pkg/printers/internalversion and a Name/Age default for the other resources.
+
+use serde_json::{json, Value};
+
+use super::csr::condition_summary;
+use super::resources::{Behaviour, ResourceDef};
+
+/// apimachinery duration.HumanDuration.
+pub fn human_duration(secs: i64) -> String {
+    if secs < -1 {
+        return "<invalid>".into();
+    }
+    if secs < 0 {
+        return "0s".into();
+    }
+    if secs < 120 {
+        return format!("{secs}s");
+    }
+    let minutes = secs / 60;
+    if minutes < 10 {
+        let s = secs % 60;
+        return if s == 0 { format!("{minutes}m") } else { format!("{minutes}m{s}s") };
+    }
+    if minutes < 180 {
+        return format!("{minutes}m");
+    }
+    let hours = secs / 3600;
+    if hours < 8 {
+        let m = minutes % 60;
+        return if m == 0 { format!("{hours}h") } else { format!("{hours}h{m}m") };
+    }
+    if hours < 48 {
+        return format!("{hours}h");
+    }
+    if hours < 24 * 8 {
+        let h = hours % 24;
+        return if h == 0 { format!("{}d", hours / 24) } else { format!("{}d{}h", hours / 24, h) };
+    }
+    if hours < 24 * 365 * 2 {
+        return format!("{}d", hours / 24);
+    }
+    if hours < 24 * 365 * 8 {
+        let dy = (hours / 24) % 365;
+        return if dy == 0 {
+            format!("{}y", hours / 24 / 365)
+        } else {
+            format!("{}y{}d", hours / 24 / 365, dy)
+        };
+    }
+    format!("{}y", hours / 24 / 365)
+}
+
+fn age(obj: &Value) -> String {
+    let Some(ts) = obj["metadata"]["creationTimestamp"].as_str() else {
+        return "<unknown>".into();
+    };
+    match chrono::DateTime::parse_from_rfc3339(ts) {
+        Ok(t) => human_duration((chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_seconds()),
+        Err(_) => "<unknown>".into(),
+    }
+}
+
+fn col(name: &str, ty: &str, format: &str, description: &str) -> Value {
+    json!({"name": name, "type": ty, "format": format, "description": description, "priority": 0})
+}
+
+fn row_object(obj: &Value, include: Option<&str>) -> Value {
+    match include.unwrap_or("PartialObjectMetadata") {
+        "None" => Value::Null,
+        "Object" => obj.clone(),
+        _ => json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj["metadata"].clone()}),
+    }
+}
+
+pub fn table(def: &ResourceDef, _version: &str, objs: &[Value], rv: &str, include: Option<&str>) -> Value {
+    let name_desc = "Name must be unique within a namespace. Is required when creating resources, although some resources may allow a client to request the generation of an appropriate name automatically. Name is primarily intended for creation idempotence and configuration definition. Cannot be updated. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names";
+    let age_desc = "CreationTimestamp is a timestamp representing the server time when this object was created. It is not guaranteed to be set in happens-before order across separate operations. Clients may not set this value. It is represented in RFC3339 form and is in UTC.\n\nPopulated by the system. Read-only. Null for lists. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata";
+    let (columns, rows): (Vec<Value>, Vec<Value>) = match def.behaviour {
+        Behaviour::Csr => (
+            vec![
+                col("Name", "string", "name", name_desc),
+                col("Age", "string", "", age_desc),
+                col("SignerName", "string", "", "Only use the signer name from spec.signerName"),
+                col("Requestor", "string", "", "Name of the user that requested the certificate"),
+                col("RequestedDuration", "string", "", "Requested duration for the issued certificate"),
+                col("Condition", "string", "", "Approval state of the request"),
+            ],
+            objs.iter()
+                .map(|o| {
+                    let dur = o["spec"]["expirationSeconds"]
+                        .as_i64()
+                        .map(human_duration)
+                        .unwrap_or_else(|| "<none>".into());
+                    json!({"cells": [
+                        o["metadata"]["name"], age(o), o["spec"]["signerName"].as_str().unwrap_or(""),
+                        o["spec"]["username"].as_str().unwrap_or(""), dur, condition_summary(o)
+                    ], "object": row_object(o, include)})
+                })
+                .collect(),
+        ),
+        Behaviour::Namespace => (
+            vec![
+                col("Name", "string", "name", name_desc),
+                col("Status", "string", "", "The status of the namespace"),
+                col("Age", "string", "", age_desc),
+            ],
+            objs.iter()
+                .map(|o| json!({"cells": [o["metadata"]["name"], o["status"]["phase"].as_str().unwrap_or(""), age(o)], "object": row_object(o, include)}))
+                .collect(),
+        ),
+        _ => (
+            vec![col("Name", "string", "name", name_desc), col("Age", "string", "", age_desc)],
+            objs.iter()
+                .map(|o| json!({"cells": [o["metadata"]["name"], age(o)], "object": row_object(o, include)}))
+                .collect(),
+        ),
+    };
+    json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {"resourceVersion": rv},
+           "columnDefinitions": columns, "rows": rows})
+}

@@ -1,0 +1,104 @@
+//! `csr-signer dev` as a subprocess: it prints how to use it, writes a working kubeconfig,
+//! stops cleanly on SIGTERM, and `--state` keeps objects across restarts.
+
+use std::path::Path;
+use std::process::Stdio;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const KUBECTL: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.33";
+
+async fn start(kc: &Path, state: &Path) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_csr-signer"))
+        .args(["dev", "--port", "0", "--kubeconfig-out"])
+        .arg(kc)
+        .arg("--state")
+        .arg(state)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("binary runs");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut printed = String::new();
+    while let Some(line) = lines.next_line().await.unwrap() {
+        printed.push_str(&line);
+        printed.push('\n');
+        if line.starts_with("Press Ctrl-C") {
+            break;
+        }
+    }
+    // Keep reading so the server's later output has somewhere to go.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, printed)
+}
+
+async fn kubectl(kc: &Path, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    use tokio::io::AsyncWriteExt;
+    let mut child = Command::new(KUBECTL)
+        .args(args)
+        .env("KUBECONFIG", kc)
+        .env("HOME", kc.parent().unwrap())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut pipe = child.stdin.take().unwrap();
+    if let Some(s) = stdin {
+        pipe.write_all(s.as_bytes()).await.unwrap();
+    }
+    drop(pipe);
+    let o = child.wait_with_output().await.unwrap();
+    (o.status.success(), String::from_utf8_lossy(&o.stdout).into(), String::from_utf8_lossy(&o.stderr).into())
+}
+
+async fn terminate(mut child: Child) {
+    let pid = child.id().expect("running").to_string();
+    let st = Command::new("kill").args(["-TERM", &pid]).status().await.unwrap();
+    assert!(st.success());
+    let status = child.wait().await.unwrap();
+    assert!(status.success(), "clean exit on SIGTERM, got {status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_command_serves_kubectl_and_keeps_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let kc = dir.path().join("kubeconfig");
+    let state = dir.path().join("state.json");
+    let (child, printed) = start(&kc, &state).await;
+    assert!(printed.contains("listening on https://127.0.0.1:"), "{printed}");
+    assert!(printed.contains(&format!("export KUBECONFIG={}", kc.display())), "{printed}");
+
+    let (ok, out, err) = kubectl(&kc, &["config", "get-contexts", "-o", "name"], None).await;
+    assert!(ok, "{err}");
+    let mut contexts: Vec<&str> = out.lines().collect();
+    contexts.sort();
+    assert_eq!(contexts, vec!["admin", "approver", "developer"]);
+
+    let key = openssl::ec::EcKey::generate(&openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1).unwrap()).unwrap();
+    let key = openssl::pkey::PKey::from_ec_key(key).unwrap();
+    let mut b = openssl::x509::X509Req::builder().unwrap();
+    let mut name = openssl::x509::X509NameBuilder::new().unwrap();
+    name.append_entry_by_text("CN", "app").unwrap();
+    b.set_subject_name(&name.build()).unwrap();
+    b.set_pubkey(&key).unwrap();
+    b.sign(&key, openssl::hash::MessageDigest::sha256()).unwrap();
+    use base64::Engine;
+    let req = base64::engine::general_purpose::STANDARD.encode(b.build().to_pem().unwrap());
+    let manifest = format!("apiVersion: certificates.k8s.io/v1\nkind: CertificateSigningRequest\nmetadata:\n  name: kept\nspec:\n  request: {req}\n  signerName: example.com/mtls\n  usages: [client auth]\n");
+    let (ok, _, err) = kubectl(&kc, &["--context", "developer", "apply", "-f", "-"], Some(&manifest)).await;
+    assert!(ok, "{err}");
+    let (ok, _, err) = kubectl(&kc, &["--context", "approver", "certificate", "approve", "kept"], None).await;
+    assert!(ok, "{err}");
+    terminate(child).await;
+    assert!(state.exists(), "state saved on shutdown");
+
+    let (child, _) = start(&kc, &state).await;
+    let (ok, out, err) = kubectl(&kc, &["get", "csr", "kept", "--no-headers"], None).await;
+    assert!(ok, "{err}");
+    let cols: Vec<&str> = out.split_whitespace().collect();
+    assert_eq!(cols[0], "kept");
+    assert_eq!(*cols.last().unwrap(), "Approved");
+    assert_eq!(cols[3], "developer");
+    terminate(child).await;
+}
