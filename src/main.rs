@@ -61,8 +61,11 @@ struct DevArgs {
     #[arg(long, default_value = "127.0.0.1:0")]
     metrics_listen: std::net::SocketAddr,
     /// Run the tutorial (key, CSR, create, approve, wait, inspect, verify) and exit.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "no_signer")]
     demo: bool,
+    /// Serve only the local API, without the dev CA and signer.
+    #[arg(long)]
+    no_signer: bool,
 }
 
 #[derive(Args, Debug)]
@@ -280,7 +283,11 @@ fn dev(args: &DevArgs) -> anyhow::Result<ExitCode> {
         demo: args.demo,
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(csr_signer::devsigner::run(cmd))?;
+    if args.no_signer {
+        runtime.block_on(csr_signer::dev::run_dev(cmd.api))?;
+    } else {
+        runtime.block_on(csr_signer::devsigner::run(cmd))?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

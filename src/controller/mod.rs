@@ -451,7 +451,9 @@ impl Controller {
         background.shutdown().await;
         shared.update_gauges();
         if let Some(t) = self.events_task.take() {
-            // Give queued events a moment to go out; they are best effort.
+            // The sender task ends when the last recorder (held by `Shared`) is dropped; give
+            // queued events a moment to go out, they are best effort.
+            drop(shared);
             drop(self);
             let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
         }
