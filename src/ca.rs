@@ -111,9 +111,9 @@ impl std::fmt::Debug for CaFiles {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|source| Error::Io {
+    std::fs::read(path).map_err(|error| Error::Io {
         path: path.to_owned(),
-        source,
+        error,
     })
 }
 
@@ -207,12 +207,23 @@ impl SigningCa {
             path: key_path.clone(),
             message,
         };
+        if files.passphrase.is_none()
+            && files.key.windows(9).any(|w| w == b"ENCRYPTED")
+        {
+            return Err(key_err(
+                "the private key is encrypted: set passphraseFile".into(),
+            ));
+        }
         let key = match &files.passphrase {
             Some(pass) => {
                 let pass = trim_newline(pass);
                 PKey::private_key_from_pem_passphrase(&files.key, pass)
             }
-            None => PKey::private_key_from_pem(&files.key),
+            // Never let OpenSSL prompt on a terminal for a passphrase: a service has no one to
+            // answer, and an encrypted key without passphraseFile is a configuration error.
+            None => PKey::private_key_from_pem_callback(&files.key, |_buf| {
+                Err(openssl::error::ErrorStack::get())
+            }),
         }
         // The OpenSSL error stack names the decoder, never key bytes.
         .map_err(|e| key_err(format!("cannot read private key: {e}")))?;
@@ -335,9 +346,9 @@ pub fn pem(der: &[u8]) -> String {
 pub fn key_identifier(public_key_bits: &[u8]) -> Result<Vec<u8>> {
     hash(MessageDigest::sha1(), public_key_bits)
         .map(|d| d.to_vec())
-        .map_err(|source| Error::Crypto {
+        .map_err(|error| Error::Crypto {
             context: "computing a key identifier",
-            source,
+            error,
         })
 }
 

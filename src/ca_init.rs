@@ -51,7 +51,7 @@ pub struct Created {
 }
 
 fn crypto(context: &'static str) -> impl Fn(openssl::error::ErrorStack) -> Error {
-    move |source| Error::Crypto { context, source }
+    move |error| Error::Crypto { context, error }
 }
 
 /// Generates a private key of the given type.
@@ -140,9 +140,9 @@ pub fn ca_certificate(
 }
 
 fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
-    let io = |source| Error::Io {
+    let io = |error| Error::Io {
         path: path.to_owned(),
-        source,
+        error,
     };
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);
@@ -160,9 +160,9 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
 
 /// Creates the CA files in `opts.out` (created if missing). Refuses to overwrite anything.
 pub fn init(opts: &InitOptions) -> Result<Created> {
-    std::fs::create_dir_all(&opts.out).map_err(|source| Error::Io {
+    std::fs::create_dir_all(&opts.out).map_err(|error| Error::Io {
         path: opts.out.clone(),
-        source,
+        error,
     })?;
     let names: &[&str] = if opts.intermediate {
         &["root.crt", "root.key", "ca.crt", "ca.key"]
@@ -174,7 +174,7 @@ pub fn init(opts: &InitOptions) -> Result<Created> {
         if p.exists() {
             return Err(Error::Io {
                 path: p,
-                source: std::io::Error::new(
+                error: std::io::Error::new(
                     std::io::ErrorKind::AlreadyExists,
                     "already exists; refusing to overwrite a CA",
                 ),

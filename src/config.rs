@@ -419,9 +419,9 @@ impl Settings {
             .unwrap_or_else(|| "<defaults>".into());
         let mut builder = config::Config::builder();
         if let Some(path) = file {
-            let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            let text = std::fs::read_to_string(path).map_err(|error| Error::Io {
                 path: path.to_owned(),
-                source,
+                error,
             })?;
             builder =
                 builder.add_source(config::File::from_str(&text, config::FileFormat::Yaml));
@@ -550,11 +550,17 @@ impl Settings {
 }
 
 fn config_error(source: &str, key: &str, e: config::ConfigError) -> Error {
-    // The config crate puts the failing key in its message ("... for key `signers[0].ca`").
+    // The config crate puts the failing key at the end of its message ("… for key `signers[0]`");
+    // move it to the front so every configuration error reads "file: key: problem".
+    let text = e.to_string();
+    let (message, found_key) = match text.rsplit_once(" for key `") {
+        Some((m, k)) => (m.to_owned(), k.trim_end_matches('`').to_owned()),
+        None => (text, key.to_owned()),
+    };
     Error::Config {
         file: source.to_owned(),
-        key: key.to_owned(),
-        message: e.to_string(),
+        key: found_key,
+        message,
     }
 }
 

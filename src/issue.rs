@@ -163,9 +163,9 @@ pub fn issue(ca: &SigningCa, csr: &VerifiedCsr, grant: &Grant, now: SystemTime) 
     let (not_before, not_after) = validity(now, grant.lifetime, ca.not_after)?;
 
     let mut serial_bytes = [0u8; 16];
-    openssl::rand::rand_bytes(&mut serial_bytes).map_err(|source| Error::Crypto {
+    openssl::rand::rand_bytes(&mut serial_bytes).map_err(|error| Error::Crypto {
         context: "generating a serial number",
-        source,
+        error,
     })?;
     let serial = UintRef::new(&serial_bytes).map_err(enc("serial number"))?;
 
@@ -257,9 +257,9 @@ pub fn issue(ca: &SigningCa, csr: &VerifiedCsr, grant: &Grant, now: SystemTime) 
     };
     let tbs_der = tbs.to_der().map_err(enc("TBSCertificate"))?;
 
-    let crypto = |source| Error::Crypto {
+    let crypto = |error| Error::Crypto {
         context: "signing the certificate",
-        source,
+        error,
     };
     let signature = match ca.algorithm.digest() {
         Some(md) => Signer::new(md, &ca.key)
