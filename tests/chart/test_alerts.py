@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import CHART, ROOT, render
-from promql import RULES_FILE, alert_rules, metric_names
+from chart_support import CHART, ROOT, render
+from chart_promql import RULES_FILE, alert_rules, metric_names
 
 TESTS_DIR = ROOT / "alerts" / "tests"
 CHART_RULES = CHART / "files" / "csr-signer-rules.yaml"

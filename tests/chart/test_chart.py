@@ -11,7 +11,7 @@ import helm_python as helm
 import pytest
 import yaml
 
-from conftest import CHART, MINIMAL_VALUES, NAMESPACE, RELEASE, ROOT, cargo_version, multi_signer_values, render, value_sets
+from chart_support import CHART, NAMESPACE, RELEASE, cargo_version, multi_signer_values, render, value_sets
 
 
 def test_chart_app_version_is_the_crate_version():

@@ -8,8 +8,8 @@ import subprocess
 
 import yaml
 
-from conftest import CHART, render
-from promql import DASHBOARD_FILE, dashboard, dashboard_exprs, dashboard_panels, selectors
+from chart_support import CHART, render
+from chart_promql import DASHBOARD_FILE, dashboard, dashboard_exprs, dashboard_panels, selectors
 
 CHART_DASHBOARD = CHART / "files" / "csr-signer.json"
 # Metrics without a signer label (the contract): their queries cannot filter by $signer.
@@ -122,6 +122,6 @@ def test_dashboard_configmap_for_the_grafana_sidecar(rendered_sets):
 
 
 def _sub(expr: str) -> str:
-    from promql import substitute_grafana_variables
+    from chart_promql import substitute_grafana_variables
 
     return substitute_grafana_variables(expr)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import render, value_sets
+from chart_support import render, value_sets
 
 KUBERNETES_VERSIONS = ["1.33.0", "1.37.0"]
 # prometheus-operator CRDs: kubernetes-validate has no schema for them (it says WARN, not ERROR). Their

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from promql import alert_rules, dashboard, dashboard_exprs, metric_names, selectors, substitute_grafana_variables
+from chart_promql import alert_rules, dashboard, dashboard_exprs, selectors
 
 # The metrics contract (notes/common.md "Metric names"): name -> (type, label names).
 CONTRACT = {

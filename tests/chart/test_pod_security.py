@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import render
+from chart_support import render
 
 ALLOWED_VOLUME_TYPES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret"}
 

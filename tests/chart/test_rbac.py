@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import NAMESPACE, RELEASE, render
+from chart_support import NAMESPACE, RELEASE, render
 
 FULLNAME = f"{RELEASE}-csr-signer"
 

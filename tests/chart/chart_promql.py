@@ -11,7 +11,7 @@ from pathlib import Path
 import promql_parser
 import yaml
 
-from conftest import ROOT
+from chart_support import ROOT
 
 RULES_FILE = ROOT / "alerts" / "csr-signer-rules.yaml"
 DASHBOARD_FILE = ROOT / "dashboards" / "csr-signer.json"
