@@ -56,8 +56,9 @@ class Rendered:
         return found[0]
 
     def config(self) -> dict[str, Any]:
-        cm = self.one("ConfigMap", f"{RELEASE}-csr-signer")
-        return yaml.safe_load(cm["data"]["config.yaml"])
+        found = [cm for cm in self.all("ConfigMap") if "config.yaml" in cm.get("data", {})]
+        assert len(found) == 1, found
+        return yaml.safe_load(found[0]["data"]["config.yaml"])
 
     def pod_spec(self) -> dict[str, Any]:
         return self.one("Deployment")["spec"]["template"]["spec"]
