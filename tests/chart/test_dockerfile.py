@@ -92,8 +92,10 @@ def test_entrypoint_and_chart_flags_exist_in_the_binary():
     if binary is None:
         pytest.skip("no csr-signer binary in target/release or target/debug (cargo build --bin csr-signer first)")
     top = _help(binary)
-    for sub in ("run", "dev", "sign", "check-config", "ca"):
+    # The subcommands the image, the chart and the docs use.
+    for sub in ("run", "check-config", "ca"):
         assert re.search(rf"^\s+{re.escape(sub)}\b", top, re.M), f"subcommand {sub} missing from --help"
+    assert re.search(r"(^|\s)--out\b", _help(binary, "ca", "init"), re.M), "docs use `csr-signer ca init --out DIR`"
     run_help = _help(binary, "run")
     cmd = json.loads(dict(final_stage())["CMD"])
     chart_args = render(None).pod_spec()["containers"][0]["args"]

@@ -139,8 +139,8 @@ def parse_exposition(text: str) -> dict[str, set[str]]:
 def scrape_file() -> Path:
     path = os.environ.get("METRICS_SCRAPE_FILE")
     if not path:
-        pytest.skip("METRICS_SCRAPE_FILE is not set: run the binary, save `curl -s localhost:8080/metrics` after it "
-                    "has issued and refused at least one CSR, and point METRICS_SCRAPE_FILE at the file")
+        pytest.skip("METRICS_SCRAPE_FILE is not set: save a scrape of the binary's /metrics "
+                    "(tests/chart/scrape-metrics.sh OUT_FILE) and set METRICS_SCRAPE_FILE=OUT_FILE")
     p = Path(path)
     assert p.is_file(), f"METRICS_SCRAPE_FILE={path} does not exist"
     return p
