@@ -20,9 +20,10 @@ def test_chart_app_version_is_the_crate_version():
 
 
 @pytest.mark.parametrize("name", ["defaults", "multi-signer-all-on", "minimal-all-off", "network-policy-any-apiserver"])
-def test_lint_strict(name, dev_ca):
+@pytest.mark.parametrize("kube_version", ["v1.33.0", "v1.37.0"])
+def test_lint_strict(name, kube_version, dev_ca):
     values = value_sets(dev_ca)[name]
-    report = helm.lint(str(CHART), values, strict=True, namespace=NAMESPACE)
+    report = helm.lint(str(CHART), values, strict=True, namespace=NAMESPACE, kube_version=kube_version)
     assert report["errors"] == [], report
     # Severity 2 = warning, 3 = error; strict lint fails on both.
     assert [m for m in report["messages"] if m["severity"] >= 2] == [], report
