@@ -12,7 +12,8 @@ def signer_rules(signer_names):
         {"apiGroups": ["certificates.k8s.io"], "resources": ["certificatesigningrequests"], "verbs": ["get", "list", "watch"]},
         {"apiGroups": ["certificates.k8s.io"], "resources": ["certificatesigningrequests/status"], "verbs": ["update", "patch"]},
         {"apiGroups": ["certificates.k8s.io"], "resources": ["signers"], "resourceNames": signer_names, "verbs": ["sign"]},
-        {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+        # The controller records core v1 Events (src/controller/events.rs).
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
     ]
 
 
