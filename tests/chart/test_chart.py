@@ -6,12 +6,13 @@ from __future__ import annotations
 import base64
 import copy
 import re
+from pathlib import Path
 
 import helm_python as helm
 import pytest
 import yaml
 
-from chart_support import CHART, NAMESPACE, RELEASE, cargo_version, multi_signer_values, render, value_sets
+from chart_support import CHART, NAMESPACE, RELEASE, ROOT, cargo_version, multi_signer_values, render, value_sets
 
 
 def test_chart_app_version_is_the_crate_version():
@@ -327,3 +328,16 @@ def test_values_and_schema_cover_the_same_keys():
         return missing
 
     assert walk(values, schema, "") == []
+
+
+def test_packaged_chart_carries_the_rules_and_dashboard(tmp_path):
+    """`helm package` output (what a repository serves) still renders the alert rules and the dashboard."""
+    archive = helm.package(str(CHART), destination=str(tmp_path))
+    assert archive.endswith(f"csr-signer-{yaml.safe_load((CHART / 'Chart.yaml').read_text())['version']}.tgz")
+    with helm.Chart.load_archive(Path(archive).read_bytes()) as chart:
+        out = chart.render({"prometheusRule": {"enabled": True}, "grafanaDashboard": {"enabled": True}},
+                           name=RELEASE, namespace=NAMESPACE)
+    rule = yaml.safe_load(out["csr-signer/templates/prometheusrule.yaml"])
+    assert rule["spec"] == yaml.safe_load((ROOT / "alerts" / "csr-signer-rules.yaml").read_text())
+    dash = yaml.safe_load(out["csr-signer/templates/grafana-dashboard.yaml"])
+    assert '"uid": "csr-signer"' in dash["data"]["csr-signer.json"]
