@@ -55,7 +55,10 @@ fn setup(name: &'static str, kind: KeyType) -> Setup {
         created.cert.display(),
         created.key.display()
     );
-    let engine = Arc::new(Engine::from_settings(&Settings::from_yaml(&yaml, "bench").expect("settings")).expect("engine"));
+    let engine = Arc::new(
+        Engine::from_settings(&Settings::from_yaml(&yaml, "bench").expect("settings"))
+            .expect("engine"),
+    );
 
     let key = ca_init::generate_key(kind).expect("key");
     let mut b = X509ReqBuilder::new().expect("req");
@@ -80,7 +83,8 @@ fn setup(name: &'static str, kind: KeyType) -> Setup {
     let csr_info = der::Encode::to_der(&parsed.info).expect("info");
     let csr_sig = parsed.signature.raw_bytes().to_vec();
     let csr_key = req.public_key().expect("pubkey");
-    let ca_key = PKey::private_key_from_pem(&std::fs::read(&created.key).expect("key")).expect("ca key");
+    let ca_key =
+        PKey::private_key_from_pem(&std::fs::read(&created.key).expect("key")).expect("ca key");
 
     // Measure the size of a real TBS from the engine's output, so the ceiling signs as many bytes.
     let usages = vec!["digital signature".to_string(), "server auth".to_string()];
@@ -99,8 +103,16 @@ fn setup(name: &'static str, kind: KeyType) -> Setup {
     };
     let pem = engine_path(&setup);
     let cert = openssl::x509::X509::from_pem(pem.as_bytes()).expect("cert");
-    let tbs_len = cert.to_der().expect("der").len().saturating_sub(120).max(300);
-    Setup { tbs_like: vec![0x5a; tbs_len], ..setup }
+    let tbs_len = cert
+        .to_der()
+        .expect("der")
+        .len()
+        .saturating_sub(120)
+        .max(300);
+    Setup {
+        tbs_like: vec![0x5a; tbs_len],
+        ..setup
+    }
 }
 
 fn engine_path(s: &Setup) -> String {
@@ -112,7 +124,12 @@ fn engine_path(s: &Setup) -> String {
         username: "system:serviceaccount:bench:svc",
         groups: &[],
     };
-    match s.engine.signer("example.com/mtls").expect("signer").sign(&req, SystemTime::now()) {
+    match s
+        .engine
+        .signer("example.com/mtls")
+        .expect("signer")
+        .sign(&req, SystemTime::now())
+    {
         Ok(Decision::Issued(i)) => i.certificate_pem,
         other => panic!("bench request not issued: {other:?}"),
     }
@@ -120,13 +137,16 @@ fn engine_path(s: &Setup) -> String {
 
 fn ceiling(s: &Setup) -> bool {
     let ok = match digest(s.csr_key.id(), s.csr_key.bits()) {
-        Some(md) => Verifier::new(md, &s.csr_key).and_then(|mut v| v.verify_oneshot(&s.csr_sig, &s.csr_info)),
-        None => Verifier::new_without_digest(&s.csr_key).and_then(|mut v| v.verify_oneshot(&s.csr_sig, &s.csr_info)),
+        Some(md) => Verifier::new(md, &s.csr_key)
+            .and_then(|mut v| v.verify_oneshot(&s.csr_sig, &s.csr_info)),
+        None => Verifier::new_without_digest(&s.csr_key)
+            .and_then(|mut v| v.verify_oneshot(&s.csr_sig, &s.csr_info)),
     }
     .expect("verify");
     let sig = match digest(s.ca_key.id(), s.ca_key.bits()) {
         Some(md) => Signer::new(md, &s.ca_key).and_then(|mut x| x.sign_oneshot_to_vec(&s.tbs_like)),
-        None => Signer::new_without_digest(&s.ca_key).and_then(|mut x| x.sign_oneshot_to_vec(&s.tbs_like)),
+        None => Signer::new_without_digest(&s.ca_key)
+            .and_then(|mut x| x.sign_oneshot_to_vec(&s.tbs_like)),
     }
     .expect("sign");
     ok && !sig.is_empty()
@@ -153,13 +173,19 @@ fn bench(c: &mut Criterion, setups: &[Setup]) {
     for s in setups {
         let mut g = c.benchmark_group(format!("engine/{}", s.name));
         g.throughput(Throughput::Elements(1));
-        g.bench_function("full path, 1 thread", |b| b.iter(|| black_box(engine_path(s))));
-        g.bench_function("full path, 2 threads", |b| {
-            b.iter_custom(|iters| parallel(2, iters, || {
-                black_box(engine_path(s));
-            }))
+        g.bench_function("full path, 1 thread", |b| {
+            b.iter(|| black_box(engine_path(s)))
         });
-        g.bench_function("openssl ceiling (verify + sign)", |b| b.iter(|| black_box(ceiling(s))));
+        g.bench_function("full path, 2 threads", |b| {
+            b.iter_custom(|iters| {
+                parallel(2, iters, || {
+                    black_box(engine_path(s));
+                })
+            })
+        });
+        g.bench_function("openssl ceiling (verify + sign)", |b| {
+            b.iter(|| black_box(ceiling(s)))
+        });
         g.finish();
     }
 }
@@ -167,7 +193,10 @@ fn bench(c: &mut Criterion, setups: &[Setup]) {
 /// Alternates short blocks of each measurement and keeps the median, so both see the same machine.
 fn ratios(setups: &[Setup]) {
     println!("\n== ratios (median of 15 alternating blocks) ==");
-    println!("{:<10} {:>14} {:>14} {:>10} {:>16}", "CA key", "engine µs/op", "ceiling µs/op", "of ceiling", "2 threads / 1");
+    println!(
+        "{:<10} {:>14} {:>14} {:>10} {:>16}",
+        "CA key", "engine µs/op", "ceiling µs/op", "of ceiling", "2 threads / 1"
+    );
     for s in setups {
         let block = if s.name.starts_with("RSA") { 40 } else { 400 };
         let mut e1 = Vec::new();
@@ -188,7 +217,11 @@ fn ratios(setups: &[Setup]) {
             v.sort();
             v[v.len() / 2].as_secs_f64()
         };
-        let (t1, t2, tc) = (med(&mut e1) / block as f64, med(&mut e2) / (2 * block) as f64, med(&mut ce) / block as f64);
+        let (t1, t2, tc) = (
+            med(&mut e1) / block as f64,
+            med(&mut e2) / (2 * block) as f64,
+            med(&mut ce) / block as f64,
+        );
         println!(
             "{:<10} {:>14.1} {:>14.1} {:>9.0}% {:>15.2}x",
             s.name,

@@ -88,7 +88,10 @@ impl std::fmt::Debug for SigningCa {
         f.debug_struct("SigningCa")
             .field("cert_path", &self.cert_path)
             .field("algorithm", &self.algorithm)
-            .field("not_after", &humantime::format_rfc3339_seconds(self.not_after))
+            .field(
+                "not_after",
+                &humantime::format_rfc3339_seconds(self.not_after),
+            )
             .field("key", &"<redacted>")
             .finish()
     }
@@ -139,7 +142,11 @@ impl SigningCa {
     }
 
     /// Checks CA material already read from disk.
-    pub fn from_files(settings: &CaSettings, files: &CaFiles, now: SystemTime) -> Result<SigningCa> {
+    pub fn from_files(
+        settings: &CaSettings,
+        files: &CaFiles,
+        now: SystemTime,
+    ) -> Result<SigningCa> {
         let cert_path = settings.cert_file.clone();
         let cert_err = |message: String| Error::Ca {
             path: cert_path.clone(),
@@ -207,9 +214,7 @@ impl SigningCa {
             path: key_path.clone(),
             message,
         };
-        if files.passphrase.is_none()
-            && files.key.windows(9).any(|w| w == b"ENCRYPTED")
-        {
+        if files.passphrase.is_none() && files.key.windows(9).any(|w| w == b"ENCRYPTED") {
             return Err(key_err(
                 "the private key is encrypted: set passphraseFile".into(),
             ));
@@ -258,7 +263,8 @@ impl SigningCa {
             Id::ED25519 => SignatureAlgorithm::Ed25519,
             _ => {
                 return Err(key_err(
-                    "unsupported key type (RSA, ECDSA P-256/P-384/P-521 or Ed25519 required)".into(),
+                    "unsupported key type (RSA, ECDSA P-256/P-384/P-521 or Ed25519 required)"
+                        .into(),
                 ))
             }
         };

@@ -43,7 +43,9 @@ const OID_O: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.10");
 /// The public key type and size of a request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KeyKind {
-    Rsa { bits: u32 },
+    Rsa {
+        bits: u32,
+    },
     EcP256,
     EcP384,
     EcP521,
@@ -174,9 +176,11 @@ pub fn parse_and_verify(pem: &[u8]) -> Result<VerifiedCsr, Refusal> {
         } else {
             continue;
         };
-        into.push(directory_string(&atv.value).ok_or_else(|| {
-            malformed(format!("subject attribute {} is not a string", atv.oid))
-        })?);
+        into.push(
+            directory_string(&atv.value).ok_or_else(|| {
+                malformed(format!("subject attribute {} is not a string", atv.oid))
+            })?,
+        );
     }
 
     let spki_der = spki
@@ -270,8 +274,8 @@ fn public_key(
         let n = BigNum::from_slice(n).map_err(|e| malformed(format!("RSA modulus: {e}")))?;
         let e = BigNum::from_slice(e).map_err(|e| malformed(format!("RSA exponent: {e}")))?;
         let size = n.num_bits() as u32;
-        let rsa = Rsa::from_public_components(n, e)
-            .map_err(|e| malformed(format!("RSA key: {e}")))?;
+        let rsa =
+            Rsa::from_public_components(n, e).map_err(|e| malformed(format!("RSA key: {e}")))?;
         let pkey = PKey::from_rsa(rsa).map_err(|e| malformed(format!("RSA key: {e}")))?;
         return Ok((KeyKind::Rsa { bits: size }, Some(pkey)));
     }
@@ -289,7 +293,10 @@ fn public_key(
         } else if curve == OID_P521 {
             (KeyKind::EcP521, Nid::SECP521R1)
         } else {
-            return Ok((KeyKind::Other(format!("ECDSA {} ({curve})", oid_name(&curve))), None));
+            return Ok((
+                KeyKind::Other(format!("ECDSA {} ({curve})", oid_name(&curve))),
+                None,
+            ));
         };
         let pkey = (|| {
             let group = EcGroup::from_curve_name(nid)?;
@@ -331,7 +338,12 @@ fn rsa_components(bits: &[u8]) -> Result<(&[u8], &[u8]), Refusal> {
 
 /// Verifies `signature` over `data` for the common algorithms: RSA PKCS#1 v1.5 and ECDSA with
 /// SHA-1/256/384/512, and Ed25519. `None` when the algorithm has no fast path here (RSA-PSS, …).
-fn verify(key: &PKey<Public>, alg: &ObjectIdentifier, data: &[u8], signature: &[u8]) -> Option<bool> {
+fn verify(
+    key: &PKey<Public>,
+    alg: &ObjectIdentifier,
+    data: &[u8],
+    signature: &[u8],
+) -> Option<bool> {
     const RSA_SHA1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.5");
     const RSA_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.11");
     const RSA_SHA384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.12");
@@ -359,7 +371,9 @@ fn verify(key: &PKey<Public>, alg: &ObjectIdentifier, data: &[u8], signature: &[
     }
     let result = match digest {
         Some(md) => Verifier::new(md, key).and_then(|mut v| v.verify_oneshot(signature, data)),
-        None => Verifier::new_without_digest(key).and_then(|mut v| v.verify_oneshot(signature, data)),
+        None => {
+            Verifier::new_without_digest(key).and_then(|mut v| v.verify_oneshot(signature, data))
+        }
     };
     // A malformed signature (bad DER in an ECDSA signature, wrong length) is an error in OpenSSL;
     // for the requester it is simply a signature that does not verify.

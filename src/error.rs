@@ -21,7 +21,10 @@ pub enum Error {
     // The cause is part of the message rather than a chained `source`, so `{:#}` does not print
     // it twice.
     #[error("{}: {error}", path.display())]
-    Io { path: PathBuf, error: std::io::Error },
+    Io {
+        path: PathBuf,
+        error: std::io::Error,
+    },
 
     /// The CA material is unusable (bad PEM, key mismatch, not a CA, ...). Names the file.
     #[error("CA {}: {message}", path.display())]

@@ -39,11 +39,19 @@ fn key_not_matching_the_certificate_is_refused() {
     let b = TestCa::new(KeyType::P256);
     let e = load_err(&settings(&a.cert, &b.key));
     assert!(e.contains("does not match"), "{e}");
-    assert!(e.contains(&b.key.display().to_string()), "names the key file: {e}");
+    assert!(
+        e.contains(&b.key.display().to_string()),
+        "names the key file: {e}"
+    );
 }
 
 /// A self-signed certificate with the given CA bit and key usage.
-fn self_signed(dir: &std::path::Path, ca: bool, cert_sign: bool, not_after: Asn1Time) -> (std::path::PathBuf, std::path::PathBuf) {
+fn self_signed(
+    dir: &std::path::Path,
+    ca: bool,
+    cert_sign: bool,
+    not_after: Asn1Time,
+) -> (std::path::PathBuf, std::path::PathBuf) {
     let key = key(KeyType::P256);
     let mut name = X509NameBuilder::new().expect("name");
     name.append_entry_by_text("CN", "odd").expect("cn");
@@ -136,7 +144,8 @@ fn a_world_readable_key_is_loaded_with_a_warning() {
 #[test]
 fn encrypted_keys_need_their_passphrase_and_never_leak() {
     let ca = TestCa::new(KeyType::P256);
-    let key = openssl::pkey::PKey::private_key_from_pem(&std::fs::read(&ca.key).expect("key")).expect("parse");
+    let key = openssl::pkey::PKey::private_key_from_pem(&std::fs::read(&ca.key).expect("key"))
+        .expect("parse");
     let enc = ca.dir.path().join("enc.key");
     std::fs::write(
         &enc,
@@ -155,11 +164,19 @@ fn encrypted_keys_need_their_passphrase_and_never_leak() {
     let key_pem = String::from_utf8(std::fs::read(&ca.key).expect("key")).expect("utf8");
     let secret_line = key_pem.lines().nth(1).expect("a base64 line");
     for shown in [format!("{loaded:?}"), format!("{files:?}"), e] {
-        assert!(!shown.contains(secret_line) && !shown.contains("s3cret") && !shown.contains("PRIVATE KEY"), "{shown}");
+        assert!(
+            !shown.contains(secret_line)
+                && !shown.contains("s3cret")
+                && !shown.contains("PRIVATE KEY"),
+            "{shown}"
+        );
     }
     let engine = ca.engine("");
     let shown = format!("{engine:?}");
-    assert!(!shown.contains(secret_line) && shown.contains("redacted"), "{shown}");
+    assert!(
+        !shown.contains(secret_line) && shown.contains("redacted"),
+        "{shown}"
+    );
 }
 
 #[test]
@@ -169,7 +186,8 @@ fn chain_file_intermediates_follow_the_signing_ca() {
     let root_key = key(KeyType::P256);
     let root = ca_init::ca_certificate(&root_key, "root", 30, None, Some(2)).expect("root");
     let k1 = key(KeyType::P256);
-    let i1 = ca_init::ca_certificate(&k1, "int1", 30, Some((&root, &root_key)), Some(1)).expect("i1");
+    let i1 =
+        ca_init::ca_certificate(&k1, "int1", 30, Some((&root, &root_key)), Some(1)).expect("i1");
     let k2 = key(KeyType::P384);
     let i2 = ca_init::ca_certificate(&k2, "int2", 30, Some((&i1, &k1)), Some(0)).expect("i2");
     let w = |name: &str, bytes: Vec<u8>| {
@@ -193,7 +211,10 @@ fn chain_file_intermediates_follow_the_signing_ca() {
     let Decision::Issued(cert) = engine
         .signer("example.com/mtls")
         .expect("signer")
-        .sign(&request(&pem, &usages, None, "developer"), SystemTime::now())
+        .sign(
+            &request(&pem, &usages, None, "developer"),
+            SystemTime::now(),
+        )
         .expect("sign")
     else {
         panic!("refused")
@@ -201,12 +222,32 @@ fn chain_file_intermediates_follow_the_signing_ca() {
     let chain = openssl::x509::X509::stack_from_pem(cert.certificate_pem.as_bytes()).expect("pem");
     let subjects: Vec<String> = chain
         .iter()
-        .map(|c| format!("{:?}", c.subject_name().entries().last().map(|e| e.data().to_string())))
+        .map(|c| {
+            format!(
+                "{:?}",
+                c.subject_name()
+                    .entries()
+                    .last()
+                    .map(|e| e.data().to_string())
+            )
+        })
         .collect();
-    assert_eq!(chain.len(), 3, "leaf, int2, int1 — and not the root: {subjects:?}");
+    assert_eq!(
+        chain.len(),
+        3,
+        "leaf, int2, int1 — and not the root: {subjects:?}"
+    );
     verify_with_store(&cert.certificate_pem, &ca.root_x509()).expect("store verify");
     openssl_verify(&cert.certificate_pem, &ca.root, ca.dir.path()).expect("openssl verify");
-    assert!(engine.signer("example.com/mtls").expect("s").ca().cert_pem.contains("BEGIN CERTIFICATE"), "root kept as trust anchor");
+    assert!(
+        engine
+            .signer("example.com/mtls")
+            .expect("s")
+            .ca()
+            .cert_pem
+            .contains("BEGIN CERTIFICATE"),
+        "root kept as trust anchor"
+    );
 }
 
 #[test]
@@ -220,10 +261,19 @@ fn reload_swaps_valid_files_and_keeps_the_old_ca_on_a_broken_swap() {
     // A broken swap: a key that does not match. The old CA keeps signing.
     let other = TestCa::new(KeyType::P256);
     std::fs::copy(&other.key, &ca.key).expect("copy");
-    assert!(matches!(signer.reload_ca_if_changed(), Err(Error::Ca { .. })));
+    assert!(matches!(
+        signer.reload_ca_if_changed(),
+        Err(Error::Ca { .. })
+    ));
     let pem = CsrSpec::new(key(KeyType::P256), &[("CN", "developer")]).pem();
     let usages = strings(&["client auth"]);
-    let sign = || match signer.sign(&request(&pem, &usages, None, "developer"), SystemTime::now()).expect("sign") {
+    let sign = || match signer
+        .sign(
+            &request(&pem, &usages, None, "developer"),
+            SystemTime::now(),
+        )
+        .expect("sign")
+    {
         Decision::Issued(i) => i.certificate_pem,
         Decision::Refused(r) => panic!("{r}"),
     };
@@ -234,5 +284,8 @@ fn reload_swaps_valid_files_and_keeps_the_old_ca_on_a_broken_swap() {
     assert!(signer.reload_ca_if_changed().expect("swapped"));
     let pem_new = sign();
     verify_with_store(&pem_new, &other.root_x509()).expect("new CA");
-    assert!(verify_with_store(&pem_new, &old_root).is_err(), "no longer the old CA");
+    assert!(
+        verify_with_store(&pem_new, &old_root).is_err(),
+        "no longer the old CA"
+    );
 }

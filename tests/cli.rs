@@ -29,9 +29,23 @@ fn mode(p: &Path) -> u32 {
 fn ca_init_writes_private_keys_0600_and_never_overwrites() {
     let dir = tempfile::tempdir().expect("dir");
     let out = dir.path().join("ca");
-    let o = run(bin().args(["ca", "init", "--key-type", "rsa2048", "--intermediate", "--out"]).arg(&out));
+    let o = run(bin()
+        .args([
+            "ca",
+            "init",
+            "--key-type",
+            "rsa2048",
+            "--intermediate",
+            "--out",
+        ])
+        .arg(&out));
     assert!(o.status.success(), "{}", text(&o.stderr));
-    for (f, m) in [("root.crt", 0o644), ("root.key", 0o600), ("ca.crt", 0o644), ("ca.key", 0o600)] {
+    for (f, m) in [
+        ("root.crt", 0o644),
+        ("root.key", 0o600),
+        ("ca.crt", 0o644),
+        ("ca.key", 0o600),
+    ] {
         assert_eq!(mode(&out.join(f)), m, "{f}");
     }
     // The intermediate verifies against the root with openssl.
@@ -43,7 +57,11 @@ fn ca_init_writes_private_keys_0600_and_never_overwrites() {
     let before = std::fs::read(out.join("ca.key")).expect("key");
     let o = run(bin().args(["ca", "init", "--out"]).arg(&out));
     assert!(!o.status.success());
-    assert!(text(&o.stderr).contains("refusing to overwrite"), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("refusing to overwrite"),
+        "{}",
+        text(&o.stderr)
+    );
     assert_eq!(std::fs::read(out.join("ca.key")).expect("key"), before);
 }
 
@@ -52,17 +70,38 @@ fn sign_prints_a_certificate_openssl_verifies() {
     let ca = TestCa::new(KeyType::Ed25519);
     let config = ca.write_settings("");
     let csr = ca.dir.path().join("dev.csr");
-    std::fs::write(&csr, CsrSpec::new(key(KeyType::Rsa2048), &[("CN", "developer"), ("O", "development")]).pem())
-        .expect("csr");
+    std::fs::write(
+        &csr,
+        CsrSpec::new(
+            key(KeyType::Rsa2048),
+            &[("CN", "developer"), ("O", "development")],
+        )
+        .pem(),
+    )
+    .expect("csr");
     let o = run(bin()
-        .args(["sign", "--signer", "example.com/mtls", "--usages", "digital signature,client auth", "--expiration-seconds", "86400", "--requester", "developer", "--config"])
+        .args([
+            "sign",
+            "--signer",
+            "example.com/mtls",
+            "--usages",
+            "digital signature,client auth",
+            "--expiration-seconds",
+            "86400",
+            "--requester",
+            "developer",
+            "--config",
+        ])
         .arg(&config)
         .arg("--csr")
         .arg(&csr));
     assert!(o.status.success(), "{}", text(&o.stderr));
     let crt = ca.dir.path().join("dev.crt");
     std::fs::write(&crt, &o.stdout).expect("write");
-    let v = run(Command::new("openssl").args(["verify", "-x509_strict", "-purpose", "sslclient", "-CAfile"]).arg(&ca.root).arg(&crt));
+    let v = run(Command::new("openssl")
+        .args(["verify", "-x509_strict", "-purpose", "sslclient", "-CAfile"])
+        .arg(&ca.root)
+        .arg(&crt));
     assert!(v.status.success(), "{}{}", text(&v.stdout), text(&v.stderr));
 }
 
@@ -71,15 +110,32 @@ fn sign_refusal_exits_non_zero_with_reason_and_message() {
     let ca = TestCa::new(KeyType::P256);
     let config = ca.write_settings("");
     let csr = ca.dir.path().join("dev.csr");
-    std::fs::write(&csr, CsrSpec::new(key(KeyType::P256), &[("CN", "developer")]).pem()).expect("csr");
+    std::fs::write(
+        &csr,
+        CsrSpec::new(key(KeyType::P256), &[("CN", "developer")]).pem(),
+    )
+    .expect("csr");
     let o = run(bin()
-        .args(["sign", "--signer", "example.com/mtls", "--usages", "digital signature,code signing", "--requester", "developer", "--config"])
+        .args([
+            "sign",
+            "--signer",
+            "example.com/mtls",
+            "--usages",
+            "digital signature,code signing",
+            "--requester",
+            "developer",
+            "--config",
+        ])
         .arg(&config)
         .arg("--csr")
         .arg(&csr));
     assert_eq!(o.status.code(), Some(2));
     assert!(o.stdout.is_empty());
-    assert!(text(&o.stderr).starts_with("UsageNotAllowed: usage \"code signing\" is not allowed"), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).starts_with("UsageNotAllowed: usage \"code signing\" is not allowed"),
+        "{}",
+        text(&o.stderr)
+    );
 
     let o = run(bin()
         .args(["sign", "--signer", "example.com/other", "--config"])
@@ -87,7 +143,11 @@ fn sign_refusal_exits_non_zero_with_reason_and_message() {
         .arg("--csr")
         .arg(&csr));
     assert!(!o.status.success());
-    assert!(text(&o.stderr).contains("\"example.com/other\" is not configured"), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("\"example.com/other\" is not configured"),
+        "{}",
+        text(&o.stderr)
+    );
 }
 
 #[test]
@@ -97,11 +157,28 @@ fn explain_shows_the_decision_without_signing() {
     let csr = ca.dir.path().join("app.csr");
     std::fs::write(
         &csr,
-        CsrSpec::new(key(KeyType::P256), &[]).sans(&["DNS:app.team-a.svc", "URI:spiffe://cluster.local/ns/team-a/sa/app"]).pem(),
+        CsrSpec::new(key(KeyType::P256), &[])
+            .sans(&[
+                "DNS:app.team-a.svc",
+                "URI:spiffe://cluster.local/ns/team-a/sa/app",
+            ])
+            .pem(),
     )
     .expect("csr");
     let o = run(bin()
-        .args(["sign", "--explain", "--signer", "example.com/mtls", "--usages", "digital signature,server auth", "--expiration-seconds", "864000", "--requester", "system:serviceaccount:team-a:app", "--config"])
+        .args([
+            "sign",
+            "--explain",
+            "--signer",
+            "example.com/mtls",
+            "--usages",
+            "digital signature,server auth",
+            "--expiration-seconds",
+            "864000",
+            "--requester",
+            "system:serviceaccount:team-a:app",
+            "--config",
+        ])
         .arg(&config)
         .arg("--csr")
         .arg(&csr));
@@ -109,32 +186,64 @@ fn explain_shows_the_decision_without_signing() {
     let out = text(&o.stdout);
     assert!(!out.contains("BEGIN CERTIFICATE"));
     assert!(out.contains("Decision: issue"), "{out}");
-    assert!(out.contains("Lifetime: 2days (clamped, requested 10days)"), "{out}");
-    assert!(out.contains("SANs: DNS:app.team-a.svc, URI:spiffe://cluster.local/ns/team-a/sa/app"), "{out}");
+    assert!(
+        out.contains("Lifetime: 2days (clamped, requested 10days)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("SANs: DNS:app.team-a.svc, URI:spiffe://cluster.local/ns/team-a/sa/app"),
+        "{out}"
+    );
 }
 
 #[test]
 fn check_config_names_file_and_key_and_prints_no_secrets() {
     let ca = TestCa::new(KeyType::P256);
     let good = ca.write_settings("");
-    let o = run(bin().arg("check-config").arg("--config").arg(&good).env("CSR_SIGNER__CONTROLLER__QPS", "7"));
+    let o = run(bin()
+        .arg("check-config")
+        .arg("--config")
+        .arg(&good)
+        .env("CSR_SIGNER__CONTROLLER__QPS", "7"));
     assert!(o.status.success(), "{}", text(&o.stderr));
     let out = text(&o.stdout);
-    assert!(out.contains("qps: 7.0"), "environment overrides the file: {out}");
+    assert!(
+        out.contains("qps: 7.0"),
+        "environment overrides the file: {out}"
+    );
     assert!(out.contains("example.com/mtls"));
     assert!(!out.contains("PRIVATE KEY"));
 
     let bad = ca.dir.path().join("bad.yaml");
     for (yaml, expect) in [
-        (format!("{}  polcy: {{}}\n", std::fs::read_to_string(&good).expect("read").replace("  policy: {}\n", "")), "signers[0]: unknown field `polcy`"),
-        (std::fs::read_to_string(&good).expect("read") + "controller: {qps: fast}\n", "controller.qps: invalid type"),
-        (std::fs::read_to_string(&good).expect("read").replace("policy: {}", "policy: {lifetime: {min: 1m}}"), "signers[0].policy.lifetime.min: must be at least 10m"),
+        (
+            format!(
+                "{}  polcy: {{}}\n",
+                std::fs::read_to_string(&good)
+                    .expect("read")
+                    .replace("  policy: {}\n", "")
+            ),
+            "signers[0]: unknown field `polcy`",
+        ),
+        (
+            std::fs::read_to_string(&good).expect("read") + "controller: {qps: fast}\n",
+            "controller.qps: invalid type",
+        ),
+        (
+            std::fs::read_to_string(&good)
+                .expect("read")
+                .replace("policy: {}", "policy: {lifetime: {min: 1m}}"),
+            "signers[0].policy.lifetime.min: must be at least 10m",
+        ),
     ] {
         std::fs::write(&bad, yaml).expect("write");
         let o = run(bin().arg("check-config").arg("--config").arg(&bad));
         assert!(!o.status.success());
         let err = text(&o.stderr);
-        assert!(err.contains(&format!("{}: {expect}", bad.display())), "{err}");
+        assert!(
+            err.contains(&format!("{}: {expect}", bad.display())),
+            "{err}"
+        );
     }
 }
 
@@ -161,7 +270,10 @@ fn the_openssl_cli_ca_script_makes_a_ca_the_loader_accepts() {
     match engine
         .signer("example.com/mtls")
         .expect("signer")
-        .sign(&request(&pem, &usages, None, "developer"), std::time::SystemTime::now())
+        .sign(
+            &request(&pem, &usages, None, "developer"),
+            std::time::SystemTime::now(),
+        )
         .expect("sign")
     {
         csr_signer::engine::Decision::Issued(i) => {

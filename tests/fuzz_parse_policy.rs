@@ -40,7 +40,8 @@ fn fixture() -> &'static Fixture {
 
 fn pem(der: &[u8]) -> Vec<u8> {
     let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    format!("-----BEGIN CERTIFICATE REQUEST-----\n{b64}\n-----END CERTIFICATE REQUEST-----\n").into_bytes()
+    format!("-----BEGIN CERTIFICATE REQUEST-----\n{b64}\n-----END CERTIFICATE REQUEST-----\n")
+        .into_bytes()
 }
 
 fn check(request: &[u8], usages: &[String], expiration: Option<i32>) {
@@ -48,21 +49,33 @@ fn check(request: &[u8], usages: &[String], expiration: Option<i32>) {
     let signer = f.engine.signer("example.com/mtls").expect("signer");
     match signer.sign(&request_for(request, usages, expiration), SystemTime::now()) {
         Ok(Decision::Issued(i)) => {
-            verify_with_store(&i.certificate_pem, &f.ca.root_x509()).expect("whatever is issued verifies");
+            verify_with_store(&i.certificate_pem, &f.ca.root_x509())
+                .expect("whatever is issued verifies");
         }
         Ok(Decision::Refused(r)) => assert!(!r.message.is_empty()),
         Err(e) => panic!("a request must never cause a transient error: {e}"),
     }
 }
 
-fn request_for<'a>(pem: &'a [u8], usages: &'a [String], expiration: Option<i32>) -> csr_signer::engine::SignRequest<'a> {
+fn request_for<'a>(
+    pem: &'a [u8],
+    usages: &'a [String],
+    expiration: Option<i32>,
+) -> csr_signer::engine::SignRequest<'a> {
     request(pem, usages, expiration, "anyone")
 }
 
 fn usages() -> impl Strategy<Value = Vec<String>> {
     prop::collection::vec(
         prop::sample::select(vec![
-            "digital signature", "key encipherment", "client auth", "server auth", "cert sign", "any", "bogus", "",
+            "digital signature",
+            "key encipherment",
+            "client auth",
+            "server auth",
+            "cert sign",
+            "any",
+            "bogus",
+            "",
         ])
         .prop_map(String::from),
         0..5,
