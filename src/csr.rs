@@ -299,10 +299,10 @@ fn public_key(
             ));
         };
         let pkey = (|| {
-            let group = EcGroup::from_curve_name(nid)?;
+            let group = ec_group(nid)?;
             let mut ctx = BigNumContext::new()?;
-            let point = EcPoint::from_bytes(&group, bits, &mut ctx)?;
-            let ec = EcKey::from_public_key(&group, &point)?;
+            let point = EcPoint::from_bytes(group, bits, &mut ctx)?;
+            let ec = EcKey::from_public_key(group, &point)?;
             PKey::from_ec_key(ec)
         })()
         .map_err(|e| malformed(format!("EC public key: {e}")))?;
@@ -323,6 +323,25 @@ fn oid_name(oid: &ObjectIdentifier) -> String {
         .and_then(|o| o.nid().short_name().ok().map(str::to_owned))
         .or_else(|| const_oid::db::DB.by_oid(oid).map(str::to_owned))
         .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// The curve's group, built once: OpenSSL's group construction costs about as much as a tenth of an
+/// ECDSA verification.
+fn ec_group(nid: Nid) -> Result<&'static EcGroup, openssl::error::ErrorStack> {
+    use std::sync::OnceLock;
+    static P256: OnceLock<EcGroup> = OnceLock::new();
+    static P384: OnceLock<EcGroup> = OnceLock::new();
+    static P521: OnceLock<EcGroup> = OnceLock::new();
+    let cell = match nid {
+        Nid::SECP384R1 => &P384,
+        Nid::SECP521R1 => &P521,
+        _ => &P256,
+    };
+    if let Some(g) = cell.get() {
+        return Ok(g);
+    }
+    let group = EcGroup::from_curve_name(nid)?;
+    Ok(cell.get_or_init(|| group))
 }
 
 /// `RSAPublicKey ::= SEQUENCE { modulus INTEGER, publicExponent INTEGER }`.
