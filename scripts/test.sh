@@ -15,16 +15,25 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
 fi
 
+# Services and tools the integration tests drive (a real Prometheus server for the scrape test).
+if [ -f tests/controller/setup.sh ]; then
+  echo "== tests/controller/setup.sh"
+  sh tests/controller/setup.sh
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --all-targets
-for extra in tests/controller/setup.sh tests/chart/run.sh; do
-  if [ -x "$extra" ]; then
-    echo "== $extra"
-    "$extra"
-  fi
-done
+
+# Chart, alerts and dashboard, checked against a real scrape of the binary just built.
+if [ -x tests/chart/run.sh ]; then
+  scrape="$(mktemp)"
+  echo "== tests/chart/scrape-metrics.sh"
+  tests/chart/scrape-metrics.sh target/debug/csr-signer "$scrape"
+  echo "== tests/chart/run.sh"
+  CSR_SIGNER_BIN=target/debug/csr-signer METRICS_SCRAPE_FILE="$scrape" tests/chart/run.sh
+fi
 echo "== all tests passed"
