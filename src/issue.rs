@@ -269,10 +269,10 @@ pub fn issue(ca: &SigningCa, csr: &VerifiedCsr, grant: &Grant, now: SystemTime) 
         error,
     };
     let signature = match ca.algorithm.digest() {
-        Some(md) => Signer::new(md, &ca.key)
+        Some(md) => Signer::new(md, ca.signing_key())
             .and_then(|mut s| s.sign_oneshot_to_vec(&tbs_der))
             .map_err(crypto)?,
-        None => Signer::new_without_digest(&ca.key)
+        None => Signer::new_without_digest(ca.signing_key())
             .and_then(|mut s| s.sign_oneshot_to_vec(&tbs_der))
             .map_err(crypto)?,
     };
