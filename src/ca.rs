@@ -64,7 +64,8 @@ impl SignatureAlgorithm {
 
 /// A loaded, checked signing CA.
 pub struct SigningCa {
-    pub(crate) key: PKey<Private>,
+    /// The CA key; for RSA, one independent copy per CPU (see `signing_key`).
+    keys: Box<[PKey<Private>]>,
     /// DER of the CA certificate.
     pub cert_der: Vec<u8>,
     /// DER of the CA's subject Name, used verbatim as the issuer of every leaf.
@@ -88,7 +89,10 @@ impl std::fmt::Debug for SigningCa {
         f.debug_struct("SigningCa")
             .field("cert_path", &self.cert_path)
             .field("algorithm", &self.algorithm)
-            .field("not_after", &humantime::format_rfc3339_seconds(self.not_after))
+            .field(
+                "not_after",
+                &humantime::format_rfc3339_seconds(self.not_after),
+            )
             .field("key", &"<redacted>")
             .finish()
     }
@@ -111,9 +115,9 @@ impl std::fmt::Debug for CaFiles {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|source| Error::Io {
+    std::fs::read(path).map_err(|error| Error::Io {
         path: path.to_owned(),
-        source,
+        error,
     })
 }
 
@@ -139,7 +143,11 @@ impl SigningCa {
     }
 
     /// Checks CA material already read from disk.
-    pub fn from_files(settings: &CaSettings, files: &CaFiles, now: SystemTime) -> Result<SigningCa> {
+    pub fn from_files(
+        settings: &CaSettings,
+        files: &CaFiles,
+        now: SystemTime,
+    ) -> Result<SigningCa> {
         let cert_path = settings.cert_file.clone();
         let cert_err = |message: String| Error::Ca {
             path: cert_path.clone(),
@@ -207,12 +215,21 @@ impl SigningCa {
             path: key_path.clone(),
             message,
         };
+        if files.passphrase.is_none() && files.key.windows(9).any(|w| w == b"ENCRYPTED") {
+            return Err(key_err(
+                "the private key is encrypted: set passphraseFile".into(),
+            ));
+        }
         let key = match &files.passphrase {
             Some(pass) => {
                 let pass = trim_newline(pass);
                 PKey::private_key_from_pem_passphrase(&files.key, pass)
             }
-            None => PKey::private_key_from_pem(&files.key),
+            // Never let OpenSSL prompt on a terminal for a passphrase: a service has no one to
+            // answer, and an encrypted key without passphraseFile is a configuration error.
+            None => PKey::private_key_from_pem_callback(&files.key, |_buf| {
+                Err(openssl::error::ErrorStack::get())
+            }),
         }
         // The OpenSSL error stack names the decoder, never key bytes.
         .map_err(|e| key_err(format!("cannot read private key: {e}")))?;
@@ -247,7 +264,8 @@ impl SigningCa {
             Id::ED25519 => SignatureAlgorithm::Ed25519,
             _ => {
                 return Err(key_err(
-                    "unsupported key type (RSA, ECDSA P-256/P-384/P-521 or Ed25519 required)".into(),
+                    "unsupported key type (RSA, ECDSA P-256/P-384/P-521 or Ed25519 required)"
+                        .into(),
                 ))
             }
         };
@@ -260,6 +278,27 @@ impl SigningCa {
                 settings.cert_file.display()
             )));
         }
+
+        // OpenSSL 3.0 serialises RSA private-key operations on one key object through its shared
+        // blinding state; independent copies let signing threads scale (measured: 1.7× → see README).
+        let copies = if key.id() == Id::RSA {
+            std::thread::available_parallelism().map_or(1, |n| n.get().min(16))
+        } else {
+            1
+        };
+        let mut keys = Vec::with_capacity(copies);
+        if copies > 1 {
+            let der = key
+                .private_key_to_der()
+                .map_err(|e| key_err(format!("cannot re-encode private key: {e}")))?;
+            for _ in 1..copies {
+                keys.push(
+                    PKey::private_key_from_der(&der)
+                        .map_err(|e| key_err(format!("cannot copy private key: {e}")))?,
+                );
+            }
+        }
+        keys.push(key);
 
         let self_signed = tbs.subject() == tbs.issuer();
         let mut chain_pem = String::new();
@@ -290,7 +329,7 @@ impl SigningCa {
         }
 
         Ok(SigningCa {
-            key,
+            keys: keys.into_boxed_slice(),
             cert_der,
             subject_der,
             subject_key_id,
@@ -300,6 +339,14 @@ impl SigningCa {
             cert_pem,
             cert_path: settings.cert_file.clone(),
         })
+    }
+
+    /// The key copy for the calling thread.
+    pub(crate) fn signing_key(&self) -> &PKey<Private> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        std::thread::current().id().hash(&mut h);
+        &self.keys[(h.finish() as usize) % self.keys.len()]
     }
 
     /// Time left before the CA expires (zero when expired).
@@ -335,9 +382,9 @@ pub fn pem(der: &[u8]) -> String {
 pub fn key_identifier(public_key_bits: &[u8]) -> Result<Vec<u8>> {
     hash(MessageDigest::sha1(), public_key_bits)
         .map(|d| d.to_vec())
-        .map_err(|source| Error::Crypto {
+        .map_err(|error| Error::Crypto {
             context: "computing a key identifier",
-            source,
+            error,
         })
 }
 

@@ -12,7 +12,9 @@ use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
 use openssl::pkey::{PKey, Private};
 use openssl::rsa::Rsa;
-use openssl::x509::extension::{BasicConstraints, KeyUsage, SubjectKeyIdentifier, AuthorityKeyIdentifier};
+use openssl::x509::extension::{
+    AuthorityKeyIdentifier, BasicConstraints, KeyUsage, SubjectKeyIdentifier,
+};
 use openssl::x509::{X509Builder, X509NameBuilder, X509};
 
 use crate::error::{Error, Result};
@@ -51,7 +53,7 @@ pub struct Created {
 }
 
 fn crypto(context: &'static str) -> impl Fn(openssl::error::ErrorStack) -> Error {
-    move |source| Error::Crypto { context, source }
+    move |error| Error::Crypto { context, error }
 }
 
 /// Generates a private key of the given type.
@@ -91,8 +93,10 @@ pub fn ca_certificate(
 ) -> Result<X509> {
     let c = crypto("building a CA certificate");
     let mut name = X509NameBuilder::new().map_err(&c)?;
-    name.append_entry_by_nid(Nid::COMMONNAME, common_name).map_err(&c)?;
-    name.append_entry_by_nid(Nid::ORGANIZATIONNAME, "csr-signer development").map_err(&c)?;
+    name.append_entry_by_nid(Nid::COMMONNAME, common_name)
+        .map_err(&c)?;
+    name.append_entry_by_nid(Nid::ORGANIZATIONNAME, "csr-signer development")
+        .map_err(&c)?;
     let name = name.build();
 
     let mut b = X509Builder::new().map_err(&c)?;
@@ -104,7 +108,8 @@ pub fn ca_certificate(
     let serial = Asn1Integer::from_bn(&serial).map_err(&c)?;
     b.set_serial_number(&serial).map_err(&c)?;
     b.set_subject_name(&name).map_err(&c)?;
-    b.set_issuer_name(issuer.map(|(cert, _)| cert.subject_name()).unwrap_or(&name)).map_err(&c)?;
+    b.set_issuer_name(issuer.map(|(cert, _)| cert.subject_name()).unwrap_or(&name))
+        .map_err(&c)?;
     b.set_pubkey(key).map_err(&c)?;
     // Backdated like the leaves, so a freshly created CA is usable on a machine whose clock lags.
     let now = std::time::SystemTime::now()
@@ -121,8 +126,16 @@ pub fn ca_certificate(
         bc.pathlen(n);
     }
     b.append_extension(bc.build().map_err(&c)?).map_err(&c)?;
-    b.append_extension(KeyUsage::new().critical().key_cert_sign().crl_sign().digital_signature().build().map_err(&c)?)
-        .map_err(&c)?;
+    b.append_extension(
+        KeyUsage::new()
+            .critical()
+            .key_cert_sign()
+            .crl_sign()
+            .digital_signature()
+            .build()
+            .map_err(&c)?,
+    )
+    .map_err(&c)?;
     let ski = SubjectKeyIdentifier::new()
         .build(&b.x509v3_context(issuer.map(|(cert, _)| cert.as_ref()), None))
         .map_err(&c)?;
@@ -140,9 +153,9 @@ pub fn ca_certificate(
 }
 
 fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
-    let io = |source| Error::Io {
+    let io = |error| Error::Io {
         path: path.to_owned(),
-        source,
+        error,
     };
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);
@@ -160,9 +173,9 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
 
 /// Creates the CA files in `opts.out` (created if missing). Refuses to overwrite anything.
 pub fn init(opts: &InitOptions) -> Result<Created> {
-    std::fs::create_dir_all(&opts.out).map_err(|source| Error::Io {
+    std::fs::create_dir_all(&opts.out).map_err(|error| Error::Io {
         path: opts.out.clone(),
-        source,
+        error,
     })?;
     let names: &[&str] = if opts.intermediate {
         &["root.crt", "root.key", "ca.crt", "ca.key"]
@@ -174,14 +187,17 @@ pub fn init(opts: &InitOptions) -> Result<Created> {
         if p.exists() {
             return Err(Error::Io {
                 path: p,
-                source: std::io::Error::new(
+                error: std::io::Error::new(
                     std::io::ErrorKind::AlreadyExists,
                     "already exists; refusing to overwrite a CA",
                 ),
             });
         }
     }
-    let pem_key = |k: &PKey<Private>| k.private_key_to_pem_pkcs8().map_err(crypto("encoding a key"));
+    let pem_key = |k: &PKey<Private>| {
+        k.private_key_to_pem_pkcs8()
+            .map_err(crypto("encoding a key"))
+    };
     let pem_cert = |c: &X509| c.to_pem().map_err(crypto("encoding a certificate"));
     let mut files = Vec::new();
     let mut put = |name: &str, bytes: Vec<u8>, mode: u32| -> Result<PathBuf> {
@@ -192,19 +208,41 @@ pub fn init(opts: &InitOptions) -> Result<Created> {
     };
     let root_key = generate_key(opts.key_type)?;
     if opts.intermediate {
-        let root = ca_certificate(&root_key, &format!("{} root", opts.common_name), opts.days, None, Some(1))?;
+        let root = ca_certificate(
+            &root_key,
+            &format!("{} root", opts.common_name),
+            opts.days,
+            None,
+            Some(1),
+        )?;
         let int_key = generate_key(opts.key_type)?;
         // The intermediate must not outlive the root.
-        let int = ca_certificate(&int_key, &opts.common_name, opts.days.saturating_sub(1).max(1), Some((&root, &root_key)), Some(0))?;
+        let int = ca_certificate(
+            &int_key,
+            &opts.common_name,
+            opts.days.saturating_sub(1).max(1),
+            Some((&root, &root_key)),
+            Some(0),
+        )?;
         let trust_anchor = put("root.crt", pem_cert(&root)?, 0o644)?;
         put("root.key", pem_key(&root_key)?, 0o600)?;
         let cert = put("ca.crt", pem_cert(&int)?, 0o644)?;
         let key = put("ca.key", pem_key(&int_key)?, 0o600)?;
-        Ok(Created { cert, key, trust_anchor, files })
+        Ok(Created {
+            cert,
+            key,
+            trust_anchor,
+            files,
+        })
     } else {
         let root = ca_certificate(&root_key, &opts.common_name, opts.days, None, None)?;
         let cert = put("ca.crt", pem_cert(&root)?, 0o644)?;
         let key = put("ca.key", pem_key(&root_key)?, 0o600)?;
-        Ok(Created { cert: cert.clone(), key, trust_anchor: cert, files })
+        Ok(Created {
+            cert: cert.clone(),
+            key,
+            trust_anchor: cert,
+            files,
+        })
     }
 }

@@ -32,7 +32,9 @@ impl SignerName {
             ));
         }
         if domain == "kubernetes.io" || domain.ends_with(".kubernetes.io") {
-            return Err(format!("{s:?}: kubernetes.io signer names are reserved for Kubernetes"));
+            return Err(format!(
+                "{s:?}: kubernetes.io signer names are reserved for Kubernetes"
+            ));
         }
         if domain.split('.').count() < 2 {
             return Err(format!(
@@ -116,7 +118,7 @@ pub struct CaSettings {
     pub passphrase_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 struct RawPolicy {
     usages: RawUsages,
@@ -182,19 +184,6 @@ struct RawSans {
     email: bool,
     uri: Vec<String>,
     max_count: usize,
-}
-
-impl Default for RawPolicy {
-    fn default() -> Self {
-        RawPolicy {
-            usages: RawUsages::default(),
-            keys: RawKeys::default(),
-            lifetime: RawLifetime::default(),
-            subject: RawSubject::default(),
-            sans: RawSans::default(),
-            trusted_requesters: Vec::new(),
-        }
-    }
 }
 
 impl Default for RawUsages {
@@ -419,12 +408,11 @@ impl Settings {
             .unwrap_or_else(|| "<defaults>".into());
         let mut builder = config::Config::builder();
         if let Some(path) = file {
-            let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            let text = std::fs::read_to_string(path).map_err(|error| Error::Io {
                 path: path.to_owned(),
-                source,
+                error,
             })?;
-            builder =
-                builder.add_source(config::File::from_str(&text, config::FileFormat::Yaml));
+            builder = builder.add_source(config::File::from_str(&text, config::FileFormat::Yaml));
         }
         builder = builder.add_source(
             config::Environment::with_prefix("CSR_SIGNER")
@@ -452,9 +440,7 @@ impl Settings {
                 .set_override("log.level", level.as_str())
                 .map_err(|e| config_error(&source, "log.level", e))?;
         }
-        let merged = builder
-            .build()
-            .map_err(|e| config_error(&source, "", e))?;
+        let merged = builder.build().map_err(|e| config_error(&source, "", e))?;
         let raw: RawSettings = merged
             .try_deserialize()
             .map_err(|e| config_error(&source, "", e))?;
@@ -481,7 +467,10 @@ impl Settings {
             message,
         };
         if raw.signers.is_empty() {
-            return Err(err("signers".into(), "at least one signer is required".into()));
+            return Err(err(
+                "signers".into(),
+                "at least one signer is required".into(),
+            ));
         }
         let mut seen = BTreeSet::new();
         let mut signers = Vec::with_capacity(raw.signers.len());
@@ -491,8 +480,8 @@ impl Settings {
             if !seen.insert(name.clone()) {
                 return Err(err(key("name"), format!("duplicate signer {name}")));
             }
-            let policy = validate_policy(&s.policy)
-                .map_err(|(k, m)| err(key(&format!("policy.{k}")), m))?;
+            let policy =
+                validate_policy(&s.policy).map_err(|(k, m)| err(key(&format!("policy.{k}")), m))?;
             signers.push(SignerSettings {
                 name,
                 ca: s.ca,
@@ -500,11 +489,17 @@ impl Settings {
             });
         }
         let c = &raw.controller;
-        if !(c.qps > 0.0) {
-            return Err(err("controller.qps".into(), "must be greater than 0".into()));
+        if !c.qps.is_finite() || c.qps <= 0.0 {
+            return Err(err(
+                "controller.qps".into(),
+                "must be greater than 0".into(),
+            ));
         }
         if c.workers == 0 {
-            return Err(err("controller.workers".into(), "must be at least 1".into()));
+            return Err(err(
+                "controller.workers".into(),
+                "must be at least 1".into(),
+            ));
         }
         let le = &c.leader_election;
         if le.enabled
@@ -550,11 +545,17 @@ impl Settings {
 }
 
 fn config_error(source: &str, key: &str, e: config::ConfigError) -> Error {
-    // The config crate puts the failing key in its message ("... for key `signers[0].ca`").
+    // The config crate puts the failing key at the end of its message ("… for key `signers[0]`");
+    // move it to the front so every configuration error reads "file: key: problem".
+    let text = e.to_string();
+    let (message, found_key) = match text.rsplit_once(" for key `") {
+        Some((m, k)) => (m.to_owned(), k.trim_end_matches('`').to_owned()),
+        None => (text, key.to_owned()),
+    };
     Error::Config {
         file: source.to_owned(),
-        key: key.to_owned(),
-        message: e.to_string(),
+        key: found_key,
+        message,
     }
 }
 
@@ -565,12 +566,8 @@ fn validate_policy(p: &RawPolicy) -> std::result::Result<Policy, KeyedError> {
         list.iter()
             .enumerate()
             .map(|(i, u)| {
-                Usage::parse(u).ok_or_else(|| {
-                    (
-                        format!("usages.{key}[{i}]"),
-                        format!("unknown usage {u:?}"),
-                    )
-                })
+                Usage::parse(u)
+                    .ok_or_else(|| (format!("usages.{key}[{i}]"), format!("unknown usage {u:?}")))
             })
             .collect()
     };
@@ -596,14 +593,10 @@ fn validate_policy(p: &RawPolicy) -> std::result::Result<Policy, KeyedError> {
     }
     let k = &p.keys;
     if k.rsa.enabled && (k.rsa.min_bits < 2048 || k.rsa.max_bits < k.rsa.min_bits) {
-        return Err((
-            "keys.rsa".into(),
-            "need 2048 <= minBits <= maxBits".into(),
-        ));
+        return Err(("keys.rsa".into(), "need 2048 <= minBits <= maxBits".into()));
     }
     let parse_duration = |key: &str, s: &str| -> std::result::Result<Duration, KeyedError> {
-        humantime::parse_duration(s)
-            .map_err(|e| (format!("lifetime.{key}"), format!("{s:?}: {e}")))
+        humantime::parse_duration(s).map_err(|e| (format!("lifetime.{key}"), format!("{s:?}: {e}")))
     };
     let default = parse_duration("default", &p.lifetime.default)?;
     let min = parse_duration("min", &p.lifetime.min)?;
@@ -615,17 +608,15 @@ fn validate_policy(p: &RawPolicy) -> std::result::Result<Policy, KeyedError> {
         ));
     }
     if !(min <= default && default <= max) {
-        return Err((
-            "lifetime".into(),
-            "need min <= default <= max".into(),
-        ));
+        return Err(("lifetime".into(), "need min <= default <= max".into()));
     }
-    let templates = |key: &str, list: &[String]| -> std::result::Result<Vec<Template>, KeyedError> {
-        list.iter()
-            .enumerate()
-            .map(|(i, t)| Template::parse(t).map_err(|m| (format!("{key}[{i}]"), m)))
-            .collect()
-    };
+    let templates =
+        |key: &str, list: &[String]| -> std::result::Result<Vec<Template>, KeyedError> {
+            list.iter()
+                .enumerate()
+                .map(|(i, t)| Template::parse(t).map_err(|m| (format!("{key}[{i}]"), m)))
+                .collect()
+        };
     if p.sans.max_count == 0 {
         return Err(("sans.maxCount".into(), "must be at least 1".into()));
     }
@@ -656,7 +647,8 @@ fn validate_policy(p: &RawPolicy) -> std::result::Result<Policy, KeyedError> {
 mod tests {
     use super::*;
 
-    const MINIMAL: &str = "signers:\n- name: example.com/mtls\n  ca: {certFile: ca.crt, keyFile: ca.key}\n";
+    const MINIMAL: &str =
+        "signers:\n- name: example.com/mtls\n  ca: {certFile: ca.crt, keyFile: ca.key}\n";
 
     #[test]
     fn defaults_fill_everything_but_the_signer() {
@@ -669,7 +661,9 @@ mod tests {
     #[test]
     fn unknown_key_names_the_file_and_key() {
         let text = format!("{MINIMAL}  polcy: {{}}\n");
-        let e = Settings::from_yaml(&text, "t.yaml").expect_err("invalid").to_string();
+        let e = Settings::from_yaml(&text, "t.yaml")
+            .expect_err("invalid")
+            .to_string();
         assert!(e.starts_with("t.yaml:"), "{e}");
         assert!(e.contains("polcy"), "{e}");
     }

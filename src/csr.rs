@@ -43,7 +43,9 @@ const OID_O: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.10");
 /// The public key type and size of a request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KeyKind {
-    Rsa { bits: u32 },
+    Rsa {
+        bits: u32,
+    },
     EcP256,
     EcP384,
     EcP521,
@@ -139,10 +141,11 @@ pub fn parse_and_verify(pem: &[u8]) -> Result<VerifiedCsr, Refusal> {
         .as_bytes()
         .ok_or_else(|| malformed("signature is not a whole number of bytes"))?;
     let (key, pkey) = public_key(spki)?;
-    let verified = match pkey {
-        Some(pkey) => verify(&pkey, &req.algorithm.oid, &info_der, signature)?,
-        // Key types without a fast path (DSA, other curves, RSA-PSS keys): let OpenSSL verify the
-        // whole request, so a well-formed but disallowed key is refused for its type, not its
+    let fast = pkey.and_then(|k| verify(&k, &req.algorithm.oid, &info_der, signature));
+    let verified = match fast {
+        Some(ok) => ok,
+        // Keys or algorithms without a fast path (DSA, other curves, RSA-PSS): let OpenSSL verify
+        // the whole request, so a well-formed but disallowed key is refused for its type, not its
         // signature.
         None => X509Req::from_der(&der)
             .and_then(|r| {
@@ -173,9 +176,11 @@ pub fn parse_and_verify(pem: &[u8]) -> Result<VerifiedCsr, Refusal> {
         } else {
             continue;
         };
-        into.push(directory_string(&atv.value).ok_or_else(|| {
-            malformed(format!("subject attribute {} is not a string", atv.oid))
-        })?);
+        into.push(
+            directory_string(&atv.value).ok_or_else(|| {
+                malformed(format!("subject attribute {} is not a string", atv.oid))
+            })?,
+        );
     }
 
     let spki_der = spki
@@ -269,8 +274,8 @@ fn public_key(
         let n = BigNum::from_slice(n).map_err(|e| malformed(format!("RSA modulus: {e}")))?;
         let e = BigNum::from_slice(e).map_err(|e| malformed(format!("RSA exponent: {e}")))?;
         let size = n.num_bits() as u32;
-        let rsa = Rsa::from_public_components(n, e)
-            .map_err(|e| malformed(format!("RSA key: {e}")))?;
+        let rsa =
+            Rsa::from_public_components(n, e).map_err(|e| malformed(format!("RSA key: {e}")))?;
         let pkey = PKey::from_rsa(rsa).map_err(|e| malformed(format!("RSA key: {e}")))?;
         return Ok((KeyKind::Rsa { bits: size }, Some(pkey)));
     }
@@ -288,14 +293,16 @@ fn public_key(
         } else if curve == OID_P521 {
             (KeyKind::EcP521, Nid::SECP521R1)
         } else {
-            let name = const_oid::db::DB.by_oid(&curve).unwrap_or("unknown curve");
-            return Ok((KeyKind::Other(format!("ECDSA {name} ({curve})")), None));
+            return Ok((
+                KeyKind::Other(format!("ECDSA {} ({curve})", oid_name(&curve))),
+                None,
+            ));
         };
         let pkey = (|| {
-            let group = EcGroup::from_curve_name(nid)?;
+            let group = ec_group(nid)?;
             let mut ctx = BigNumContext::new()?;
-            let point = EcPoint::from_bytes(&group, bits, &mut ctx)?;
-            let ec = EcKey::from_public_key(&group, &point)?;
+            let point = EcPoint::from_bytes(group, bits, &mut ctx)?;
+            let ec = EcKey::from_public_key(group, &point)?;
             PKey::from_ec_key(ec)
         })()
         .map_err(|e| malformed(format!("EC public key: {e}")))?;
@@ -306,8 +313,35 @@ fn public_key(
             .map_err(|e| malformed(format!("Ed25519 public key: {e}")))?;
         return Ok((KeyKind::Ed25519, Some(pkey)));
     }
-    let name = const_oid::db::DB.by_oid(&alg).unwrap_or("unknown");
-    Ok((KeyKind::Other(format!("{name} ({alg})")), None))
+    Ok((KeyKind::Other(format!("{} ({alg})", oid_name(&alg))), None))
+}
+
+/// A readable name for an OID in a refusal message (OpenSSL knows more curves than const-oid).
+fn oid_name(oid: &ObjectIdentifier) -> String {
+    openssl::asn1::Asn1Object::from_str(&oid.to_string())
+        .ok()
+        .and_then(|o| o.nid().short_name().ok().map(str::to_owned))
+        .or_else(|| const_oid::db::DB.by_oid(oid).map(str::to_owned))
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// The curve's group, built once: OpenSSL's group construction costs about as much as a tenth of an
+/// ECDSA verification.
+fn ec_group(nid: Nid) -> Result<&'static EcGroup, openssl::error::ErrorStack> {
+    use std::sync::OnceLock;
+    static P256: OnceLock<EcGroup> = OnceLock::new();
+    static P384: OnceLock<EcGroup> = OnceLock::new();
+    static P521: OnceLock<EcGroup> = OnceLock::new();
+    let cell = match nid {
+        Nid::SECP384R1 => &P384,
+        Nid::SECP521R1 => &P521,
+        _ => &P256,
+    };
+    if let Some(g) = cell.get() {
+        return Ok(g);
+    }
+    let group = EcGroup::from_curve_name(nid)?;
+    Ok(cell.get_or_init(|| group))
 }
 
 /// `RSAPublicKey ::= SEQUENCE { modulus INTEGER, publicExponent INTEGER }`.
@@ -321,42 +355,48 @@ fn rsa_components(bits: &[u8]) -> Result<(&[u8], &[u8]), Refusal> {
     Ok((key.n.as_bytes(), key.e.as_bytes()))
 }
 
-/// Verifies `signature` over `data` for the algorithms Kubernetes accepts (k8s-csr-rules §3.C V-2):
-/// RSA PKCS#1 v1.5 and ECDSA with SHA-1/256/384/512, RSA-PSS and Ed25519.
+/// Verifies `signature` over `data` for the common algorithms: RSA PKCS#1 v1.5 and ECDSA with
+/// SHA-1/256/384/512, and Ed25519. `None` when the algorithm has no fast path here (RSA-PSS, …).
 fn verify(
     key: &PKey<Public>,
     alg: &ObjectIdentifier,
     data: &[u8],
     signature: &[u8],
-) -> Result<bool, Refusal> {
-    let digest = match alg.to_string().as_str() {
-        // sha{1,256,384,512}WithRSAEncryption, ecdsa-with-SHA{1,256,384,512}
-        "1.2.840.113549.1.1.5" | "1.2.840.10045.4.1" => Some(MessageDigest::sha1()),
-        "1.2.840.113549.1.1.11" | "1.2.840.10045.4.3.2" => Some(MessageDigest::sha256()),
-        "1.2.840.113549.1.1.12" | "1.2.840.10045.4.3.3" => Some(MessageDigest::sha384()),
-        "1.2.840.113549.1.1.13" | "1.2.840.10045.4.3.4" => Some(MessageDigest::sha512()),
-        "1.3.101.112" => None,
-        // RSA-PSS and anything rarer: not on the fast path.
-        _ => return Ok(false),
+) -> Option<bool> {
+    const RSA_SHA1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.5");
+    const RSA_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.11");
+    const RSA_SHA384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.12");
+    const RSA_SHA512: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.13");
+    const ECDSA_SHA1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.1");
+    const ECDSA_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2");
+    const ECDSA_SHA384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.3");
+    const ECDSA_SHA512: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.4");
+    // The algorithm must fit the key: OpenSSL would otherwise verify, say, an "RSA" label over an
+    // EC key.
+    let (family, digest) = match *alg {
+        RSA_SHA1 => (Id::RSA, Some(MessageDigest::sha1())),
+        RSA_SHA256 => (Id::RSA, Some(MessageDigest::sha256())),
+        RSA_SHA384 => (Id::RSA, Some(MessageDigest::sha384())),
+        RSA_SHA512 => (Id::RSA, Some(MessageDigest::sha512())),
+        ECDSA_SHA1 => (Id::EC, Some(MessageDigest::sha1())),
+        ECDSA_SHA256 => (Id::EC, Some(MessageDigest::sha256())),
+        ECDSA_SHA384 => (Id::EC, Some(MessageDigest::sha384())),
+        ECDSA_SHA512 => (Id::EC, Some(MessageDigest::sha512())),
+        OID_ED25519 => (Id::ED25519, None),
+        _ => return None,
     };
-    // The signature algorithm must fit the key, or OpenSSL would happily verify e.g. an "RSA"
-    // signature label over an EC key.
-    let family_ok = match (key.id(), alg.to_string().as_str()) {
-        (Id::RSA, a) => a.starts_with("1.2.840.113549.1.1."),
-        (Id::EC, a) => a.starts_with("1.2.840.10045.4."),
-        (Id::ED25519, a) => a == "1.3.101.112",
-        _ => false,
-    };
-    if !family_ok {
-        return Ok(false);
+    if key.id() != family {
+        return Some(false);
     }
     let result = match digest {
         Some(md) => Verifier::new(md, key).and_then(|mut v| v.verify_oneshot(signature, data)),
-        None => Verifier::new_without_digest(key).and_then(|mut v| v.verify_oneshot(signature, data)),
+        None => {
+            Verifier::new_without_digest(key).and_then(|mut v| v.verify_oneshot(signature, data))
+        }
     };
     // A malformed signature (bad DER in an ECDSA signature, wrong length) is an error in OpenSSL;
     // for the requester it is simply a signature that does not verify.
-    Ok(result.unwrap_or(false))
+    Some(result.unwrap_or(false))
 }
 
 fn directory_string(value: &der::Any) -> Option<String> {

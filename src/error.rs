@@ -10,7 +10,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A configuration file or value is invalid. Names the file and the key.
-    #[error("{file}: {key}: {message}")]
+    #[error("{file}: {}{message}", if key.is_empty() { String::new() } else { format!("{key}: ") })]
     Config {
         file: String,
         key: String,
@@ -18,11 +18,12 @@ pub enum Error {
     },
 
     /// A file could not be read or written.
-    #[error("{}: {source}", path.display())]
+    // The cause is part of the message rather than a chained `source`, so `{:#}` does not print
+    // it twice.
+    #[error("{}: {error}", path.display())]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
 
     /// The CA material is unusable (bad PEM, key mismatch, not a CA, ...). Names the file.
@@ -34,11 +35,10 @@ pub enum Error {
     CaExpired { not_after: String },
 
     /// An OpenSSL operation failed while building or signing a certificate.
-    #[error("{context}: {source}")]
+    #[error("{context}: {error}")]
     Crypto {
         context: &'static str,
-        #[source]
-        source: openssl::error::ErrorStack,
+        error: openssl::error::ErrorStack,
     },
 
     /// DER encoding of an issued certificate failed.

@@ -38,7 +38,8 @@ pub const BACKDATE: Duration = Duration::from_secs(5 * 60);
 /// Below this lifetime NotAfter is not backdated (so the total validity is lifetime + 5 min).
 pub const SHORT: Duration = Duration::from_secs(8 * 60 * 60);
 
-const OID_KEY_USAGE: const_oid::ObjectIdentifier = const_oid::ObjectIdentifier::new_unwrap("2.5.29.15");
+const OID_KEY_USAGE: const_oid::ObjectIdentifier =
+    const_oid::ObjectIdentifier::new_unwrap("2.5.29.15");
 const OID_EXT_KEY_USAGE: const_oid::ObjectIdentifier =
     const_oid::ObjectIdentifier::new_unwrap("2.5.29.37");
 const OID_BASIC_CONSTRAINTS: const_oid::ObjectIdentifier =
@@ -163,9 +164,9 @@ pub fn issue(ca: &SigningCa, csr: &VerifiedCsr, grant: &Grant, now: SystemTime) 
     let (not_before, not_after) = validity(now, grant.lifetime, ca.not_after)?;
 
     let mut serial_bytes = [0u8; 16];
-    openssl::rand::rand_bytes(&mut serial_bytes).map_err(|source| Error::Crypto {
+    openssl::rand::rand_bytes(&mut serial_bytes).map_err(|error| Error::Crypto {
         context: "generating a serial number",
-        source,
+        error,
     })?;
     let serial = UintRef::new(&serial_bytes).map_err(enc("serial number"))?;
 
@@ -201,7 +202,8 @@ pub fn issue(ca: &SigningCa, csr: &VerifiedCsr, grant: &Grant, now: SystemTime) 
     .map_err(enc("basicConstraints"))?;
     extensions.push(extension(OID_BASIC_CONSTRAINTS, true, bc)?);
     let ski = SubjectKeyIdentifier(
-        OctetString::new(key_identifier(&csr.public_key_bits)?).map_err(enc("subjectKeyIdentifier"))?,
+        OctetString::new(key_identifier(&csr.public_key_bits)?)
+            .map_err(enc("subjectKeyIdentifier"))?,
     )
     .to_der()
     .map_err(enc("subjectKeyIdentifier"))?;
@@ -209,7 +211,9 @@ pub fn issue(ca: &SigningCa, csr: &VerifiedCsr, grant: &Grant, now: SystemTime) 
     if let Some(id) = &ca.subject_key_id {
         if csr.subject_der != ca.subject_der {
             let aki = AuthorityKeyIdentifier {
-                key_identifier: Some(OctetString::new(id.clone()).map_err(enc("authorityKeyIdentifier"))?),
+                key_identifier: Some(
+                    OctetString::new(id.clone()).map_err(enc("authorityKeyIdentifier"))?,
+                ),
                 authority_cert_issuer: None,
                 authority_cert_serial_number: None,
             }
@@ -237,11 +241,14 @@ pub fn issue(ca: &SigningCa, csr: &VerifiedCsr, grant: &Grant, now: SystemTime) 
         }
     }
     if !names.is_empty() {
-        let value = SubjectAltName(names).to_der().map_err(enc("subjectAltName"))?;
+        let value = SubjectAltName(names)
+            .to_der()
+            .map_err(enc("subjectAltName"))?;
         extensions.push(extension(OID_SAN, csr.subject_is_empty(), value)?);
     }
 
-    let alg = AnyRef::from_der(ca.algorithm.algorithm_identifier_der()).map_err(enc("algorithm"))?;
+    let alg =
+        AnyRef::from_der(ca.algorithm.algorithm_identifier_der()).map_err(enc("algorithm"))?;
     let tbs = TbsCertificate {
         version: 2,
         serial_number: serial,
@@ -257,15 +264,15 @@ pub fn issue(ca: &SigningCa, csr: &VerifiedCsr, grant: &Grant, now: SystemTime) 
     };
     let tbs_der = tbs.to_der().map_err(enc("TBSCertificate"))?;
 
-    let crypto = |source| Error::Crypto {
+    let crypto = |error| Error::Crypto {
         context: "signing the certificate",
-        source,
+        error,
     };
     let signature = match ca.algorithm.digest() {
-        Some(md) => Signer::new(md, &ca.key)
+        Some(md) => Signer::new(md, ca.signing_key())
             .and_then(|mut s| s.sign_oneshot_to_vec(&tbs_der))
             .map_err(crypto)?,
-        None => Signer::new_without_digest(&ca.key)
+        None => Signer::new_without_digest(ca.signing_key())
             .and_then(|mut s| s.sign_oneshot_to_vec(&tbs_der))
             .map_err(crypto)?,
     };
@@ -317,7 +324,11 @@ mod tests {
         let (_, na) = validity(now, Duration::from_secs(86400), far).expect("valid");
         assert_eq!(na, t(1_800_000_000 + 86400 - 300));
         let (_, na) = validity(now, Duration::from_secs(28800), far).expect("valid");
-        assert_eq!(na, t(1_800_000_000 + 28800 - 300), "8 h exactly is not short");
+        assert_eq!(
+            na,
+            t(1_800_000_000 + 28800 - 300),
+            "8 h exactly is not short"
+        );
     }
 
     #[test]

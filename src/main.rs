@@ -12,7 +12,11 @@ use csr_signer::config::{LogFormat, Overrides, Settings};
 use csr_signer::engine::{Decision, Engine, Explanation, SignRequest};
 
 #[derive(Parser, Debug)]
-#[command(name = "csr-signer", version, about = "Signs Kubernetes CertificateSigningRequests for its own signerNames")]
+#[command(
+    name = "csr-signer",
+    version,
+    about = "Signs Kubernetes CertificateSigningRequests for its own signerNames"
+)]
 struct Cli {
     /// Log format.
     #[arg(long, global = true, value_enum)]
@@ -170,7 +174,8 @@ fn sign(args: &SignArgs, overrides: &Overrides) -> anyhow::Result<ExitCode> {
     let settings = Settings::load(Some(&args.config.config), overrides)?;
     let engine = Engine::from_settings(&settings)?;
     let signer = engine.require(&args.signer)?;
-    let request = std::fs::read(&args.csr).with_context(|| format!("reading {}", args.csr.display()))?;
+    let request =
+        std::fs::read(&args.csr).with_context(|| format!("reading {}", args.csr.display()))?;
     let usages = split_list(&args.usages);
     let groups = split_list(&args.groups);
     let req = SignRequest {
@@ -185,7 +190,14 @@ fn sign(args: &SignArgs, overrides: &Overrides) -> anyhow::Result<ExitCode> {
         return Ok(match signer.explain(&req) {
             Explanation::Grant(g) => {
                 println!("Decision: issue");
-                println!("Usages: {}", g.usages.iter().map(|u| u.as_str()).collect::<Vec<_>>().join(", "));
+                println!(
+                    "Usages: {}",
+                    g.usages
+                        .iter()
+                        .map(|u| u.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
                 println!(
                     "Lifetime: {} ({}{})",
                     humantime::format_duration(g.lifetime),
@@ -195,7 +207,14 @@ fn sign(args: &SignArgs, overrides: &Overrides) -> anyhow::Result<ExitCode> {
                         .unwrap_or_default()
                 );
                 let sans: Vec<String> = g.sans.iter().map(|s| s.to_string()).collect();
-                println!("SANs: {}", if sans.is_empty() { "none".into() } else { sans.join(", ") });
+                println!(
+                    "SANs: {}",
+                    if sans.is_empty() {
+                        "none".into()
+                    } else {
+                        sans.join(", ")
+                    }
+                );
                 ExitCode::SUCCESS
             }
             Explanation::Refused(r) => {
@@ -303,17 +322,31 @@ fn ca_init(args: &CaInitArgs) -> anyhow::Result<ExitCode> {
         println!("created {}", f.display());
     }
     println!();
-    println!("Signing CA:   {} (key {})", created.cert.display(), created.key.display());
-    println!("Trust anchor: {} (distribute this to clients)", created.trust_anchor.display());
+    println!(
+        "Signing CA:   {} (key {})",
+        created.cert.display(),
+        created.key.display()
+    );
+    println!(
+        "Trust anchor: {} (distribute this to clients)",
+        created.trust_anchor.display()
+    );
     println!();
     println!("Config snippet:");
-    println!("  ca: {{certFile: {}, keyFile: {}}}", created.cert.display(), created.key.display());
+    println!(
+        "  ca: {{certFile: {}, keyFile: {}}}",
+        created.cert.display(),
+        created.key.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_format.unwrap_or_default(), cli.log_level.as_deref().unwrap_or("info"));
+    init_tracing(
+        cli.log_format.unwrap_or_default(),
+        cli.log_level.as_deref().unwrap_or("info"),
+    );
     let overrides = Overrides {
         listen: None,
         log_format: cli.log_format,

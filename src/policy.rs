@@ -174,9 +174,12 @@ impl Template {
     }
 
     fn binds_identity(&self) -> bool {
-        self.pieces
-            .iter()
-            .any(|p| matches!(p, Piece::Namespace | Piece::ServiceAccount | Piece::Username))
+        self.pieces.iter().any(|p| {
+            matches!(
+                p,
+                Piece::Namespace | Piece::ServiceAccount | Piece::Username
+            )
+        })
     }
 
     /// Whether `value` matches with the placeholders bound to `who` (or to any single segment when
@@ -378,7 +381,10 @@ impl Policy {
         {
             return Err(Refusal::new(
                 Reason::UsageNotAllowed,
-                format!("usage {:?} is never allowed: this signer does not issue CA certificates", u.as_str()),
+                format!(
+                    "usage {:?} is never allowed: this signer does not issue CA certificates",
+                    u.as_str()
+                ),
             ));
         }
         if let Some(u) = usages.iter().find(|u| !self.allowed_usages.contains(u)) {
@@ -399,7 +405,10 @@ impl Policy {
         {
             return Err(Refusal::new(
                 Reason::UsageRequired,
-                format!("at least one of these usages is required: {}", list(&self.required_usages)),
+                format!(
+                    "at least one of these usages is required: {}",
+                    list(&self.required_usages)
+                ),
             ));
         }
         Ok(usages)
@@ -409,7 +418,10 @@ impl Policy {
         let not_allowed = || {
             Err(Refusal::new(
                 Reason::KeyTypeNotAllowed,
-                format!("{key} keys are not allowed (allowed: {})", self.allowed_keys()),
+                format!(
+                    "{key} keys are not allowed (allowed: {})",
+                    self.allowed_keys()
+                ),
             ))
         };
         match key {
@@ -512,7 +524,14 @@ impl Policy {
             ));
         }
         for cn in &csr.common_names {
-            self.check_templated(cn, &self.common_names, who, '.', "subject commonName", Reason::SubjectNotAllowed)?;
+            self.check_templated(
+                cn,
+                &self.common_names,
+                who,
+                '.',
+                "subject commonName",
+                Reason::SubjectNotAllowed,
+            )?;
         }
         Ok(())
     }
@@ -537,10 +556,24 @@ impl Policy {
                             format!("wildcard DNS subjectAltName {name:?} is not allowed"),
                         ));
                     }
-                    self.check_templated(name, &self.dns, who, '.', "DNS subjectAltName", Reason::SanNotAllowed)?;
+                    self.check_templated(
+                        name,
+                        &self.dns,
+                        who,
+                        '.',
+                        "DNS subjectAltName",
+                        Reason::SanNotAllowed,
+                    )?;
                 }
                 San::Uri(uri) => {
-                    self.check_templated(uri, &self.uris, who, '/', "URI subjectAltName", Reason::SanNotAllowed)?;
+                    self.check_templated(
+                        uri,
+                        &self.uris,
+                        who,
+                        '/',
+                        "URI subjectAltName",
+                        Reason::SanNotAllowed,
+                    )?;
                 }
                 San::Ip(ip) if !self.allow_ip => {
                     return Err(Refusal::new(
@@ -602,7 +635,11 @@ impl Policy {
                 if templates.is_empty() {
                     "none".to_string()
                 } else {
-                    templates.iter().map(|t| format!("{:?}", t.as_str())).collect::<Vec<_>>().join(", ")
+                    templates
+                        .iter()
+                        .map(|t| format!("{:?}", t.as_str()))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 }
             ),
         ))
@@ -701,9 +738,24 @@ mod tests {
     #[test]
     fn templates_bind_service_accounts() {
         let sa = "system:serviceaccount:team-a:app";
-        assert!(m("{serviceaccount}.{namespace}.svc", "app.team-a.svc", sa, '.'));
-        assert!(!m("{serviceaccount}.{namespace}.svc", "db.team-a.svc", sa, '.'));
-        assert!(!m("{serviceaccount}.{namespace}.svc", "app.team-a.svc", "developer", '.'));
+        assert!(m(
+            "{serviceaccount}.{namespace}.svc",
+            "app.team-a.svc",
+            sa,
+            '.'
+        ));
+        assert!(!m(
+            "{serviceaccount}.{namespace}.svc",
+            "db.team-a.svc",
+            sa,
+            '.'
+        ));
+        assert!(!m(
+            "{serviceaccount}.{namespace}.svc",
+            "app.team-a.svc",
+            "developer",
+            '.'
+        ));
         assert!(m("{username}", "developer", "developer", '.'));
         assert!(m(
             "spiffe://cluster.local/ns/{namespace}/sa/{serviceaccount}",
@@ -726,7 +778,10 @@ mod tests {
     #[test]
     fn go_durations() {
         assert_eq!(parse_go_duration("1h"), Some(Duration::from_secs(3600)));
-        assert_eq!(parse_go_duration("2160h0m0s"), Some(Duration::from_secs(2160 * 3600)));
+        assert_eq!(
+            parse_go_duration("2160h0m0s"),
+            Some(Duration::from_secs(2160 * 3600))
+        );
         assert_eq!(parse_go_duration("1h30m"), Some(Duration::from_secs(5400)));
         assert_eq!(parse_go_duration("1.5h"), Some(Duration::from_secs(5400)));
         assert_eq!(parse_go_duration("10"), None);

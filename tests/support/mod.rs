@@ -81,7 +81,8 @@ impl TestCa {
     }
 
     pub fn engine(&self, policy: &str) -> Engine {
-        let settings = Settings::from_yaml(&self.settings_yaml(policy), "test.yaml").expect("settings");
+        let settings =
+            Settings::from_yaml(&self.settings_yaml(policy), "test.yaml").expect("settings");
         Engine::from_settings(&settings).expect("engine")
     }
 
@@ -149,10 +150,12 @@ impl<'a> CsrSpec<'a> {
                     other => panic!("unknown SAN kind {other}"),
                 };
             }
-            exts.push(san.build(&b.x509v3_context(None)).expect("san")).expect("push");
+            exts.push(san.build(&b.x509v3_context(None)).expect("san"))
+                .expect("push");
         }
         if self.request_ca {
-            exts.push(BasicConstraints::new().critical().ca().build().expect("bc")).expect("push");
+            exts.push(BasicConstraints::new().critical().ca().build().expect("bc"))
+                .expect("push");
         }
         if !exts.is_empty() {
             b.add_extensions(&exts).expect("extensions");
@@ -210,20 +213,23 @@ pub fn verify_with_store(chain_pem: &str, root: &X509) -> Result<(), String> {
         chain.push(c.clone()).map_err(|e| e.to_string())?;
     }
     let mut ctx = X509StoreContext::new().map_err(|e| e.to_string())?;
-    let ok = ctx
-        .init(&store, leaf, &chain, |c| {
-            let ok = c.verify_cert()?;
-            Ok(if ok { Ok(()) } else { Err(c.error().to_string()) })
+    ctx.init(&store, leaf, &chain, |c| {
+        let ok = c.verify_cert()?;
+        Ok(if ok {
+            Ok(())
+        } else {
+            Err(c.error().to_string())
         })
-        .map_err(|e| e.to_string())?;
-    ok
+    })
+    .map_err(|e| e.to_string())?
 }
 
 /// Runs `openssl verify -x509_strict` on the chain; returns stdout+stderr on failure.
 pub fn openssl_verify(chain_pem: &str, root: &Path, dir: &Path) -> Result<(), String> {
     let certs = X509::stack_from_pem(chain_pem.as_bytes()).map_err(|e| e.to_string())?;
     let leaf = dir.join("leaf.pem");
-    std::fs::write(&leaf, certs[0].to_pem().map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+    std::fs::write(&leaf, certs[0].to_pem().map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())?;
     let mut cmd = std::process::Command::new("openssl");
     cmd.args(["verify", "-x509_strict", "-CAfile"]).arg(root);
     if certs.len() > 1 {

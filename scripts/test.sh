@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The full test suite, runnable on a fresh Debian machine with the Rust toolchain: it installs what
+# the tests need (Debian packages with apt-get, Python tools in venvs) and then runs everything.
+# Exits non-zero on the first failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v openssl >/dev/null || need_apt+=(openssl)
+command -v pkg-config >/dev/null || need_apt+=(pkg-config)
+[ -e /usr/include/openssl/ssl.h ] || need_apt+=(libssl-dev)
+command -v python3 >/dev/null || need_apt+=(python3 python3-venv)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "== installing ${need_apt[*]}"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+fi
+
+# Services and tools the integration tests drive (a real Prometheus server for the scrape test).
+if [ -f tests/controller/setup.sh ]; then
+  echo "== tests/controller/setup.sh"
+  sh tests/controller/setup.sh
+fi
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets -- -D warnings
+echo "== cargo test"
+cargo test --all-targets
+
+# Chart, alerts and dashboard, checked against a real scrape of the binary just built.
+if [ -x tests/chart/run.sh ]; then
+  scrape="$(mktemp)"
+  echo "== tests/chart/scrape-metrics.sh"
+  tests/chart/scrape-metrics.sh target/debug/csr-signer "$scrape"
+  echo "== tests/chart/run.sh"
+  CSR_SIGNER_BIN=target/debug/csr-signer METRICS_SCRAPE_FILE="$scrape" tests/chart/run.sh
+fi
+echo "== all tests passed"

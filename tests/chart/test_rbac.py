@@ -1,0 +1,109 @@
+"""The rendered RBAC is exactly what the signer needs (k8s-csr-rules.md §4): compared as a whole, not sampled."""
+
+from __future__ import annotations
+
+from chart_support import NAMESPACE, RELEASE, render
+
+FULLNAME = f"{RELEASE}-csr-signer"
+
+
+def signer_rules(signer_names):
+    return [
+        {"apiGroups": ["certificates.k8s.io"], "resources": ["certificatesigningrequests"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["certificates.k8s.io"], "resources": ["certificatesigningrequests/status"], "verbs": ["update", "patch"]},
+        {"apiGroups": ["certificates.k8s.io"], "resources": ["signers"], "resourceNames": signer_names, "verbs": ["sign"]},
+        # The controller records core v1 Events (src/controller/events.rs).
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
+    ]
+
+
+def lease_rules(lease_name):
+    return [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": [lease_name], "verbs": ["get", "update"]},
+    ]
+
+
+def assert_no_wildcards(role):
+    for rule in role["rules"]:
+        for field in ("apiGroups", "resources", "verbs", "resourceNames"):
+            for value in rule.get(field, []):
+                assert "*" not in value, (role["metadata"]["name"], rule)
+
+
+def test_signer_cluster_role_is_exact_for_the_default_signer():
+    r = render(None)
+    role = r.one("ClusterRole", FULLNAME)
+    assert role["rules"] == signer_rules(["example.com/mtls"])
+    assert_no_wildcards(role)
+
+
+def test_signer_cluster_role_names_every_configured_signer_and_nothing_else(rendered_sets):
+    r = rendered_sets["multi-signer-all-on"]
+    role = r.one("ClusterRole", FULLNAME)
+    assert role["rules"] == signer_rules(["example.com/mtls", "example.com/web", "internal.example.org/spiffe"])
+    assert_no_wildcards(role)
+
+
+def test_sign_is_never_unrestricted():
+    for values in (None, {"signers": [{"name": "a.example/x", "ca": {"existingSecret": "s"}}]}):
+        r = render(values)
+        for role in r.all("ClusterRole") + r.all("Role"):
+            for rule in role["rules"]:
+                if "sign" in rule["verbs"] or "approve" in rule["verbs"]:
+                    assert rule["resources"] == ["signers"]
+                    assert rule.get("resourceNames"), rule
+                    assert "resourceName" not in rule
+
+
+def test_bindings_point_at_the_service_account(rendered_sets):
+    r = rendered_sets["defaults"]
+    sa = r.one("ServiceAccount")
+    subject = {"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": NAMESPACE}
+    crb = r.one("ClusterRoleBinding", FULLNAME)
+    assert crb["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": FULLNAME}
+    assert crb["subjects"] == [subject]
+    rb = r.one("RoleBinding")
+    assert rb["metadata"]["namespace"] == NAMESPACE
+    assert rb["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": f"{FULLNAME}-leader-election"}
+    assert rb["subjects"] == [subject]
+    assert r.pod_spec()["serviceAccountName"] == sa["metadata"]["name"]
+
+
+def test_lease_role_is_namespaced_and_limited_to_our_lease(rendered_sets):
+    for name, r in rendered_sets.items():
+        if name == "minimal-all-off":
+            continue
+        role = r.one("Role")
+        assert role["metadata"]["namespace"] == NAMESPACE
+        lease = r.config()["controller"]["leaderElection"]["leaseName"]
+        assert role["rules"] == lease_rules(lease), name
+        assert_no_wildcards(role)
+
+
+def test_opt_in_roles_are_off_by_default(rendered_sets):
+    names = {role["metadata"]["name"] for role in rendered_sets["defaults"].all("ClusterRole")}
+    assert names == {FULLNAME}
+
+
+def test_requester_and_approver_roles(rendered_sets):
+    r = rendered_sets["multi-signer-all-on"]
+    requester = r.one("ClusterRole", f"{FULLNAME}-requester")
+    assert requester["rules"] == [
+        {"apiGroups": ["certificates.k8s.io"], "resources": ["certificatesigningrequests"],
+         "verbs": ["create", "get", "list", "watch"]},
+    ]
+    approver = r.one("ClusterRole", f"{FULLNAME}-approver")
+    assert approver["rules"] == [
+        {"apiGroups": ["certificates.k8s.io"], "resources": ["certificatesigningrequests"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["certificates.k8s.io"], "resources": ["certificatesigningrequests/approval"], "verbs": ["update"]},
+        {"apiGroups": ["certificates.k8s.io"], "resources": ["signers"],
+         "resourceNames": ["example.com/mtls", "example.com/web", "internal.example.org/spiffe"], "verbs": ["approve"]},
+    ]
+    assert_no_wildcards(requester)
+    assert_no_wildcards(approver)
+
+
+def test_rbac_off_renders_no_rbac(rendered_sets):
+    r = rendered_sets["minimal-all-off"]
+    assert not [o for o in r.objects if o["apiVersion"].startswith("rbac.authorization.k8s.io/")]
