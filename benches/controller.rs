@@ -291,19 +291,20 @@ fn drain(c: &mut Criterion) {
                     }
                     let took = t.elapsed();
                     total += took;
-                    let mut rates = r.lock().expect("rates");
-                    rates
-                        .entry("signer")
-                        .or_default()
-                        .push(N as f64 / took.as_secs_f64());
-                    if let Some((at, already)) = synced_at {
+                    let since_sync = synced_at.map(|(at, already)| {
                         let rest = (N as u64).saturating_sub(already) as f64;
+                        rest / at.elapsed().as_secs_f64().max(1e-9)
+                    });
+                    {
+                        let mut rates = r.lock().expect("rates");
                         rates
-                            .entry("after_sync")
+                            .entry("signer")
                             .or_default()
-                            .push(rest / at.elapsed().as_secs_f64().max(1e-9));
+                            .push(N as f64 / took.as_secs_f64());
+                        if let Some(v) = since_sync {
+                            rates.entry("after_sync").or_default().push(v);
+                        }
                     }
-                    drop(rates);
                     wait_issued(&api, "drain", N).await;
                     let _ = stop.send(());
                     svc.wait().await.expect("signer");

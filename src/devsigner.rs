@@ -106,12 +106,12 @@ pub async fn start(
 fn kube_err(context: &str) -> impl Fn(kube::Error) -> crate::Error + '_ {
     move |e| crate::Error::Kube {
         context: context.to_string(),
-        source: Box::new(e),
+        error: Box::new(e),
     }
 }
 
 fn crypto(context: &'static str) -> impl Fn(openssl::error::ErrorStack) -> crate::Error {
-    move |source| crate::Error::Crypto { context, source }
+    move |error| crate::Error::Crypto { context, error }
 }
 
 /// The tutorial, performed by itself: a developer creates a CSR, an approver approves it, the
@@ -278,10 +278,10 @@ pub async fn run_demo(
     // Verify with the openssl CLI, as the tutorial does.
     let dir = tempfile_dir()?;
     let leaf_path = dir.join("developer.crt");
-    std::fs::write(&leaf_path, leaf.to_pem().map_err(crypto("leaf PEM"))?).map_err(|source| {
+    std::fs::write(&leaf_path, leaf.to_pem().map_err(crypto("leaf PEM"))?).map_err(|error| {
         crate::Error::Io {
             path: leaf_path.clone(),
-            source,
+            error,
         }
     })?;
     let verify = std::process::Command::new("openssl")
@@ -321,9 +321,9 @@ pub async fn run_demo(
 fn tempfile_dir() -> crate::Result<PathBuf> {
     let dir =
         std::env::temp_dir().join(format!("csr-signer-demo-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir(&dir).map_err(|source| crate::Error::Io {
+    std::fs::create_dir(&dir).map_err(|error| crate::Error::Io {
         path: dir.clone(),
-        source,
+        error,
     })?;
     Ok(dir)
 }
@@ -372,7 +372,12 @@ pub async fn run(cmd: DevCommand) -> crate::Result<()> {
     .await?;
     let mut out = std::io::stdout();
     let io = |e: std::io::Error| crate::Error::Service(format!("writing to stdout: {e}"));
-    writeln!(out, "csr-signer dev: Kubernetes certificates API listening on {}", api.base_url()).map_err(io)?;
+    writeln!(
+        out,
+        "csr-signer dev: Kubernetes certificates API listening on {}",
+        api.base_url()
+    )
+    .map_err(io)?;
     writeln!(
         out,
         "signer {DEV_SIGNER}: CA {} ({}), metrics on http://{}/metrics",
@@ -382,7 +387,11 @@ pub async fn run(cmd: DevCommand) -> crate::Result<()> {
     )
     .map_err(io)?;
     let kc = cmd.api.kubeconfig_out.display();
-    writeln!(out, "kubeconfig: {kc} (contexts admin, developer, approver)").map_err(io)?;
+    writeln!(
+        out,
+        "kubeconfig: {kc} (contexts admin, developer, approver)"
+    )
+    .map_err(io)?;
     let result = if cmd.demo {
         writeln!(out).map_err(io)?;
         let mut buf: Vec<u8> = Vec::new();
@@ -393,9 +402,21 @@ pub async fn run(cmd: DevCommand) -> crate::Result<()> {
         writeln!(out).map_err(io)?;
         writeln!(out, "Try:").map_err(io)?;
         writeln!(out, "  export KUBECONFIG={kc}").map_err(io)?;
-        writeln!(out, "  kubectl --context developer apply -f csr.yaml      # spec.signerName: {DEV_SIGNER}").map_err(io)?;
-        writeln!(out, "  kubectl --context approver certificate approve <name>").map_err(io)?;
-        writeln!(out, "  kubectl get csr <name> -o jsonpath='{{.status.certificate}}' | base64 -d").map_err(io)?;
+        writeln!(
+            out,
+            "  kubectl --context developer apply -f csr.yaml      # spec.signerName: {DEV_SIGNER}"
+        )
+        .map_err(io)?;
+        writeln!(
+            out,
+            "  kubectl --context approver certificate approve <name>"
+        )
+        .map_err(io)?;
+        writeln!(
+            out,
+            "  kubectl get csr <name> -o jsonpath='{{.status.certificate}}' | base64 -d"
+        )
+        .map_err(io)?;
         writeln!(out, "Press Ctrl-C to stop.").map_err(io)?;
         wait_for_signal().await;
         Ok(())

@@ -57,19 +57,18 @@ pub enum Error {
     Metrics(String),
 
     /// A kube-apiserver request failed; `context` says which (e.g. "update status of csr x").
-    #[error("{context}: {source}")]
+    /// The cause is part of the message (not a chained source), like `Io`.
+    #[error("{context}: {error}")]
     Kube {
         context: String,
-        #[source]
-        source: Box<kube::Error>,
+        error: Box<kube::Error>,
     },
 
     /// The HTTP server could not bind or serve.
-    #[error("listen on {addr}: {source}")]
+    #[error("listen on {addr}: {error}")]
     Listen {
         addr: std::net::SocketAddr,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
 
     /// A background task of the service stopped unexpectedly.

@@ -249,7 +249,7 @@ impl LeaderElector {
         self.metrics.api_error(ApiOperation::Lease, status_code(&e));
         crate::Error::Kube {
             context: format!("{context} {}/{}", self.cfg.namespace, self.cfg.lease_name),
-            source: Box::new(e),
+            error: Box::new(e),
         }
     }
 

@@ -136,19 +136,16 @@ pub async fn bind(
 )> {
     let listener = TcpListener::bind(addr)
         .await
-        .map_err(|source| crate::Error::Listen { addr, source })?;
+        .map_err(|error| crate::Error::Listen { addr, error })?;
     let local = listener
         .local_addr()
-        .map_err(|source| crate::Error::Listen { addr, source })?;
+        .map_err(|error| crate::Error::Listen { addr, error })?;
     let app = router(metrics, readiness);
     let fut = async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await
-            .map_err(|source| crate::Error::Listen {
-                addr: local,
-                source,
-            })
+            .map_err(|error| crate::Error::Listen { addr: local, error })
     };
     Ok((local, fut))
 }

@@ -84,6 +84,38 @@ async fn api_faults_leave_every_approved_csr_with_exactly_one_certificate() {
     env.wait_all_issued(&all).await;
     env.faults().clear();
 
+    // Signing stuck (every status write fails) shows in the approved-not-issued gauges...
+    env.faults().fail_next(
+        1_000_000,
+        status_writes.clone(),
+        Failure::ServiceUnavailable,
+    );
+    let stuck = create_approved(&env, "stuck", 2).await;
+    let mut seen = (None, None);
+    for _ in 0..600 {
+        let text = scrape(svc.listen).await;
+        seen = (
+            sample(
+                &text,
+                "csr_signer_approved_not_issued{signer=\"example.com/mtls\"}",
+            ),
+            sample(
+                &text,
+                "csr_signer_oldest_approved_not_issued_seconds{signer=\"example.com/mtls\"}",
+            ),
+        );
+        if seen.0 == Some(2.0) && seen.1.is_some_and(|v| v > 0.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(seen.0, Some(2.0), "{seen:?}");
+    assert!(seen.1.is_some_and(|v| v > 0.0), "{seen:?}");
+    // ... and drains once the apiserver recovers.
+    env.faults().clear();
+    all.extend(stuck);
+    env.wait_all_issued(&all).await;
+
     // Give stragglers (backoff timers, replayed events) a chance to misbehave, then check.
     all.extend(create_approved(&env, "final", 2).await);
     env.wait_all_issued(&all).await;
@@ -114,13 +146,27 @@ async fn api_faults_leave_every_approved_csr_with_exactly_one_certificate() {
         sample(&text, "csr_signer_requests_total{outcome=\"issued\",reason=\"None\",signer=\"example.com/mtls\"}"),
         Some(all.len() as f64)
     );
+    // The gauge is refreshed once a second: wait for it to drain (liveness, not timing).
+    let mut gauge = None;
+    for _ in 0..600 {
+        let text = scrape(svc.listen).await;
+        gauge = sample(
+            &text,
+            "csr_signer_approved_not_issued{signer=\"example.com/mtls\"}",
+        );
+        if gauge == Some(0.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(gauge, Some(0.0));
+    let text = scrape(svc.listen).await;
     assert_eq!(
         sample(
             &text,
-            "csr_signer_approved_not_issued{signer=\"example.com/mtls\"}"
-        )
-        .unwrap_or(0.0),
-        0.0
+            "csr_signer_oldest_approved_not_issued_seconds{signer=\"example.com/mtls\"}"
+        ),
+        Some(0.0)
     );
     stop.send(()).unwrap();
     svc.wait().await.unwrap();

@@ -168,7 +168,7 @@ fn load_state(store: &Store, path: &Path) -> Result<()> {
     let data = match std::fs::read(path) {
         Ok(d) => d,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(source) => return Err(Error::Io { path: path.to_path_buf(), source }),
+        Err(source) => return Err(Error::Io { path: path.to_path_buf(), error: source }),
     };
     let v: Value = serde_json::from_slice(&data)
         .map_err(|e| local_err(format!("{}: invalid state file: {e}", path.display())))?;
@@ -188,8 +188,8 @@ fn save_state(store: &Store, path: &Path) -> Result<()> {
     let data = serde_json::to_vec_pretty(&json!({"resourceVersion": rv, "objects": objects}))
         .map_err(|e| local_err(format!("encoding state: {e}")))?;
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, data).map_err(|source| Error::Io { path: tmp.clone(), source })?;
-    std::fs::rename(&tmp, path).map_err(|source| Error::Io { path: path.to_path_buf(), source })
+    std::fs::write(&tmp, data).map_err(|source| Error::Io { path: tmp.clone(), error: source })?;
+    std::fs::rename(&tmp, path).map_err(|source| Error::Io { path: path.to_path_buf(), error: source })
 }
 
 async fn serve(
@@ -292,8 +292,8 @@ impl LocalApi {
         let url: http::Uri = self.base_url().parse().map_err(|e| local_err(format!("url: {e}")))?;
         let mut cfg = kube::Config::new(url);
         if let Some(pem) = &self.ca_pem {
-            let ca = openssl::x509::X509::from_pem(pem.as_bytes()).map_err(|source| Error::Crypto { context: "serving CA", source })?;
-            cfg.root_cert = Some(vec![ca.to_der().map_err(|source| Error::Crypto { context: "serving CA", source })?]);
+            let ca = openssl::x509::X509::from_pem(pem.as_bytes()).map_err(|source| Error::Crypto { context: "serving CA", error: source })?;
+            cfg.root_cert = Some(vec![ca.to_der().map_err(|source| Error::Crypto { context: "serving CA", error: source })?]);
         }
         cfg.auth_info.token = Some(token.into());
         Ok(cfg)
@@ -330,7 +330,7 @@ impl LocalApi {
     /// Writes [`LocalApi::kubeconfig_yaml`] to `path` (mode 0600: it holds tokens).
     pub fn write_kubeconfig(&self, path: &Path, users: &[&str]) -> Result<()> {
         let yaml = self.kubeconfig_yaml(users)?;
-        std::fs::write(path, yaml).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+        std::fs::write(path, yaml).map_err(|source| Error::Io { path: path.to_path_buf(), error: source })?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
