@@ -35,3 +35,34 @@ async fn demo_issues_and_verifies_and_the_dev_ca_is_reused() {
     assert_eq!(std::fs::read(&again.cert).unwrap(), first_ca);
     api.shutdown().await;
 }
+
+#[test]
+fn dev_demo_subcommand_runs_the_tutorial_and_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_csr-signer"))
+            .args(["dev", "--demo", "--port", "0", "--state-dir"])
+            .arg(dir.path().join("state"))
+            .arg("--kubeconfig-out")
+            .arg(dir.path().join("kubeconfig"))
+            .output()
+            .unwrap()
+    };
+    let first = run();
+    let out = String::from_utf8_lossy(&first.stdout).into_owned();
+    assert!(
+        first.status.success(),
+        "{out}\n{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(out.contains("(created)"), "{out}");
+    assert!(
+        out.contains("subject:   CN=developer, O=development"),
+        "{out}"
+    );
+    assert!(out.contains("developer.crt: OK"), "{out}");
+    let second = run();
+    let out = String::from_utf8_lossy(&second.stdout).into_owned();
+    assert!(second.status.success(), "{out}");
+    assert!(out.contains("(reused)"), "{out}");
+}

@@ -11,7 +11,7 @@ const KUBECTL: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.33";
 
 async fn start(kc: &Path, state: &Path) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_csr-signer"))
-        .args(["dev", "--port", "0", "--kubeconfig-out"])
+        .args(["dev", "--no-signer", "--port", "0", "--kubeconfig-out"])
         .arg(kc)
         .arg("--state")
         .arg(state)
