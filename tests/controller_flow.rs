@@ -250,9 +250,9 @@ async fn each_refusal_class_ends_as_one_failed_condition_with_an_event() {
         let csr = env.csrs().get(name).await.unwrap();
         assert_eq!(failed_conditions(&csr).len(), 1, "{name}");
         assert_eq!(
-            env.status_writes(name),
+            env.status_write_attempts(name),
             1,
-            "{name}: exactly one status write"
+            "{name}: one status write, never retried"
         );
         let text = scrape(svc.listen).await;
         assert!(
@@ -317,9 +317,9 @@ async fn pending_denied_failed_and_other_signers_are_left_alone_and_late_approva
             failed_conditions(&csr).is_empty(),
             "{name} must not be failed"
         );
-        assert_eq!(env.status_writes(name), 0, "{name}");
+        assert_eq!(env.status_write_attempts(name), 0, "{name}");
     }
-    assert_eq!(env.status_writes("fails-first"), 1);
+    assert_eq!(env.status_write_attempts("fails-first"), 1);
     assert_eq!(
         events_for(&env, "late")
             .await

@@ -227,6 +227,17 @@ impl Env {
             .count()
     }
 
+    /// Status writes (PATCH/PUT on /status) the API received for `name`, whatever their outcome.
+    pub fn status_write_attempts(&self, name: &str) -> usize {
+        let suffix = format!("/certificatesigningrequests/{name}/status");
+        self.faults()
+            .requests()
+            .iter()
+            .filter(|r| r.path.ends_with(&suffix))
+            .filter(|r| r.method == http::Method::PATCH || r.method == http::Method::PUT)
+            .count()
+    }
+
     /// Every request that named `name` in its path.
     pub fn requests_naming(&self, name: &str) -> Vec<(http::Method, String, u16)> {
         let needle = format!("/certificatesigningrequests/{name}");
