@@ -330,6 +330,59 @@ mod tests {
         }
     }
 
+    fn elector() -> LeaderElector {
+        let client =
+            kube::Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap()))
+                .unwrap();
+        let metrics = Arc::new(Metrics::new().unwrap());
+        let readiness = Arc::new(Readiness::new(1));
+        LeaderElector::new(
+            client,
+            LeaseConfig {
+                lease_name: "l".into(),
+                namespace: "ns".into(),
+                identity: "me".into(),
+                lease_duration: Duration::from_secs(15),
+                renew_deadline: Duration::from_secs(10),
+                retry_period: Duration::from_secs(2),
+            },
+            metrics,
+            readiness,
+        )
+        .0
+    }
+
+    fn lease(rv: &str, holder: &str, secs: i32) -> Lease {
+        Lease {
+            metadata: ObjectMeta {
+                resource_version: Some(rv.into()),
+                ..Default::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: Some(holder.into()),
+                lease_duration_seconds: Some(secs),
+                ..Default::default()
+            }),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn expiry_counts_from_when_the_lease_was_last_seen_changing() {
+        let mut e = elector();
+        assert!(e.observed_expired(), "never seen: free to take");
+        e.observe(&lease("1", "other", 4));
+        assert!(!e.observed_expired());
+        tokio::time::advance(Duration::from_secs(3)).await;
+        // Same resourceVersion again: the clock keeps running.
+        e.observe(&lease("1", "other", 4));
+        assert!(!e.observed_expired());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(e.observed_expired(), "4 s unchanged with a 4 s lease");
+        // A renewal (new resourceVersion) restarts it, using the lease's own duration.
+        e.observe(&lease("2", "other", 4));
+        assert!(!e.observed_expired());
+    }
+
     #[test]
     fn identity_is_never_empty() {
         assert!(!default_identity().is_empty());
