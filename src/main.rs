@@ -32,8 +32,19 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::Dev { port, plain_http, kubeconfig_out, state }) => {
-            csr_signer::dev::run_dev(csr_signer::dev::DevOptions { port, plain_http, kubeconfig_out, state }).await?;
+        Some(Command::Dev {
+            port,
+            plain_http,
+            kubeconfig_out,
+            state,
+        }) => {
+            csr_signer::dev::run_dev(csr_signer::dev::DevOptions {
+                port,
+                plain_http,
+                kubeconfig_out,
+                state,
+            })
+            .await?;
         }
         None => {}
     }

@@ -202,7 +202,9 @@ fn spec(b: &[u8]) -> R<Value> {
                 extra.insert(key, Value::Array(items));
             }
             (7, Field::Bytes(x)) => drop(m.insert("signerName".into(), json!(string(x)?))),
-            (8, Field::Varint(v)) => drop(m.insert("expirationSeconds".into(), json!(v as i64 as i32))),
+            (8, Field::Varint(v)) => {
+                drop(m.insert("expirationSeconds".into(), json!(v as i64 as i32)))
+            }
             _ => {}
         }
     }
@@ -276,7 +278,9 @@ pub fn decode_csr(body: &[u8]) -> R<Value> {
         }
     }
     if kind != "CertificateSigningRequest" {
-        return Err(format!("unsupported protobuf kind {kind:?} (only CertificateSigningRequest)"));
+        return Err(format!(
+            "unsupported protobuf kind {kind:?} (only CertificateSigningRequest)"
+        ));
     }
     let raw = raw.ok_or("missing raw object")?;
     let mut obj = Map::new();

@@ -82,7 +82,9 @@ fn percent_decode(s: &str) -> String {
     while i < b.len() {
         match b[i] {
             b'%' if i + 2 < b.len() => {
-                let h = std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+                let h = std::str::from_utf8(&b[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
                 match h {
                     Some(x) => {
                         out.push(x);
@@ -114,8 +116,7 @@ impl Query {
         self.0.iter().find(|(a, _)| a == k).map(|(_, v)| v.as_str())
     }
     fn flag(&self, k: &str) -> bool {
-        matches!(self.get(k), Some("1") | Some("true") | Some(""))
-            && self.get(k).is_some()
+        matches!(self.get(k), Some("1") | Some("true") | Some("")) && self.get(k).is_some()
     }
 }
 
@@ -138,7 +139,11 @@ enum Route {
 }
 
 fn route(path: &str) -> Route {
-    let segs: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let segs: Vec<&str> = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
     let (group, version, rest) = match segs.as_slice() {
         ["api", v, rest @ ..] if !rest.is_empty() => ("", *v, rest),
         ["apis", g, v, rest @ ..] if !rest.is_empty() => (*g, *v, rest),
@@ -164,7 +169,14 @@ fn route(path: &str) -> Route {
     let Some(def) = resources::find(group, version, resource) else {
         return Route::NotFound;
     };
-    if def.namespaced != !namespace.is_empty() && !(def.namespaced && rest.len() == 1) {
+    // Namespaced resources may be listed/watched across namespaces; cluster-scoped ones never
+    // live in a namespace.
+    let scope_ok = if def.namespaced {
+        !namespace.is_empty() || rest.len() == 1
+    } else {
+        namespace.is_empty()
+    };
+    if !scope_ok {
         return Route::NotFound;
     }
     if rest.len() > 3 {
@@ -187,7 +199,10 @@ fn route(path: &str) -> Route {
 
 fn authenticate(sh: &Shared, headers: &HeaderMap) -> Option<User> {
     let h = headers.get("authorization")?.to_str().ok()?;
-    let token = h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer "))?.trim();
+    let token = h
+        .strip_prefix("Bearer ")
+        .or_else(|| h.strip_prefix("bearer "))?
+        .trim();
     let users = sh.users.read().unwrap_or_else(|p| p.into_inner());
     users.iter().find(|u| u.token == token).cloned()
 }
@@ -332,17 +347,20 @@ fn content_type(headers: &HeaderMap) -> String {
 
 fn decode_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
     let ct = content_type(headers);
-    let v: Value = match ct.as_str() {
-        "application/json" | "" | "*/*" => serde_json::from_slice(body)
-            .map_err(|e| ApiError::bad_request(format!("json: {e}")))?,
-        "application/yaml" => serde_yaml::from_slice(body)
-            .map_err(|e| ApiError::bad_request(format!("yaml: {e}")))?,
-        "application/vnd.kubernetes.protobuf" => protobuf::decode_csr(body)
-            .map_err(|e| ApiError::bad_request(format!("protobuf: {e}")))?,
-        other => return Err(ApiError::unsupported_media_type(other)),
-    };
+    let v: Value =
+        match ct.as_str() {
+            "application/json" | "" | "*/*" => serde_json::from_slice(body)
+                .map_err(|e| ApiError::bad_request(format!("json: {e}")))?,
+            "application/yaml" => serde_yaml::from_slice(body)
+                .map_err(|e| ApiError::bad_request(format!("yaml: {e}")))?,
+            "application/vnd.kubernetes.protobuf" => protobuf::decode_csr(body)
+                .map_err(|e| ApiError::bad_request(format!("protobuf: {e}")))?,
+            other => return Err(ApiError::unsupported_media_type(other)),
+        };
     if !v.is_object() {
-        return Err(ApiError::bad_request("Object 'Kind' is missing in the request body"));
+        return Err(ApiError::bad_request(
+            "Object 'Kind' is missing in the request body",
+        ));
     }
     Ok(v)
 }
@@ -362,14 +380,23 @@ fn get(sh: &Shared, r: &ResReq, want_table: bool, query: &Query) -> Result<(u16,
         .ok_or_else(|| ApiError::not_found(r.def.gr(), &r.name))?;
     let obj = with_gvk(&obj, r.def, &r.version);
     if want_table {
-        let rv = obj["metadata"]["resourceVersion"].as_str().unwrap_or("").to_string();
-        return Ok((200, table::table(r.def, &r.version, &[obj], &rv, query.get("includeObject"))));
+        let rv = obj["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        return Ok((
+            200,
+            table::table(r.def, &r.version, &[obj], &rv, query.get("includeObject")),
+        ));
     }
     Ok((200, obj))
 }
 
 fn selectors(r: &ResReq, query: &Query) -> Result<(FieldSelector, LabelSelector), ApiError> {
-    let fs = FieldSelector::parse(query.get("fieldSelector").unwrap_or(""), r.def.field_selectors)?;
+    let fs = FieldSelector::parse(
+        query.get("fieldSelector").unwrap_or(""),
+        r.def.field_selectors,
+    )?;
     let ls = LabelSelector::parse(query.get("labelSelector").unwrap_or(""))?;
     Ok((fs, ls))
 }
@@ -382,12 +409,18 @@ fn ns_filter(r: &ResReq) -> Option<&str> {
     }
 }
 
-fn list(sh: &Shared, r: &ResReq, query: &Query, want_table: bool) -> Result<(u16, Value), ApiError> {
+fn list(
+    sh: &Shared,
+    r: &ResReq,
+    query: &Query,
+    want_table: bool,
+) -> Result<(u16, Value), ApiError> {
     let (fs, ls) = selectors(r, query)?;
     let (items, rv) = sh.store.list(r.def.key(), ns_filter(r));
     let mut start_after: Option<(String, String)> = None;
     if let Some(c) = query.get("continue").filter(|c| !c.is_empty()) {
-        let (crv, key) = decode_continue(c).ok_or_else(|| ApiError::bad_request("continue key is not valid: invalid token"))?;
+        let (crv, key) = decode_continue(c)
+            .ok_or_else(|| ApiError::bad_request("continue key is not valid: invalid token"))?;
         if sh.store.is_compacted(crv) {
             return Err(ApiError::expired("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list."));
         }
@@ -409,14 +442,26 @@ fn list(sh: &Shared, r: &ResReq, query: &Query, want_table: bool) -> Result<(u16
     let mut meta = json!({"resourceVersion": rv.to_string()});
     if take < total {
         if let Some(last) = page.last() {
-            let key = (super::store::namespace_of(last).to_string(), name_of(last).to_string());
+            let key = (
+                super::store::namespace_of(last).to_string(),
+                name_of(last).to_string(),
+            );
             meta["continue"] = json!(encode_continue(rv, &key));
             meta["remainingItemCount"] = json!(total - take);
         }
     }
     if want_table {
-        let objs: Vec<Value> = page.iter().map(|v| with_gvk(v, r.def, &r.version)).collect();
-        let mut t = table::table(r.def, &r.version, &objs, &rv.to_string(), query.get("includeObject"));
+        let objs: Vec<Value> = page
+            .iter()
+            .map(|v| with_gvk(v, r.def, &r.version))
+            .collect();
+        let mut t = table::table(
+            r.def,
+            &r.version,
+            &objs,
+            &rv.to_string(),
+            query.get("includeObject"),
+        );
         t["metadata"] = meta;
         return Ok((200, t));
     }
@@ -444,9 +489,17 @@ fn encode_continue(rv: u64, key: &(String, String)) -> String {
 
 fn decode_continue(s: &str) -> Option<(u64, (String, String))> {
     use base64::Engine;
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).ok()?;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(s)
+        .ok()?;
     let v: Value = serde_json::from_slice(&raw).ok()?;
-    Some((v["rv"].as_u64()?, (v["ns"].as_str()?.to_string(), v["name"].as_str()?.to_string())))
+    Some((
+        v["rv"].as_u64()?,
+        (
+            v["ns"].as_str()?.to_string(),
+            v["name"].as_str()?.to_string(),
+        ),
+    ))
 }
 
 fn watch(sh: &Arc<Shared>, r: &ResReq, query: &Query, want_table: bool) -> Response {
@@ -471,7 +524,13 @@ fn watch(sh: &Arc<Shared>, r: &ResReq, query: &Query, want_table: bool) -> Respo
     watch_stream(sh, r, query, filter, want_table)
 }
 
-fn watch_stream(sh: &Arc<Shared>, r: &ResReq, query: &Query, filter: Filter, want_table: bool) -> Response {
+fn watch_stream(
+    sh: &Arc<Shared>,
+    r: &ResReq,
+    query: &Query,
+    filter: Filter,
+    want_table: bool,
+) -> Response {
     let from = match query.get("resourceVersion").unwrap_or("") {
         "" | "0" => None,
         s => match s.parse::<u64>() {
@@ -497,7 +556,10 @@ fn watch_stream(sh: &Arc<Shared>, r: &ResReq, query: &Query, filter: Filter, wan
     let include = query.get("includeObject").map(str::to_string);
     // `kubectl get -w`: each event carries a one-row Table; only the first has the columns.
     let to_table = move |obj: Value, first: bool| -> Value {
-        let rv = obj["metadata"]["resourceVersion"].as_str().unwrap_or("").to_string();
+        let rv = obj["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
         let mut t = table::table(def, "", &[obj], &rv, include.as_deref());
         if !first {
             t["columnDefinitions"] = json!([]);
@@ -528,7 +590,9 @@ fn watch_stream(sh: &Arc<Shared>, r: &ResReq, query: &Query, filter: Filter, wan
                     _ = tokio::time::sleep_until(deadline) => None,
                 };
                 let out = match msg? {
-                    WatchMsg::Event(t, obj) if want_table => line(t.as_str(), to_table(with_gvk(&obj, def, &version), first)),
+                    WatchMsg::Event(t, obj) if want_table => {
+                        line(t.as_str(), to_table(with_gvk(&obj, def, &version), first))
+                    }
                     WatchMsg::Event(t, obj) => line(t.as_str(), with_gvk(&obj, def, &version)),
                     WatchMsg::Bookmark(rv) => {
                         if !bookmarks {
@@ -562,17 +626,28 @@ fn validate_meta_create(def: &ResourceDef, obj: &Value) -> Vec<FieldError> {
     let mut el = Vec::new();
     let name = obj["metadata"]["name"].as_str().unwrap_or("");
     if name.is_empty() {
-        el.push(FieldError::required("metadata.name", "name or generateName is required"));
+        el.push(FieldError::required(
+            "metadata.name",
+            "name or generateName is required",
+        ));
         return el;
     }
     for bad in [".", ".."] {
         if name == bad {
-            el.push(FieldError::invalid("metadata.name", quote(name), format!("may not be '{bad}'")));
+            el.push(FieldError::invalid(
+                "metadata.name",
+                quote(name),
+                format!("may not be '{bad}'"),
+            ));
         }
     }
     for bad in ["/", "%"] {
         if name.contains(bad) {
-            el.push(FieldError::invalid("metadata.name", quote(name), format!("may not contain '{bad}'")));
+            el.push(FieldError::invalid(
+                "metadata.name",
+                quote(name),
+                format!("may not contain '{bad}'"),
+            ));
         }
     }
     match def.behaviour {
@@ -597,7 +672,9 @@ fn generate_suffix() -> String {
     use rand::Rng;
     const ALPHA: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut rng = rand::rng();
-    (0..5).map(|_| ALPHA[rng.random_range(0..ALPHA.len())] as char).collect()
+    (0..5)
+        .map(|_| ALPHA[rng.random_range(0..ALPHA.len())] as char)
+        .collect()
 }
 
 fn check_gvk(obj: &Value, def: &ResourceDef, version: &str) -> Result<(), ApiError> {
@@ -625,7 +702,11 @@ fn namespace_exists(sh: &Shared, ns: &str) -> Result<(), ApiError> {
         return Ok(());
     }
     Err(ApiError::not_found(
-        super::status::Gr { group: "", resource: "namespaces", kind: "Namespace" },
+        super::status::Gr {
+            group: "",
+            resource: "namespaces",
+            kind: "Namespace",
+        },
         ns,
     ))
 }
@@ -633,24 +714,36 @@ fn namespace_exists(sh: &Shared, ns: &str) -> Result<(), ApiError> {
 fn clean_meta(meta: &mut Value) {
     if let Some(m) = meta.as_object_mut() {
         for f in ["labels", "annotations"] {
-            if m.get(f).is_some_and(|v| v.is_null() || v.as_object().is_some_and(|o| o.is_empty())) {
+            if m.get(f)
+                .is_some_and(|v| v.is_null() || v.as_object().is_some_and(|o| o.is_empty()))
+            {
                 m.remove(f);
             }
         }
         for f in ["finalizers", "ownerReferences", "managedFields"] {
-            if m.get(f).is_some_and(|v| v.is_null() || v.as_array().is_some_and(|o| o.is_empty())) {
+            if m.get(f)
+                .is_some_and(|v| v.is_null() || v.as_array().is_some_and(|o| o.is_empty()))
+            {
                 m.remove(f);
             }
         }
         for f in ["selfLink", "generateName", "deletionGracePeriodSeconds"] {
-            if m.get(f).is_some_and(|v| v.is_null() || v.as_str() == Some("")) {
+            if m.get(f)
+                .is_some_and(|v| v.is_null() || v.as_str() == Some(""))
+            {
                 m.remove(f);
             }
         }
     }
 }
 
-fn create(sh: &Shared, r: &ResReq, mut obj: Value, user: &User, query: &Query) -> Result<(u16, Value), ApiError> {
+fn create(
+    sh: &Shared,
+    r: &ResReq,
+    mut obj: Value,
+    user: &User,
+    query: &Query,
+) -> Result<(u16, Value), ApiError> {
     check_gvk(&obj, r.def, &r.version)?;
     field_validation(r.def, &obj, query)?;
     if !obj["metadata"].is_object() {
@@ -668,13 +761,24 @@ fn create(sh: &Shared, r: &ResReq, mut obj: Value, user: &User, query: &Query) -
         m.remove("namespace");
     }
     if let Some(m) = obj["metadata"].as_object_mut() {
-        for f in ["resourceVersion", "uid", "creationTimestamp", "deletionTimestamp", "managedFields", "generation", "selfLink"] {
+        for f in [
+            "resourceVersion",
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "managedFields",
+            "generation",
+            "selfLink",
+        ] {
             m.remove(f);
         }
     }
     let mut generated = false;
     if obj["metadata"]["name"].as_str().unwrap_or("").is_empty() {
-        if let Some(g) = obj["metadata"]["generateName"].as_str().filter(|g| !g.is_empty()) {
+        if let Some(g) = obj["metadata"]["generateName"]
+            .as_str()
+            .filter(|g| !g.is_empty())
+        {
             obj["metadata"]["name"] = json!(format!("{g}{}", generate_suffix()));
             generated = true;
         }
@@ -743,7 +847,10 @@ fn field_validation(def: &ResourceDef, obj: &Value, query: &Query) -> Result<(),
     if unknown.is_empty() {
         return Ok(());
     }
-    let list: Vec<String> = unknown.iter().map(|f| format!("unknown field {}", quote(f))).collect();
+    let list: Vec<String> = unknown
+        .iter()
+        .map(|f| format!("unknown field {}", quote(f)))
+        .collect();
     Err(ApiError::bad_request(format!(
         "CertificateSigningRequest in version \"v1\" cannot be handled as a CertificateSigningRequest: strict decoding error: {}",
         list.join(", ")
@@ -774,7 +881,10 @@ fn strategic_merge(doc: &mut Value, patch: &Value) {
     let extra_finalizers: Option<Vec<Value>> = p["metadata"]["finalizers"].as_array().cloned();
     strip_directives(&mut p);
     if let Some(fins) = &extra_finalizers {
-        let mut merged = doc["metadata"]["finalizers"].as_array().cloned().unwrap_or_default();
+        let mut merged = doc["metadata"]["finalizers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         for f in fins {
             if !merged.contains(f) {
                 merged.push(f.clone());
@@ -799,7 +909,10 @@ fn strip_directives(v: &mut Value) {
 fn apply_merge(doc: &mut Value, applied: &Value) {
     let mut p = applied.clone();
     if let Some(newc) = applied["status"]["conditions"].as_array() {
-        let mut merged = doc["status"]["conditions"].as_array().cloned().unwrap_or_default();
+        let mut merged = doc["status"]["conditions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         for c in newc {
             match merged.iter_mut().find(|m| m["type"] == c["type"]) {
                 Some(m) => json_patch::merge(m, c),
@@ -811,7 +924,14 @@ fn apply_merge(doc: &mut Value, applied: &Value) {
     json_patch::merge(doc, &p);
 }
 
-fn patch(sh: &Shared, r: &ResReq, headers: &HeaderMap, body: &[u8], user: &User, query: &Query) -> Result<(u16, Value), ApiError> {
+fn patch(
+    sh: &Shared,
+    r: &ResReq,
+    headers: &HeaderMap,
+    body: &[u8],
+    user: &User,
+    query: &Query,
+) -> Result<(u16, Value), ApiError> {
     let kind = match content_type(headers).as_str() {
         "application/json-patch+json" => PatchKind::Json,
         "application/merge-patch+json" => PatchKind::Merge,
@@ -820,8 +940,10 @@ fn patch(sh: &Shared, r: &ResReq, headers: &HeaderMap, body: &[u8], user: &User,
         other => return Err(ApiError::unsupported_media_type(other)),
     };
     let pv: Value = match kind {
-        PatchKind::Apply => serde_yaml::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?,
-        _ => serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?,
+        PatchKind::Apply => serde_yaml::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?,
+        _ => serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?,
     };
     if let PatchKind::Apply = kind {
         if query.get("fieldManager").unwrap_or("").is_empty() {
@@ -863,7 +985,13 @@ fn same_object(a: &Value, b: &Value) -> bool {
     strip(a) == strip(b)
 }
 
-fn update(sh: &Shared, r: &ResReq, input: Input, user: &User, query: &Query) -> Result<(u16, Value), ApiError> {
+fn update(
+    sh: &Shared,
+    r: &ResReq,
+    input: Input,
+    user: &User,
+    query: &Query,
+) -> Result<(u16, Value), ApiError> {
     let gr = r.def.gr();
     let path = match r.def.behaviour {
         Behaviour::Csr => WritePath::from_subresource(&r.subresource).unwrap_or(WritePath::Main),
@@ -1016,9 +1144,18 @@ fn delete(sh: &Shared, r: &ResReq, body: &[u8], query: &Query) -> Result<(u16, V
     } else {
         serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("json: {e}")))?
     };
-    let pre_uid = opts["preconditions"]["uid"].as_str().unwrap_or("").to_string();
-    let pre_rv = opts["preconditions"]["resourceVersion"].as_str().unwrap_or("").to_string();
-    let dry = is_dry_run(query) || opts["dryRun"].as_array().is_some_and(|a| a.iter().any(|x| x == "All"));
+    let pre_uid = opts["preconditions"]["uid"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let pre_rv = opts["preconditions"]["resourceVersion"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let dry = is_dry_run(query)
+        || opts["dryRun"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x == "All"));
     let mut kept = false;
     let (obj, _) = sh.store.mutate(r.def.key(), &r.namespace, &r.name, |cur| {
         let Some(cur) = cur else {
@@ -1092,4 +1229,3 @@ fn delete_collection(sh: &Shared, r: &ResReq, query: &Query) -> Result<(u16, Val
                "metadata": {"resourceVersion": rv.to_string()}, "items": deleted}),
     ))
 }
-

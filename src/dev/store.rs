@@ -234,11 +234,10 @@ impl Store {
                 g.floor = g.floor.max(dropped.rv);
             }
         }
-        g.watchers
-            .retain(|w| match w.translate(&ev) {
-                Some(msg) => w.tx.send(msg).is_ok(),
-                None => !w.tx.is_closed(),
-            });
+        g.watchers.retain(|w| match w.translate(&ev) {
+            Some(msg) => w.tx.send(msg).is_ok(),
+            None => !w.tx.is_closed(),
+        });
         self.dirty.store(true, Ordering::Relaxed);
         Ok((stored, true))
     }
