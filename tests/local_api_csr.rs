@@ -1486,3 +1486,60 @@ async fn typed_conditions_roundtrip() {
         Some("Typed")
     );
 }
+
+#[tokio::test]
+async fn v2_md5_signature_refused() {
+    let key = PKeyRsa::new();
+    let pem = csr_pem_with(&key.0, "m", &[], MessageDigest::md5());
+    let api = plain().await;
+    let mut obj = csr_json("md5", SIGNER, &["client auth"], None);
+    obj["spec"]["request"] = json!(b64(&pem));
+    let (code, body) = post_json(&api, "developer", CSR_PATH, &obj).await;
+    assert_eq!(code, 422);
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .ends_with(": x509: cannot verify signature: insecure algorithm MD5-RSA"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn dry_run_persists_nothing() {
+    let api = plain().await;
+    let (code, body) = post_json(
+        &api,
+        "developer",
+        &format!("{CSR_PATH}?dryRun=All"),
+        &csr_json("dry", SIGNER, &["client auth"], None),
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
+    assert_eq!(body["spec"]["username"], "developer");
+    assert_eq!(get_json(&api, "admin", &named("dry")).await.0, 404);
+    create(&api, "developer", "wet").await;
+    let rv = api.resource_version();
+    let (code, body) = patch_json(
+        &api,
+        "admin",
+        &format!("{}?dryRun=All", named("wet")),
+        "application/merge-patch+json",
+        &json!({"metadata": {"labels": {"a": "b"}}}),
+    )
+    .await;
+    assert_eq!(code, 200);
+    assert_eq!(body["metadata"]["labels"]["a"], "b");
+    let (code, _) = raw(
+        &api,
+        Some("admin"),
+        "DELETE",
+        &format!("{}?dryRun=All", named("wet")),
+        None,
+    )
+    .await;
+    assert_eq!(code, 200);
+    assert_eq!(api.resource_version(), rv, "nothing written");
+    let (_, stored) = get_json(&api, "admin", &named("wet")).await;
+    assert!(stored["metadata"]["labels"].is_null());
+}
