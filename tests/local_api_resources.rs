@@ -341,3 +341,34 @@ async fn https_with_kubeconfig_ca() {
     );
     api.shutdown().await;
 }
+
+#[tokio::test]
+async fn kube_runtime_event_recorder_creates_then_patches_series() {
+    use kube::runtime::events::{Event as REvent, EventType, Recorder, Reporter};
+    use kube::Resource;
+    let api = plain().await;
+    let csr = create(&api, "developer", "evented").await;
+    let reporter = Reporter {
+        controller: "csr-signer".into(),
+        instance: Some("pod-a".into()),
+    };
+    let recorder = Recorder::new(api.client(csr_signer::dev::SIGNER_USER).unwrap(), reporter);
+    let ev = REvent {
+        type_: EventType::Normal,
+        reason: "Issued".into(),
+        note: Some("certificate issued".into()),
+        action: "Sign".into(),
+        secondary: None,
+    };
+    let reference = csr.object_ref(&());
+    recorder.publish(&ev, &reference).await.unwrap();
+    recorder.publish(&ev, &reference).await.unwrap();
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(api.client("admin").unwrap(), "default");
+    let list = events
+        .list(&ListParams::default().fields("regarding.name=evented"))
+        .await
+        .unwrap();
+    assert_eq!(list.items.len(), 1);
+    assert_eq!(list.items[0].series.as_ref().map(|s| s.count), Some(2));
+}
