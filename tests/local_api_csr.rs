@@ -1543,3 +1543,53 @@ async fn dry_run_persists_nothing() {
     let (_, stored) = get_json(&api, "admin", &named("wet")).await;
     assert!(stored["metadata"]["labels"].is_null());
 }
+
+#[tokio::test]
+async fn server_side_apply_of_failed_does_not_conflict_with_approval() {
+    // Conditions are keyed by type: the signer applying Failed does not touch the approver's
+    // Approved item, so there is no conflict (as with kube-apiserver's listType=map).
+    let api = plain().await;
+    create(&api, "developer", "ssa").await;
+    csrs(&api, "approver")
+        .patch_approval(
+            "ssa",
+            &PatchParams {
+                field_manager: Some("approver-tool".into()),
+                ..Default::default()
+            },
+            &Patch::Merge(
+                json!({"status": {"conditions": [{"type": "Approved", "status": "True"}]}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let apply = json!({"apiVersion": "certificates.k8s.io/v1", "kind": "CertificateSigningRequest",
+        "status": {"conditions": [{"type": "Failed", "status": "True", "reason": "SignerValidationFailure", "message": "no"}]}});
+    let got = csrs(&api, csr_signer::dev::SIGNER_USER)
+        .patch_status(
+            "ssa",
+            &PatchParams::apply("csr-signer"),
+            &Patch::Apply(&apply),
+        )
+        .await
+        .unwrap();
+    let types: Vec<String> = got
+        .status
+        .unwrap()
+        .conditions
+        .unwrap()
+        .into_iter()
+        .map(|c| c.type_)
+        .collect();
+    assert_eq!(types, vec!["Approved", "Failed"]);
+    // Changing a field of the approver's item conflicts (adding an unowned field would not).
+    let steal = json!({"apiVersion": "certificates.k8s.io/v1", "kind": "CertificateSigningRequest",
+        "status": {"conditions": [{"type": "Approved", "status": "True", "lastUpdateTime": "2020-01-01T00:00:00Z"}]}});
+    let err = csrs(&api, "admin")
+        .patch_approval("ssa", &PatchParams::apply("other"), &Patch::Apply(&steal))
+        .await
+        .unwrap_err();
+    let (code, _, msg) = api_err(err);
+    assert_eq!(code, 409);
+    assert!(msg.contains("conflict with \"approver-tool\""), "{msg}");
+}

@@ -83,7 +83,8 @@ async fn lease_patches() {
         .create(&PostParams::default(), &lease("l", "a"))
         .await
         .unwrap();
-    let p = PatchParams::apply("csr-signer");
+    // Created by another manager: taking its fields over needs force, as on a real server.
+    let p = PatchParams::apply("csr-signer").force();
     let got = leases
         .patch("l", &p, &Patch::Apply(json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "spec": {"holderIdentity": "b"}})))
         .await
@@ -371,4 +372,121 @@ async fn kube_runtime_event_recorder_creates_then_patches_series() {
         .unwrap();
     assert_eq!(list.items.len(), 1);
     assert_eq!(list.items[0].series.as_ref().map(|s| s.count), Some(2));
+}
+
+#[tokio::test]
+async fn server_side_apply_ownership_and_conflicts() {
+    let api = plain().await;
+    let leases: Api<Lease> = Api::namespaced(api.client("admin").unwrap(), "csr-signer");
+    let body = |holder: &str| {
+        json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "ssa"},
+               "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15}})
+    };
+    leases
+        .patch(
+            "ssa",
+            &PatchParams::apply("pod-a"),
+            &Patch::Apply(body("pod-a")),
+        )
+        .await
+        .unwrap();
+    // Another manager changing an owned field conflicts.
+    let err = leases
+        .patch(
+            "ssa",
+            &PatchParams::apply("pod-b"),
+            &Patch::Apply(body("pod-b")),
+        )
+        .await
+        .unwrap_err();
+    let (code, reason, msg) = api_err(err);
+    assert_eq!((code, reason.as_str()), (409, "Conflict"));
+    assert_eq!(
+        msg,
+        "Apply failed with 1 conflict: conflict with \"pod-a\" using v1: .spec.holderIdentity"
+    );
+    // Applying the same value is not a conflict; force takes ownership.
+    leases
+        .patch(
+            "ssa",
+            &PatchParams::apply("pod-b"),
+            &Patch::Apply(body("pod-a")),
+        )
+        .await
+        .unwrap();
+    let got = leases
+        .patch(
+            "ssa",
+            &PatchParams::apply("pod-b").force(),
+            &Patch::Apply(body("pod-b")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        got.spec.as_ref().unwrap().holder_identity.as_deref(),
+        Some("pod-b")
+    );
+    let managers: Vec<String> = got
+        .metadata
+        .managed_fields
+        .unwrap()
+        .into_iter()
+        .filter_map(|m| m.manager)
+        .collect();
+    assert!(managers.contains(&"pod-b".to_string()), "{managers:?}");
+    // A field the manager stops applying, owned by nobody else, is removed; shared ones stay.
+    let with_transitions = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "ssa"},
+                                  "spec": {"holderIdentity": "pod-b", "leaseDurationSeconds": 15, "leaseTransitions": 3}});
+    let got = leases
+        .patch(
+            "ssa",
+            &PatchParams::apply("pod-b"),
+            &Patch::Apply(with_transitions),
+        )
+        .await
+        .unwrap();
+    assert_eq!(got.spec.unwrap().lease_transitions, Some(3));
+    let got = leases
+        .patch(
+            "ssa",
+            &PatchParams::apply("pod-b"),
+            &Patch::Apply(json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "ssa"},
+                                  "spec": {"holderIdentity": "pod-b"}})),
+        )
+        .await
+        .unwrap();
+    let spec = got.spec.unwrap();
+    assert!(
+        spec.lease_transitions.is_none(),
+        "only pod-b owned leaseTransitions"
+    );
+    assert_eq!(
+        spec.lease_duration_seconds,
+        Some(15),
+        "pod-a still owns leaseDurationSeconds"
+    );
+    // A non-apply write takes fields over without conflict; a later apply by the old owner conflicts.
+    leases
+        .patch(
+            "ssa",
+            &PatchParams {
+                field_manager: Some("editor".into()),
+                ..Default::default()
+            },
+            &Patch::Merge(json!({"spec": {"holderIdentity": "manual"}})),
+        )
+        .await
+        .unwrap();
+    let (code, _, msg) = api_err(
+        leases
+            .patch(
+                "ssa",
+                &PatchParams::apply("pod-b"),
+                &Patch::Apply(body("pod-b")),
+            )
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(code, 409);
+    assert!(msg.contains("conflict with \"editor\""), "{msg}");
 }

@@ -19,6 +19,7 @@ mod csr;
 mod ctb;
 mod discovery;
 mod faults;
+mod managed;
 mod openapi;
 mod protobuf;
 mod resources;

@@ -130,6 +130,10 @@ struct ResReq {
     watch_path: bool,
     /// A "force conflict on next write" fault matched this request.
     force_conflict: bool,
+    /// Field manager for managedFields (fieldManager param, else the User-Agent product).
+    manager: String,
+    /// `force=true` on an apply patch.
+    force: bool,
 }
 
 enum Route {
@@ -194,6 +198,8 @@ fn route(path: &str) -> Route {
         subresource: sub.to_string(),
         watch_path,
         force_conflict: false,
+        manager: String::new(),
+        force: false,
     })
 }
 
@@ -270,6 +276,17 @@ async fn dispatch(
             if matches!(*method, Method::PUT | Method::PATCH) {
                 r.force_conflict = sh.faults.take_conflict(method, path);
             }
+            r.manager = match query.get("fieldManager").filter(|m| !m.is_empty()) {
+                Some(m) => m.to_string(),
+                None => headers
+                    .get("user-agent")
+                    .and_then(|h| h.to_str().ok())
+                    .and_then(|ua| ua.split('/').next())
+                    .filter(|m| !m.is_empty())
+                    .unwrap_or("unknown")
+                    .to_string(),
+            };
+            r.force = query.get("force") == Some("true");
             r
         }
     };
@@ -313,7 +330,7 @@ async fn dispatch(
                 Ok(v) => v,
                 Err(e) => return error_response(&e),
             };
-            create(sh, &r, obj, &user, query)
+            create(sh, &r, obj, &user, query, None)
         }
         "update" => {
             let obj = match decode_body(headers, &body) {
@@ -737,12 +754,22 @@ fn clean_meta(meta: &mut Value) {
     }
 }
 
+fn writer<'a>(r: &'a ResReq, api_version: &'a str, now: &'a str) -> super::managed::Writer<'a> {
+    super::managed::Writer {
+        manager: &r.manager,
+        subresource: &r.subresource,
+        api_version,
+        now,
+    }
+}
+
 fn create(
     sh: &Shared,
     r: &ResReq,
     mut obj: Value,
     user: &User,
     query: &Query,
+    applied: Option<&Value>,
 ) -> Result<(u16, Value), ApiError> {
     check_gvk(&obj, r.def, &r.version)?;
     field_validation(r.def, &obj, query)?;
@@ -821,6 +848,13 @@ fn create(
     obj["metadata"]["creationTimestamp"] = json!(now_rfc3339());
     obj["kind"] = json!(r.def.kind);
     obj["apiVersion"] = json!(r.def.api_version(&r.version));
+    let (av, now) = (r.def.api_version(&r.version), now_rfc3339());
+    match applied {
+        Some(a) => {
+            super::managed::record_apply(&mut obj, None, a, true, &writer(r, &av, &now), gr, &name)?
+        }
+        None => super::managed::record_update(&mut obj, None, &writer(r, &av, &now)),
+    }
     if is_dry_run(query) {
         return Ok((201, obj));
     }
@@ -956,9 +990,9 @@ fn patch(
         }
         // Apply creates the object when it does not exist (main resource only).
         if r.subresource.is_empty() && sh.store.get(r.def.key(), &r.namespace, &r.name).is_none() {
-            let mut obj = pv;
+            let mut obj = pv.clone();
             obj["metadata"]["name"] = json!(r.name);
-            return create(sh, r, obj, user, query).map(|(_, v)| (201, v));
+            return create(sh, r, obj, user, query, Some(&pv)).map(|(_, v)| (201, v));
         }
     }
     update(sh, r, Input::Patch(kind, pv), user, query)
@@ -1025,6 +1059,10 @@ fn update(
         let Some(cur) = cur else {
             return Err(ApiError::not_found(gr, &r.name));
         };
+        let api_version = def.api_version(&version);
+        let now = now_rfc3339();
+        let w = writer(r, &api_version, &now);
+        let mut applied = false;
         let mut new = match input {
             Input::Put(v) => v,
             Input::Patch(kind, p) => {
@@ -1039,7 +1077,11 @@ fn update(
                     }
                     PatchKind::Merge => json_patch::merge(&mut doc, &p),
                     PatchKind::Strategic => strategic_merge(&mut doc, &p),
-                    PatchKind::Apply => apply_merge(&mut doc, &p),
+                    PatchKind::Apply => {
+                        apply_merge(&mut doc, &p);
+                        super::managed::record_apply(&mut doc, Some(cur), &p, r.force, &w, gr, &r.name)?;
+                        applied = true;
+                    }
                 }
                 doc
             }
@@ -1073,7 +1115,7 @@ fn update(
             ));
         }
         // Fields the server owns come from the stored object.
-        for f in ["uid", "creationTimestamp", "deletionTimestamp", "resourceVersion", "generation", "managedFields"] {
+        for f in ["uid", "creationTimestamp", "deletionTimestamp", "resourceVersion", "generation"] {
             match cur["metadata"].get(f) {
                 Some(v) => new["metadata"][f] = v.clone(),
                 None => {
@@ -1121,6 +1163,9 @@ fn update(
         }
         if same_object(&new, cur) {
             return Ok(Change::NoOp);
+        }
+        if !applied {
+            super::managed::record_update(&mut new, Some(cur), &w);
         }
         if dry {
             dry_result = Some(new);
@@ -1208,6 +1253,8 @@ fn delete_collection(sh: &Shared, r: &ResReq, query: &Query) -> Result<(u16, Val
             subresource: String::new(),
             watch_path: false,
             force_conflict: false,
+            manager: String::new(),
+            force: false,
         };
         match delete(sh, &sub, &[], query) {
             Ok(_) => {
