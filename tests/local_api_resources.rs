@@ -490,3 +490,125 @@ async fn server_side_apply_ownership_and_conflicts() {
     assert_eq!(code, 409);
     assert!(msg.contains("conflict with \"editor\""), "{msg}");
 }
+
+#[tokio::test]
+async fn malformed_bodies_get_status_errors_not_dropped_connections() {
+    let api = plain().await;
+    create(&api, "developer", "m").await;
+    let csr = format!("{CSR_PATH}/m");
+    let ns = "/api/v1/namespaces";
+    let cm = "/api/v1/namespaces/default/configmaps";
+    let cases: Vec<(&str, String, &str, Vec<u8>)> = vec![
+        (
+            "POST",
+            ns.to_string(),
+            "application/json",
+            br#"{"metadata": "x"}"#.to_vec(),
+        ),
+        (
+            "POST",
+            ns.to_string(),
+            "application/json",
+            br#"{"metadata": {"name": "n", "labels": "x"}}"#.to_vec(),
+        ),
+        (
+            "POST",
+            cm.to_string(),
+            "application/json",
+            br#"[1, 2]"#.to_vec(),
+        ),
+        (
+            "POST",
+            cm.to_string(),
+            "application/json",
+            b"{not json".to_vec(),
+        ),
+        (
+            "POST",
+            CSR_PATH.to_string(),
+            "application/json",
+            br#"{"metadata": {"name": "z"}, "spec": "x"}"#.to_vec(),
+        ),
+        (
+            "POST",
+            CSR_PATH.to_string(),
+            "application/json",
+            br#"{"metadata": {"name": "z"}, "status": {"conditions": [1]}}"#.to_vec(),
+        ),
+        (
+            "POST",
+            CSR_PATH.to_string(),
+            "application/vnd.kubernetes.protobuf",
+            b"k8s\x00\xff\xff".to_vec(),
+        ),
+        (
+            "PATCH",
+            csr.clone(),
+            "application/merge-patch+json",
+            br#"{"metadata": 5}"#.to_vec(),
+        ),
+        (
+            "PATCH",
+            csr.clone(),
+            "application/json-patch+json",
+            br#"[{"op": "replace", "path": "/metadata", "value": "s"}]"#.to_vec(),
+        ),
+        (
+            "PATCH",
+            csr.clone(),
+            "application/json-patch+json",
+            br#"[{"op": "replace", "path": "", "value": 3}]"#.to_vec(),
+        ),
+        (
+            "PATCH",
+            csr.clone(),
+            "application/strategic-merge-patch+json",
+            br#"{"metadata": {"finalizers": "x"}}"#.to_vec(),
+        ),
+        (
+            "PATCH",
+            format!("{cm}/new?fieldManager=t"),
+            "application/apply-patch+yaml",
+            b"hello".to_vec(),
+        ),
+        (
+            "PATCH",
+            format!("{cm}/new?fieldManager=t"),
+            "application/apply-patch+yaml",
+            b"metadata: [1]".to_vec(),
+        ),
+        (
+            "PATCH",
+            format!("{csr}/status?fieldManager=t"),
+            "application/apply-patch+yaml",
+            b"status: {conditions: x}".to_vec(),
+        ),
+        (
+            "PUT",
+            csr.clone(),
+            "application/json",
+            br#"{"metadata": {"name": "m", "labels": [1]}}"#.to_vec(),
+        ),
+        (
+            "PUT",
+            format!("{csr}/approval"),
+            "application/json",
+            br#"{"metadata": {"name": "m"}, "status": {"conditions": [{"type": 1}]}}"#.to_vec(),
+        ),
+        ("DELETE", csr.clone(), "application/json", b"{bad".to_vec()),
+        ("PATCH", csr.clone(), "text/plain", b"x".to_vec()),
+    ];
+    for (method, path, ct, body) in cases {
+        let (code, v) = raw(&api, Some("admin"), method, &path, Some((ct, body.clone()))).await;
+        assert!(
+            (400..500).contains(&code),
+            "{method} {path} {}: {code} {v}",
+            String::from_utf8_lossy(&body)
+        );
+        assert_eq!(v["kind"], "Status", "{method} {path}: {v}");
+    }
+    // The server is still healthy and the object unchanged.
+    let (code, v) = get_json(&api, "admin", &csr).await;
+    assert_eq!(code, 200);
+    assert!(v["metadata"]["labels"].is_null());
+}

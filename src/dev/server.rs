@@ -771,6 +771,7 @@ fn create(
     query: &Query,
     applied: Option<&Value>,
 ) -> Result<(u16, Value), ApiError> {
+    check_meta_types(r.def, &obj)?;
     check_gvk(&obj, r.def, &r.version)?;
     field_validation(r.def, &obj, query)?;
     if !obj["metadata"].is_object() {
@@ -891,6 +892,70 @@ fn field_validation(def: &ResourceDef, obj: &Value, query: &Query) -> Result<(),
     )))
 }
 
+/// ObjectMeta fields must have their Go types before anything indexes into them (a string where
+/// an object belongs is a decode error, 400, in kube-apiserver).
+fn check_meta_types(def: &ResourceDef, obj: &Value) -> Result<(), ApiError> {
+    let bad = |field: &str| {
+        Err(ApiError::bad_request(format!(
+            "{} in version \"{}\" cannot be handled as a {}: json: cannot unmarshal into Go struct field {}",
+            def.kind,
+            def.versions.first().copied().unwrap_or(""),
+            def.kind,
+            field
+        )))
+    };
+    if !obj.is_object() {
+        return Err(ApiError::bad_request(
+            "Object 'Kind' is missing in the request body",
+        ));
+    }
+    let meta = &obj["metadata"];
+    if meta.is_null() {
+        return Ok(());
+    }
+    let Some(m) = meta.as_object() else {
+        return bad("metadata of type v1.ObjectMeta");
+    };
+    for f in ["labels", "annotations"] {
+        match m.get(f) {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(o)) if o.values().all(Value::is_string) => {}
+            _ => {
+                return bad(&format!(
+                    "ObjectMeta.metadata.{f} of type map[string]string"
+                ))
+            }
+        }
+    }
+    match m.get("finalizers") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(a)) if a.iter().all(Value::is_string) => {}
+        _ => return bad("ObjectMeta.metadata.finalizers of type []string"),
+    }
+    for f in [
+        "name",
+        "generateName",
+        "namespace",
+        "uid",
+        "resourceVersion",
+        "creationTimestamp",
+        "deletionTimestamp",
+    ] {
+        if !matches!(m.get(f), None | Some(Value::Null) | Some(Value::String(_))) {
+            return bad(&format!("ObjectMeta.metadata.{f} of type string"));
+        }
+    }
+    for f in ["spec", "status"] {
+        if !matches!(
+            obj.get(f),
+            None | Some(Value::Null) | Some(Value::Object(_))
+        ) {
+            return bad(&format!("{}.{f}", def.kind));
+        }
+    }
+    Ok(())
+}
+
 fn is_dry_run(query: &Query) -> bool {
     query.get("dryRun").is_some_and(|d| d == "All")
 }
@@ -989,6 +1054,7 @@ fn patch(
             ));
         }
         // Apply creates the object when it does not exist (main resource only).
+        check_meta_types(r.def, &pv)?;
         if r.subresource.is_empty() && sh.store.get(r.def.key(), &r.namespace, &r.name).is_none() {
             let mut obj = pv.clone();
             obj["metadata"]["name"] = json!(r.name);
@@ -1086,6 +1152,7 @@ fn update(
                 doc
             }
         };
+        check_meta_types(def, &new)?;
         if force_conflict {
             return Err(ApiError::stale(gr, &r.name));
         }
