@@ -387,3 +387,28 @@ async fn kube_client_lists_through_a_transient_failure() {
         .collect();
     assert_eq!(statuses[0], 503);
 }
+
+#[tokio::test]
+async fn streaming_list_watcher_becomes_ready() {
+    // kube-runtime's streaming lists: sendInitialEvents=true, then the initial-events-end bookmark.
+    let api = plain().await;
+    create(&api, "developer", "a").await;
+    create(&api, "developer", "b").await;
+    let c = csrs(&api, csr_signer::dev::SIGNER_USER);
+    let cfg = watcher::Config::default().streaming_lists();
+    let mut s = watcher::watcher(c, cfg).boxed();
+    let mut seen = Vec::new();
+    loop {
+        let ev = tokio::time::timeout(Duration::from_secs(30), s.try_next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        match ev {
+            watcher::Event::InitApply(o) => seen.push(o.metadata.name.unwrap()),
+            watcher::Event::InitDone => break,
+            _ => {}
+        }
+    }
+    assert_eq!(seen, vec!["a", "b"]);
+}

@@ -588,7 +588,8 @@ fn watch_stream(
         s.push(b'\n');
         Bytes::from(s)
     };
-    let rx = match sh.store.watch(def.key(), ns, filter, from) {
+    let initial = query.get("sendInitialEvents") == Some("true");
+    let rx = match sh.store.watch(def.key(), ns, filter, from, initial) {
         Ok(rx) => Some(rx),
         Err(e) => {
             let first = line("ERROR", e.body.clone());
@@ -620,6 +621,12 @@ fn watch_stream(
                             json!({"kind": def.kind, "apiVersion": def.api_version(&version), "metadata": {"resourceVersion": rv.to_string()}}),
                         )
                     }
+                    WatchMsg::InitialEventsEnd(rv) => line(
+                        "BOOKMARK",
+                        json!({"kind": def.kind, "apiVersion": def.api_version(&version),
+                               "metadata": {"resourceVersion": rv.to_string(),
+                                            "annotations": {"k8s.io/initial-events-end": "true"}}}),
+                    ),
                 };
                 return Some((Ok::<Bytes, Infallible>(out), (Some(rx), false)));
             }
