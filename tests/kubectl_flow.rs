@@ -459,3 +459,63 @@ async fn kubectl_get_watch_prints_table_rows() {
         assert_eq!(rows[2][2..5], ["example.com/mtls", "developer", "60m"]);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_create_configmap_and_namespace() {
+    // kubectl 1.33 sends these bodies as protobuf.
+    for bin in [KUBECTL_127, KUBECTL_133] {
+        let e = env().await;
+        let o = run(bin, &e.kc, &["create", "namespace", "zz"], None).await;
+        assert_eq!(
+            o.stdout.trim(),
+            "namespace/zz created",
+            "{bin}: {}",
+            o.stderr
+        );
+        let o = run(
+            bin,
+            &e.kc,
+            &[
+                "-n",
+                "zz",
+                "create",
+                "configmap",
+                "cfg",
+                "--from-literal=a=b",
+            ],
+            None,
+        )
+        .await;
+        assert_eq!(
+            o.stdout.trim(),
+            "configmap/cfg created",
+            "{bin}: {}",
+            o.stderr
+        );
+        let o = run(
+            bin,
+            &e.kc,
+            &["-n", "zz", "label", "configmap", "cfg", "x=y"],
+            None,
+        )
+        .await;
+        assert!(o.ok, "{bin}: {}", o.stderr);
+        let o = run(
+            bin,
+            &e.kc,
+            &[
+                "-n",
+                "zz",
+                "get",
+                "configmap",
+                "cfg",
+                "-o",
+                "jsonpath={.data.a} {.metadata.labels.x}",
+            ],
+            None,
+        )
+        .await;
+        assert_eq!(o.stdout, "b y", "{bin}: {}", o.stderr);
+        e.api.shutdown().await;
+    }
+}

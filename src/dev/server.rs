@@ -370,7 +370,7 @@ fn decode_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
                 .map_err(|e| ApiError::bad_request(format!("json: {e}")))?,
             "application/yaml" => serde_yaml::from_slice(body)
                 .map_err(|e| ApiError::bad_request(format!("yaml: {e}")))?,
-            "application/vnd.kubernetes.protobuf" => protobuf::decode_csr(body)
+            "application/vnd.kubernetes.protobuf" => protobuf::decode(body)
                 .map_err(|e| ApiError::bad_request(format!("protobuf: {e}")))?,
             other => return Err(ApiError::unsupported_media_type(other)),
         };
