@@ -519,3 +519,30 @@ async fn kubectl_create_configmap_and_namespace() {
         e.api.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_auth_can_i() {
+    for bin in [KUBECTL_127, KUBECTL_133] {
+        let e = env().await;
+        for (ctx, args, want) in [
+            ("developer", vec!["create", "csr"], "yes"),
+            (
+                "developer",
+                vec!["update", "csr", "--subresource=approval"],
+                "no",
+            ),
+            (
+                "approver",
+                vec!["update", "csr", "--subresource=approval"],
+                "yes",
+            ),
+            ("approver", vec!["create", "csr"], "no"),
+        ] {
+            let mut a = vec!["--context", ctx, "auth", "can-i"];
+            a.extend(args.iter().copied());
+            let o = run(bin, &e.kc, &a, None).await;
+            assert_eq!(o.stdout.trim(), want, "{bin} {ctx} {args:?}: {}", o.stderr);
+        }
+        e.api.shutdown().await;
+    }
+}

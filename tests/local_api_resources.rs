@@ -612,3 +612,94 @@ async fn malformed_bodies_get_status_errors_not_dropped_connections() {
     assert_eq!(code, 200);
     assert!(v["metadata"]["labels"].is_null());
 }
+
+#[tokio::test]
+async fn self_subject_access_review_answers_from_rbac() {
+    use k8s_openapi::api::authorization::v1::{
+        ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+    };
+    let api = plain().await;
+    let ask = |user: &'static str,
+               verb: &'static str,
+               resource: &'static str,
+               sub: Option<&'static str>,
+               name: Option<&'static str>| {
+        let client = api.client(user).unwrap();
+        async move {
+            let reviews: Api<SelfSubjectAccessReview> = Api::all(client);
+            let r = SelfSubjectAccessReview {
+                spec: SelfSubjectAccessReviewSpec {
+                    resource_attributes: Some(ResourceAttributes {
+                        verb: Some(verb.into()),
+                        group: Some("certificates.k8s.io".into()),
+                        resource: Some(resource.into()),
+                        subresource: sub.map(Into::into),
+                        name: name.map(Into::into),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            reviews
+                .create(&PostParams::default(), &r)
+                .await
+                .unwrap()
+                .status
+                .unwrap()
+                .allowed
+        }
+    };
+    assert!(
+        ask(
+            "developer",
+            "create",
+            "certificatesigningrequests",
+            None,
+            None
+        )
+        .await
+    );
+    assert!(
+        !ask(
+            "developer",
+            "update",
+            "certificatesigningrequests",
+            Some("approval"),
+            None
+        )
+        .await
+    );
+    assert!(
+        ask(
+            "approver",
+            "approve",
+            "signers",
+            None,
+            Some("example.com/*")
+        )
+        .await
+    );
+    assert!(
+        !ask(
+            "approver",
+            "approve",
+            "signers",
+            None,
+            Some("example.com/mtls")
+        )
+        .await,
+        "resourceNames are exact"
+    );
+    assert!(
+        ask(
+            csr_signer::dev::SIGNER_USER,
+            "sign",
+            "signers",
+            None,
+            Some("example.com/mtls")
+        )
+        .await
+    );
+    assert!(ask("admin", "delete", "certificatesigningrequests", None, None).await);
+}

@@ -35,6 +35,9 @@ fn resource_list(group: &str, version: &str) -> Value {
         if !r.short_names.is_empty() {
             e["shortNames"] = json!(r.short_names);
         }
+        if r.behaviour == resources::Behaviour::AccessReview {
+            e["verbs"] = json!(["create"]);
+        }
         if r.behaviour == resources::Behaviour::Namespace {
             e["verbs"] = json!(["create", "delete", "get", "list", "patch", "update", "watch"]);
         }

@@ -319,6 +319,47 @@ fn namespace(raw: &[u8], obj: &mut Map<String, Value>) -> R<()> {
     Ok(())
 }
 
+/// SelfSubjectAccessReview{spec=2{resourceAttributes=1{namespace=1, verb=2, group=3, version=4,
+/// resource=5, subresource=6, name=7}, nonResourceAttributes=2{path=1, verb=2}}}.
+fn access_review(raw: &[u8], obj: &mut Map<String, Value>) -> R<()> {
+    const RES: [&str; 7] = [
+        "namespace",
+        "verb",
+        "group",
+        "version",
+        "resource",
+        "subresource",
+        "name",
+    ];
+    let mut spec = Map::new();
+    for (n, f) in fields(raw)? {
+        if let (2, Field::Bytes(x)) = (n, f) {
+            for (n2, f2) in fields(x)? {
+                let (key, names): (&str, &[&str]) = match n2 {
+                    1 => ("resourceAttributes", &RES),
+                    2 => ("nonResourceAttributes", &["path", "verb"]),
+                    _ => continue,
+                };
+                let Field::Bytes(attrs) = f2 else { continue };
+                let mut m = Map::new();
+                for (n3, f3) in fields(attrs)? {
+                    if let Field::Bytes(v) = f3 {
+                        if let Some(name) = usize::try_from(n3)
+                            .ok()
+                            .and_then(|i| names.get(i.wrapping_sub(1)))
+                        {
+                            m.insert((*name).to_string(), json!(string(v)?));
+                        }
+                    }
+                }
+                spec.insert(key.to_string(), Value::Object(m));
+            }
+        }
+    }
+    obj.insert("spec".into(), Value::Object(spec));
+    Ok(())
+}
+
 /// Decodes `k8s\0` + runtime.Unknown{typeMeta, raw} into JSON form, for the kinds kubectl sends
 /// as protobuf to the resources served here (CertificateSigningRequest, ConfigMap, Namespace).
 pub fn decode(body: &[u8]) -> R<Value> {
@@ -353,6 +394,10 @@ pub fn decode(body: &[u8]) -> R<Value> {
         }
         "Namespace" => {
             namespace(raw, &mut obj)?;
+            return Ok(Value::Object(obj));
+        }
+        "SelfSubjectAccessReview" => {
+            access_review(raw, &mut obj)?;
             return Ok(Value::Object(obj));
         }
         other => return Err(format!("unsupported protobuf kind {other:?}")),

@@ -305,6 +305,16 @@ async fn dispatch(
     if !r.subresource.is_empty() && !matches!(verb, "get" | "update" | "patch") {
         return error_response(&ApiError::method_not_allowed());
     }
+    if r.def.behaviour == Behaviour::AccessReview {
+        // Every authenticated user may ask about itself (system:basic-user).
+        if verb != "create" {
+            return error_response(&ApiError::method_not_allowed());
+        }
+        return match decode_body(headers, &body) {
+            Ok(v) => json_response(201, &access_review(&user, v)),
+            Err(e) => error_response(&e),
+        };
+    }
     let attrs = Attributes {
         verb,
         group: r.def.group,
@@ -348,6 +358,47 @@ async fn dispatch(
         Ok((code, v)) => json_response(code, &v),
         Err(e) => error_response(&e),
     }
+}
+
+/// Answers a SelfSubjectAccessReview from the caller's rules.
+fn access_review(user: &User, mut review: Value) -> Value {
+    let ra = &review["spec"]["resourceAttributes"];
+    let allowed = if ra.is_object() {
+        let s = |k: &str| ra[k].as_str().unwrap_or("").to_string();
+        let (verb, group, resource, sub, name, ns) = (
+            s("verb"),
+            s("group"),
+            s("resource"),
+            s("subresource"),
+            s("name"),
+            s("namespace"),
+        );
+        let a = Attributes {
+            verb: &verb,
+            group: &group,
+            resource: &resource,
+            subresource: &sub,
+            name: &name,
+            namespace: &ns,
+        };
+        user.allowed(&a)
+    } else {
+        // Non-resource URLs: discovery, version and health are open to every authenticated user.
+        let path = review["spec"]["nonResourceAttributes"]["path"]
+            .as_str()
+            .unwrap_or("");
+        user.is_master()
+            || [
+                "/api", "/apis", "/version", "/healthz", "/livez", "/readyz", "/openapi",
+            ]
+            .iter()
+            .any(|p| path == *p || path.starts_with(&format!("{p}/")))
+    };
+    review["kind"] = json!("SelfSubjectAccessReview");
+    review["apiVersion"] = json!("authorization.k8s.io/v1");
+    review["metadata"] = json!({"creationTimestamp": null});
+    review["status"] = json!({"allowed": allowed});
+    review
 }
 
 fn content_type(headers: &HeaderMap) -> String {
@@ -675,7 +726,7 @@ fn validate_meta_create(def: &ResourceDef, obj: &Value) -> Vec<FieldError> {
         }
     }
     match def.behaviour {
-        Behaviour::Csr | Behaviour::ClusterTrustBundle => {}
+        Behaviour::Csr | Behaviour::ClusterTrustBundle | Behaviour::AccessReview => {}
         Behaviour::Namespace => {
             for m in csr::dns1123_label_errors(name) {
                 el.push(FieldError::invalid("metadata.name", quote(name), m));
@@ -839,7 +890,7 @@ fn create(
                 labels["kubernetes.io/metadata.name"] = json!(name);
             }
         }
-        Behaviour::Generic => {}
+        Behaviour::Generic | Behaviour::AccessReview => {}
     }
     if !errs.is_empty() {
         return Err(ApiError::invalid(gr, &name, &errs));
@@ -1225,7 +1276,7 @@ fn update(
                 }
                 new["metadata"]["labels"]["kubernetes.io/metadata.name"] = json!(r.name);
             }
-            Behaviour::Generic => {}
+            Behaviour::Generic | Behaviour::AccessReview => {}
         }
         if !errs.is_empty() {
             return Err(ApiError::invalid(gr, &r.name, &errs));
