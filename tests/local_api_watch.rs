@@ -412,3 +412,37 @@ async fn streaming_list_watcher_becomes_ready() {
     }
     assert_eq!(seen, vec!["a", "b"]);
 }
+
+#[tokio::test]
+async fn latency_applies_only_to_matching_requests() {
+    let api = plain().await;
+    create(&api, "developer", "a").await;
+    api.faults().add_latency(
+        Match::new(Some(Method::GET), "/certificatesigningrequests/a"),
+        Duration::from_secs(600),
+    );
+    let url = format!("{}{CSR_PATH}/a", api.base_url());
+    let token = api.token("developer").unwrap();
+    let slow = tokio::spawn(async move {
+        reqwest::Client::new()
+            .get(url)
+            .bearer_auth(token)
+            .send()
+            .await
+    });
+    while api.faults().in_flight() == 0 {
+        tokio::task::yield_now().await;
+    }
+    let (code, _) = get_json(&api, "developer", CSR_PATH).await;
+    assert_eq!(code, 200, "unmatched requests are not delayed");
+    assert_eq!(
+        api.faults().in_flight(),
+        1,
+        "the matching request is still held"
+    );
+    assert!(!slow.is_finished());
+    slow.abort();
+    api.faults().clear();
+    let (code, _) = get_json(&api, "developer", &format!("{CSR_PATH}/a")).await;
+    assert_eq!(code, 200, "clear() removes the latency");
+}

@@ -219,6 +219,7 @@ pub async fn handle(State(sh): State<Arc<Shared>>, req: Request) -> Response {
     let method = parts.method.clone();
     let path = parts.uri.path().to_string();
     let query = Query(parse_query(parts.uri.query()));
+    let _in_flight = sh.faults.enter();
 
     match sh.faults.check(&method, &path) {
         Injected::None => {}
