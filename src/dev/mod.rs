@@ -109,6 +109,12 @@ pub struct LocalApi {
     task: Option<JoinHandle<()>>,
 }
 
+// Errors of this module go through the one LocalApi variant, so the module does not depend on
+// the shape of the crate's other variants.
+fn io_err(path: &Path, e: std::io::Error) -> Error {
+    Error::LocalApi(format!("{}: {e}", path.display()))
+}
+
 fn local_err(message: impl Into<String>) -> Error {
     Error::LocalApi(message.into())
 }
@@ -192,12 +198,7 @@ fn load_state(store: &Store, path: &Path) -> Result<()> {
     let data = match std::fs::read(path) {
         Ok(d) => d,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(source) => {
-            return Err(Error::Io {
-                path: path.to_path_buf(),
-                source,
-            })
-        }
+        Err(e) => return Err(io_err(path, e)),
     };
     let v: Value = serde_json::from_slice(&data)
         .map_err(|e| local_err(format!("{}: invalid state file: {e}", path.display())))?;
@@ -222,14 +223,8 @@ fn save_state(store: &Store, path: &Path) -> Result<()> {
     let data = serde_json::to_vec_pretty(&json!({"resourceVersion": rv, "objects": objects}))
         .map_err(|e| local_err(format!("encoding state: {e}")))?;
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, data).map_err(|source| Error::Io {
-        path: tmp.clone(),
-        source,
-    })?;
-    std::fs::rename(&tmp, path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })
+    std::fs::write(&tmp, data).map_err(|e| io_err(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| io_err(path, e))
 }
 
 async fn serve(
@@ -346,15 +341,12 @@ impl LocalApi {
             .map_err(|e| local_err(format!("url: {e}")))?;
         let mut cfg = kube::Config::new(url);
         if let Some(pem) = &self.ca_pem {
-            let ca =
-                openssl::x509::X509::from_pem(pem.as_bytes()).map_err(|source| Error::Crypto {
-                    context: "serving CA",
-                    source,
-                })?;
-            cfg.root_cert = Some(vec![ca.to_der().map_err(|source| Error::Crypto {
-                context: "serving CA",
-                source,
-            })?]);
+            let ca = openssl::x509::X509::from_pem(pem.as_bytes())
+                .map_err(|e| local_err(format!("serving CA: {e}")))?;
+            let der = ca
+                .to_der()
+                .map_err(|e| local_err(format!("serving CA: {e}")))?;
+            cfg.root_cert = Some(vec![der]);
         }
         cfg.auth_info.token = Some(token.into());
         Ok(cfg)
@@ -396,10 +388,7 @@ impl LocalApi {
     /// Writes [`LocalApi::kubeconfig_yaml`] to `path` (mode 0600: it holds tokens).
     pub fn write_kubeconfig(&self, path: &Path, users: &[&str]) -> Result<()> {
         let yaml = self.kubeconfig_yaml(users)?;
-        std::fs::write(path, yaml).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        std::fs::write(path, yaml).map_err(|e| io_err(path, e))?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
