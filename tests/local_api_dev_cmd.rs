@@ -1,5 +1,6 @@
 //! `csr-signer dev` as a subprocess: it prints how to use it, writes a working kubeconfig,
 //! stops cleanly on SIGTERM, and `--state` keeps objects across restarts.
+#![allow(clippy::unwrap_used)]
 
 use std::path::Path;
 use std::process::Stdio;
@@ -49,12 +50,20 @@ async fn kubectl(kc: &Path, args: &[&str], stdin: Option<&str>) -> (bool, String
     }
     drop(pipe);
     let o = child.wait_with_output().await.unwrap();
-    (o.status.success(), String::from_utf8_lossy(&o.stdout).into(), String::from_utf8_lossy(&o.stderr).into())
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stdout).into(),
+        String::from_utf8_lossy(&o.stderr).into(),
+    )
 }
 
 async fn terminate(mut child: Child) {
     let pid = child.id().expect("running").to_string();
-    let st = Command::new("kill").args(["-TERM", &pid]).status().await.unwrap();
+    let st = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
     assert!(st.success());
     let status = child.wait().await.unwrap();
     assert!(status.success(), "clean exit on SIGTERM, got {status:?}");
@@ -66,8 +75,14 @@ async fn dev_command_serves_kubectl_and_keeps_state() {
     let kc = dir.path().join("kubeconfig");
     let state = dir.path().join("state.json");
     let (child, printed) = start(&kc, &state).await;
-    assert!(printed.contains("listening on https://127.0.0.1:"), "{printed}");
-    assert!(printed.contains(&format!("export KUBECONFIG={}", kc.display())), "{printed}");
+    assert!(
+        printed.contains("listening on https://127.0.0.1:"),
+        "{printed}"
+    );
+    assert!(
+        printed.contains(&format!("export KUBECONFIG={}", kc.display())),
+        "{printed}"
+    );
 
     let (ok, out, err) = kubectl(&kc, &["config", "get-contexts", "-o", "name"], None).await;
     assert!(ok, "{err}");
@@ -75,20 +90,34 @@ async fn dev_command_serves_kubectl_and_keeps_state() {
     contexts.sort();
     assert_eq!(contexts, vec!["admin", "approver", "developer"]);
 
-    let key = openssl::ec::EcKey::generate(&openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1).unwrap()).unwrap();
+    let key = openssl::ec::EcKey::generate(
+        &openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1).unwrap(),
+    )
+    .unwrap();
     let key = openssl::pkey::PKey::from_ec_key(key).unwrap();
     let mut b = openssl::x509::X509Req::builder().unwrap();
     let mut name = openssl::x509::X509NameBuilder::new().unwrap();
     name.append_entry_by_text("CN", "app").unwrap();
     b.set_subject_name(&name.build()).unwrap();
     b.set_pubkey(&key).unwrap();
-    b.sign(&key, openssl::hash::MessageDigest::sha256()).unwrap();
+    b.sign(&key, openssl::hash::MessageDigest::sha256())
+        .unwrap();
     use base64::Engine;
     let req = base64::engine::general_purpose::STANDARD.encode(b.build().to_pem().unwrap());
     let manifest = format!("apiVersion: certificates.k8s.io/v1\nkind: CertificateSigningRequest\nmetadata:\n  name: kept\nspec:\n  request: {req}\n  signerName: example.com/mtls\n  usages: [client auth]\n");
-    let (ok, _, err) = kubectl(&kc, &["--context", "developer", "apply", "-f", "-"], Some(&manifest)).await;
+    let (ok, _, err) = kubectl(
+        &kc,
+        &["--context", "developer", "apply", "-f", "-"],
+        Some(&manifest),
+    )
+    .await;
     assert!(ok, "{err}");
-    let (ok, _, err) = kubectl(&kc, &["--context", "approver", "certificate", "approve", "kept"], None).await;
+    let (ok, _, err) = kubectl(
+        &kc,
+        &["--context", "approver", "certificate", "approve", "kept"],
+        None,
+    )
+    .await;
     assert!(ok, "{err}");
     terminate(child).await;
     assert!(state.exists(), "state saved on shutdown");

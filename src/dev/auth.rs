@@ -258,9 +258,15 @@ pub fn signer_user(name: &str, signer_names: &[&str]) -> User {
         .with_rule(Rule::new(
             &[CERTS],
             &["clustertrustbundles"],
-            &["get", "list", "watch", "create", "update", "patch", "delete"],
+            &[
+                "get", "list", "watch", "create", "update", "patch", "delete",
+            ],
         ))
-        .with_rule(Rule::new(&["", "events.k8s.io"], &["events"], &["create", "patch", "update"]))
+        .with_rule(Rule::new(
+            &["", "events.k8s.io"],
+            &["events"],
+            &["create", "patch", "update"],
+        ))
         .with_rule(
             Rule::new(
                 &["coordination.k8s.io"],

@@ -90,7 +90,10 @@ pub fn check_types(obj: &Value) -> Result<(), ApiError> {
     };
     let spec = &obj["spec"];
     if !spec.is_null() && !spec.is_object() {
-        return bad("CertificateSigningRequest.spec", "v1.CertificateSigningRequestSpec");
+        return bad(
+            "CertificateSigningRequest.spec",
+            "v1.CertificateSigningRequestSpec",
+        );
     }
     for f in ["request"] {
         match &spec[f] {
@@ -114,21 +117,37 @@ pub fn check_types(obj: &Value) -> Result<(), ApiError> {
         Value::Null => {}
         Value::Number(n) => {
             if n.as_i64().is_none_or(|x| i32::try_from(x).is_err()) {
-                return bad("CertificateSigningRequestSpec.spec.expirationSeconds", "int32");
+                return bad(
+                    "CertificateSigningRequestSpec.spec.expirationSeconds",
+                    "int32",
+                );
             }
         }
-        _ => return bad("CertificateSigningRequestSpec.spec.expirationSeconds", "int32"),
+        _ => {
+            return bad(
+                "CertificateSigningRequestSpec.spec.expirationSeconds",
+                "int32",
+            )
+        }
     }
     for f in ["usages", "groups"] {
         match &spec[f] {
             Value::Null => {}
             Value::Array(a) if a.iter().all(Value::is_string) => {}
-            _ => return bad(&format!("CertificateSigningRequestSpec.spec.{f}"), "[]string"),
+            _ => {
+                return bad(
+                    &format!("CertificateSigningRequestSpec.spec.{f}"),
+                    "[]string",
+                )
+            }
         }
     }
     let status = &obj["status"];
     if !status.is_null() && !status.is_object() {
-        return bad("CertificateSigningRequest.status", "v1.CertificateSigningRequestStatus");
+        return bad(
+            "CertificateSigningRequest.status",
+            "v1.CertificateSigningRequestStatus",
+        );
     }
     match &status["certificate"] {
         Value::Null => {}
@@ -150,9 +169,19 @@ pub fn check_types(obj: &Value) -> Result<(), ApiError> {
                         "v1.CertificateSigningRequestCondition",
                     );
                 }
-                for f in ["type", "status", "reason", "message", "lastUpdateTime", "lastTransitionTime"] {
+                for f in [
+                    "type",
+                    "status",
+                    "reason",
+                    "message",
+                    "lastUpdateTime",
+                    "lastTransitionTime",
+                ] {
                     if !(c[f].is_null() || c[f].is_string()) {
-                        return bad(&format!("CertificateSigningRequestCondition.status.conditions.{f}"), "string");
+                        return bad(
+                            &format!("CertificateSigningRequestCondition.status.conditions.{f}"),
+                            "string",
+                        );
                     }
                 }
                 for f in ["lastUpdateTime", "lastTransitionTime"] {
@@ -182,7 +211,13 @@ pub fn check_types(obj: &Value) -> Result<(), ApiError> {
 pub fn normalize(obj: &mut Value) {
     let spec = obj["spec"].clone();
     let mut s = Map::new();
-    s.insert("request".into(), spec["request"].as_str().map(|x| json!(x)).unwrap_or(Value::Null));
+    s.insert(
+        "request".into(),
+        spec["request"]
+            .as_str()
+            .map(|x| json!(x))
+            .unwrap_or(Value::Null),
+    );
     if let Some(x) = spec["signerName"].as_str() {
         s.insert("signerName".into(), json!(x));
     }
@@ -213,7 +248,14 @@ pub fn normalize(obj: &mut Value) {
         .into_iter()
         .map(|c| {
             let mut m = Map::new();
-            for f in ["type", "status", "reason", "message", "lastUpdateTime", "lastTransitionTime"] {
+            for f in [
+                "type",
+                "status",
+                "reason",
+                "message",
+                "lastUpdateTime",
+                "lastTransitionTime",
+            ] {
                 if let Some(x) = c[f].as_str() {
                     if !x.is_empty() {
                         m.insert(f.into(), json!(x));
@@ -260,8 +302,18 @@ pub fn prepare_create(obj: &mut Value, user: &User) {
 }
 
 fn preserve_instances(new: &mut [Value], old: &[Value], t: &str) {
-    let oi: Vec<usize> = old.iter().enumerate().filter(|(_, c)| cond_type(c) == t).map(|(i, _)| i).collect();
-    let ni: Vec<usize> = new.iter().enumerate().filter(|(_, c)| cond_type(c) == t).map(|(i, _)| i).collect();
+    let oi: Vec<usize> = old
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| cond_type(c) == t)
+        .map(|(i, _)| i)
+        .collect();
+    let ni: Vec<usize> = new
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| cond_type(c) == t)
+        .map(|(i, _)| i)
+        .collect();
     if oi.len() != ni.len() {
         return;
     }
@@ -328,7 +380,8 @@ const SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lowe
 fn is_label_chars(l: &str) -> bool {
     let b = l.as_bytes();
     !b.is_empty()
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && b[0] != b'-'
         && b[b.len() - 1] != b'-'
 }
@@ -381,7 +434,11 @@ pub fn validate_signer_name(field: &str, name: &str) -> Vec<FieldError> {
         let errs = dns1123_label_errors(l);
         if !errs.is_empty() {
             for e in errs {
-                el.push(FieldError::invalid(field, quote(domain), format!("validating label {}: {}", quote(l), e)));
+                el.push(FieldError::invalid(
+                    field,
+                    quote(domain),
+                    format!("validating label {}: {}", quote(l), e),
+                ));
             }
             break;
         }
@@ -397,7 +454,11 @@ pub fn validate_signer_name(field: &str, name: &str) -> Vec<FieldError> {
         let errs = dns1123_subdomain_errors(l);
         if !errs.is_empty() {
             for e in errs {
-                el.push(FieldError::invalid(field, quote(path), format!("validating label {}: {}", quote(l), e)));
+                el.push(FieldError::invalid(
+                    field,
+                    quote(path),
+                    format!("validating label {}: {}", quote(l), e),
+                ));
             }
             break;
         }
@@ -425,12 +486,17 @@ pub fn pem_blocks(data: &[u8]) -> Vec<PemBlock> {
     let mut rest: &str = &text;
     while let Some(pos) = rest.find("-----BEGIN ") {
         let after = &rest[pos + 11..];
-        let Some(eol) = after.find("-----") else { break };
+        let Some(eol) = after.find("-----") else {
+            break;
+        };
         let label = &after[..eol];
         let body_start = &after[eol + 5..];
         // The BEGIN line must end right after the dashes.
         let body_start = body_start.trim_start_matches([' ', '\t']);
-        let body_start = match body_start.strip_prefix("\r\n").or_else(|| body_start.strip_prefix('\n')) {
+        let body_start = match body_start
+            .strip_prefix("\r\n")
+            .or_else(|| body_start.strip_prefix('\n'))
+        {
             Some(b) => b,
             None => {
                 rest = after;
@@ -514,7 +580,10 @@ pub fn check_certificate(pem: &[u8]) -> Result<(), String> {
     }
     for b in blocks {
         if b.label != "CERTIFICATE" {
-            return Err(format!("only CERTIFICATE PEM blocks are allowed, found {}", quote(&b.label)));
+            return Err(format!(
+                "only CERTIFICATE PEM blocks are allowed, found {}",
+                quote(&b.label)
+            ));
         }
         if b.has_headers {
             return Err("no PEM block headers are permitted".into());
@@ -524,7 +593,8 @@ pub fn check_certificate(pem: &[u8]) -> Result<(), String> {
             return Err("found CERTIFICATE PEM block containing 0 certificates".into());
         }
         for d in ders {
-            openssl::x509::X509::from_der(d).map_err(|_| "x509: malformed certificate".to_string())?;
+            openssl::x509::X509::from_der(d)
+                .map_err(|_| "x509: malformed certificate".to_string())?;
         }
     }
     Ok(())
@@ -546,7 +616,9 @@ pub fn check_request(pem: &[u8]) -> Result<(), String> {
         _ => None,
     };
     if let Some(name) = insecure {
-        return Err(format!("x509: cannot verify signature: insecure algorithm {name}"));
+        return Err(format!(
+            "x509: cannot verify signature: insecure algorithm {name}"
+        ));
     }
     let req = openssl::x509::X509Req::from_der(&block.der)
         .map_err(|_| "x509: malformed certificate request".to_string())?;
@@ -584,7 +656,8 @@ pub fn validate(new: &Value, old: Option<&Value>, path: WritePath) -> Vec<FieldE
         .iter()
         .enumerate()
         .any(|(i, u)| old_usages[..i].contains(u));
-    let allow_legacy = old.is_some_and(|o| o["spec"]["signerName"] == "kubernetes.io/legacy-unknown");
+    let allow_legacy =
+        old.is_some_and(|o| o["spec"]["signerName"] == "kubernetes.io/legacy-unknown");
     let allow_dup_types = old_conds
         .iter()
         .enumerate()
@@ -606,7 +679,11 @@ pub fn validate(new: &Value, old: Option<&Value>, path: WritePath) -> Vec<FieldE
     if !allow_unknown_usages {
         for (i, u) in usages.iter().enumerate() {
             if !VALID_USAGES.contains(u) {
-                el.push(FieldError::not_supported(format!("spec.usages[{i}]"), u, VALID_USAGES));
+                el.push(FieldError::not_supported(
+                    format!("spec.usages[{i}]"),
+                    u,
+                    VALID_USAGES,
+                ));
             }
         }
     }
@@ -645,7 +722,10 @@ pub fn validate(new: &Value, old: Option<&Value>, path: WritePath) -> Vec<FieldE
         let t = cond_type(c);
         let s = c["status"].as_str().unwrap_or("");
         if !allow_empty_type && t.is_empty() {
-            el.push(FieldError::required(format!("status.conditions[{i}].type"), ""));
+            el.push(FieldError::required(
+                format!("status.conditions[{i}].type"),
+                "",
+            ));
         }
         let allowed: &[&str] = if matches!(t, "Approved" | "Denied" | "Failed") {
             &["True"]
@@ -653,9 +733,16 @@ pub fn validate(new: &Value, old: Option<&Value>, path: WritePath) -> Vec<FieldE
             &["False", "True", "Unknown"]
         };
         if s.is_empty() {
-            el.push(FieldError::required(format!("status.conditions[{i}].status"), ""));
+            el.push(FieldError::required(
+                format!("status.conditions[{i}].status"),
+                "",
+            ));
         } else if !allowed.contains(&s) {
-            el.push(FieldError::not_supported(format!("status.conditions[{i}].status"), s, allowed));
+            el.push(FieldError::not_supported(
+                format!("status.conditions[{i}].status"),
+                s,
+                allowed,
+            ));
         }
         if !allow_both {
             let conflict = match t {
@@ -679,7 +766,10 @@ pub fn validate(new: &Value, old: Option<&Value>, path: WritePath) -> Vec<FieldE
         }
         if !allow_dup_types {
             if seen.contains(&t) {
-                el.push(FieldError::duplicate(format!("status.conditions[{i}].type"), t));
+                el.push(FieldError::duplicate(
+                    format!("status.conditions[{i}].type"),
+                    t,
+                ));
             }
             seen.push(t);
         }
@@ -687,10 +777,16 @@ pub fn validate(new: &Value, old: Option<&Value>, path: WritePath) -> Vec<FieldE
 
     // Certificate format (K-1…K-5), checked only when it changed.
     let cert = bytes_field(&new["status"]["certificate"]);
-    let old_cert = old.map(|o| bytes_field(&o["status"]["certificate"])).unwrap_or_default();
+    let old_cert = old
+        .map(|o| bytes_field(&o["status"]["certificate"]))
+        .unwrap_or_default();
     if cert != old_cert {
         if let Err(e) = check_certificate(&cert) {
-            el.push(FieldError::invalid("status.certificate", quote("<certificate data>"), e));
+            el.push(FieldError::invalid(
+                "status.certificate",
+                quote("<certificate data>"),
+                e,
+            ));
         }
     }
 
@@ -727,7 +823,10 @@ pub fn validate(new: &Value, old: Option<&Value>, path: WritePath) -> Vec<FieldE
     }
     if cert != old_cert {
         if path != WritePath::Status {
-            el.push(FieldError::forbidden("status.certificate", "updates may not set certificate content"));
+            el.push(FieldError::forbidden(
+                "status.certificate",
+                "updates may not set certificate content",
+            ));
         } else if !old_cert.is_empty() {
             el.push(FieldError::forbidden(
                 "status.certificate",
@@ -759,7 +858,11 @@ pub fn admit_create(obj: &Value) -> Result<(), ApiError> {
         .filter(|b| b.label == "CERTIFICATE REQUEST")
         .and_then(|b| openssl::x509::X509Req::from_der(&b.der).ok());
     let Some(req) = req else {
-        return Err(ApiError::forbidden(GR, name, "failed to parse CSR: PEM block type must be CERTIFICATE REQUEST"));
+        return Err(ApiError::forbidden(
+            GR,
+            name,
+            "failed to parse CSR: PEM block type must be CERTIFICATE REQUEST",
+        ));
     };
     let masters = req
         .subject_name()
@@ -776,7 +879,12 @@ pub fn admit_create(obj: &Value) -> Result<(), ApiError> {
 }
 
 /// Admission on update: CertificateApproval on /approval, CertificateSigning on /status (3.F.2–3).
-pub fn admit_update(new: &Value, old: &Value, path: WritePath, user: &User) -> Result<(), ApiError> {
+pub fn admit_update(
+    new: &Value,
+    old: &Value,
+    path: WritePath,
+    user: &User,
+) -> Result<(), ApiError> {
     let name = old["metadata"]["name"].as_str().unwrap_or("");
     let signer = old["spec"]["signerName"].as_str().unwrap_or("");
     match path {
@@ -788,7 +896,10 @@ pub fn admit_update(new: &Value, old: &Value, path: WritePath, user: &User) -> R
                 Err(ApiError::forbidden(
                     GR,
                     name,
-                    &format!("user not permitted to approve requests with signerName {}", quote(signer)),
+                    &format!(
+                        "user not permitted to approve requests with signerName {}",
+                        quote(signer)
+                    ),
                 ))
             }
         }
@@ -801,7 +912,10 @@ pub fn admit_update(new: &Value, old: &Value, path: WritePath, user: &User) -> R
                 Err(ApiError::forbidden(
                     GR,
                     name,
-                    &format!("user not permitted to sign requests with signerName {}", quote(signer)),
+                    &format!(
+                        "user not permitted to sign requests with signerName {}",
+                        quote(signer)
+                    ),
                 ))
             }
         }
@@ -822,7 +936,11 @@ pub fn condition_summary(obj: &Value) -> String {
     if has("Failed") {
         s.push_str(",Failed");
     }
-    if !obj["status"]["certificate"].as_str().unwrap_or("").is_empty() {
+    if !obj["status"]["certificate"]
+        .as_str()
+        .unwrap_or("")
+        .is_empty()
+    {
         s.push_str(",Issued");
     }
     s
@@ -832,13 +950,41 @@ pub fn condition_summary(obj: &Value) -> String {
 pub fn unknown_fields(obj: &Value) -> Vec<String> {
     const TOP: &[&str] = &["apiVersion", "kind", "metadata", "spec", "status"];
     const META: &[&str] = &[
-        "name", "generateName", "namespace", "selfLink", "uid", "resourceVersion", "generation",
-        "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "labels",
-        "annotations", "ownerReferences", "finalizers", "managedFields",
+        "name",
+        "generateName",
+        "namespace",
+        "selfLink",
+        "uid",
+        "resourceVersion",
+        "generation",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "labels",
+        "annotations",
+        "ownerReferences",
+        "finalizers",
+        "managedFields",
     ];
-    const SPEC: &[&str] = &["request", "signerName", "expirationSeconds", "usages", "username", "uid", "groups", "extra"];
+    const SPEC: &[&str] = &[
+        "request",
+        "signerName",
+        "expirationSeconds",
+        "usages",
+        "username",
+        "uid",
+        "groups",
+        "extra",
+    ];
     const STATUS: &[&str] = &["conditions", "certificate"];
-    const COND: &[&str] = &["type", "status", "reason", "message", "lastUpdateTime", "lastTransitionTime"];
+    const COND: &[&str] = &[
+        "type",
+        "status",
+        "reason",
+        "message",
+        "lastUpdateTime",
+        "lastTransitionTime",
+    ];
     let mut out = Vec::new();
     let mut check = |v: &Value, known: &[&str], prefix: &str| {
         if let Some(m) = v.as_object() {

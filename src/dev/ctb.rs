@@ -23,7 +23,9 @@ fn signer(v: &Value) -> &str {
 fn name_errors(name: &str, signer_name: &str) -> Vec<String> {
     if signer_name.is_empty() {
         if name.contains(':') {
-            return vec!["ClusterTrustBundle without signer name must not have \":\" in its name".into()];
+            return vec![
+                "ClusterTrustBundle without signer name must not have \":\" in its name".into(),
+            ];
         }
         return dns1123_subdomain_errors(name);
     }
@@ -39,10 +41,15 @@ fn name_errors(name: &str, signer_name: &str) -> Vec<String> {
 fn is_ca(der: &[u8]) -> Option<(bool, bool)> {
     use der::Decode;
     let cert = x509_cert::Certificate::from_der(der).ok()?;
-    let exts = cert.tbs_certificate().extensions().cloned().unwrap_or_default();
+    let exts = cert
+        .tbs_certificate()
+        .extensions()
+        .cloned()
+        .unwrap_or_default();
     for e in exts {
         if e.extn_id.to_string() == "2.5.29.19" {
-            let bc = x509_cert::ext::pkix::BasicConstraints::from_der(e.extn_value.as_bytes()).ok()?;
+            let bc =
+                x509_cert::ext::pkix::BasicConstraints::from_der(e.extn_value.as_bytes()).ok()?;
             return Some((bc.ca, true));
         }
     }
@@ -61,20 +68,36 @@ fn validate_trust_bundle(bundle: &str) -> Vec<FieldError> {
     let mut seen: Vec<(Vec<u8>, Vec<usize>)> = Vec::new();
     for (i, b) in blocks.iter().enumerate() {
         if b.label != "CERTIFICATE" {
-            el.push(FieldError::invalid(F, omitted.clone(), format!("entry {i} has bad block type: {}", b.label)));
+            el.push(FieldError::invalid(
+                F,
+                omitted.clone(),
+                format!("entry {i} has bad block type: {}", b.label),
+            ));
             continue;
         }
         if b.has_headers {
-            el.push(FieldError::invalid(F, omitted.clone(), format!("entry {i} has PEM block headers")));
+            el.push(FieldError::invalid(
+                F,
+                omitted.clone(),
+                format!("entry {i} has PEM block headers"),
+            ));
             continue;
         }
         match is_ca(&b.der) {
             None => {
-                el.push(FieldError::invalid(F, omitted.clone(), format!("entry {i} does not parse as X.509")));
+                el.push(FieldError::invalid(
+                    F,
+                    omitted.clone(),
+                    format!("entry {i} does not parse as X.509"),
+                ));
                 continue;
             }
             Some((false, _)) => {
-                el.push(FieldError::invalid(F, omitted.clone(), format!("entry {i} does not have the CA bit set")));
+                el.push(FieldError::invalid(
+                    F,
+                    omitted.clone(),
+                    format!("entry {i} does not have the CA bit set"),
+                ));
                 continue;
             }
             Some((true, _)) => {}
@@ -85,12 +108,20 @@ fn validate_trust_bundle(bundle: &str) -> Vec<FieldError> {
         }
     }
     if blocks.is_empty() && el.is_empty() {
-        el.push(FieldError::invalid(F, omitted.clone(), "at least one trust anchor must be provided"));
+        el.push(FieldError::invalid(
+            F,
+            omitted.clone(),
+            "at least one trust anchor must be provided",
+        ));
     }
     for (_, idx) in seen {
         if idx.len() > 1 {
             let list: Vec<String> = idx.iter().map(|i| i.to_string()).collect();
-            el.push(FieldError::invalid(F, omitted.clone(), format!("duplicate trust anchor (indices [{}])", list.join(" "))));
+            el.push(FieldError::invalid(
+                F,
+                omitted.clone(),
+                format!("duplicate trust anchor (indices [{}])", list.join(" ")),
+            ));
         }
     }
     el
@@ -116,7 +147,11 @@ pub fn validate(new: &Value, old: Option<&Value>) -> Vec<FieldError> {
     }
     if let Some(o) = old {
         if signer(o) != s {
-            el.push(FieldError::invalid("spec.signerName", quote(s), "field is immutable"));
+            el.push(FieldError::invalid(
+                "spec.signerName",
+                quote(s),
+                "field is immutable",
+            ));
         }
     }
     el
@@ -125,7 +160,12 @@ pub fn validate(new: &Value, old: Option<&Value>) -> Vec<FieldError> {
 fn without_gc_fields(v: &Value) -> Value {
     let mut v = v.clone();
     if let Some(m) = v["metadata"].as_object_mut() {
-        for f in ["ownerReferences", "finalizers", "resourceVersion", "managedFields"] {
+        for f in [
+            "ownerReferences",
+            "finalizers",
+            "resourceVersion",
+            "managedFields",
+        ] {
             m.remove(f);
         }
     }

@@ -24,13 +24,19 @@ pub fn version() -> Value {
 
 fn resource_list(group: &str, version: &str) -> Value {
     let mut list = Vec::new();
-    for r in RESOURCES.iter().filter(|r| r.group == group && r.versions.contains(&version)) {
+    for r in RESOURCES
+        .iter()
+        .filter(|r| r.group == group && r.versions.contains(&version))
+    {
         let mut e = json!({
             "name": r.resource, "singularName": r.singular, "namespaced": r.namespaced, "kind": r.kind,
             "verbs": resources::ALL_VERBS, "storageVersionHash": ""
         });
         if !r.short_names.is_empty() {
             e["shortNames"] = json!(r.short_names);
+        }
+        if r.behaviour == resources::Behaviour::AccessReview {
+            e["verbs"] = json!(["create"]);
         }
         if r.behaviour == resources::Behaviour::Namespace {
             e["verbs"] = json!(["create", "delete", "get", "list", "patch", "update", "watch"]);
@@ -43,7 +49,11 @@ fn resource_list(group: &str, version: &str) -> Value {
             }));
         }
     }
-    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
     json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": list})
 }
 
@@ -75,7 +85,9 @@ pub fn non_resource(path: &str, _headers: &HeaderMap, server_address: &str) -> O
             json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
         }
         ["apis", g] => {
-            let (_, vs) = resources::groups().into_iter().find(|(name, _)| name == g)?;
+            let (_, vs) = resources::groups()
+                .into_iter()
+                .find(|(name, _)| name == g)?;
             let mut o = api_group(g, &vs);
             o["kind"] = json!("APIGroup");
             o["apiVersion"] = json!("v1");

@@ -108,6 +108,16 @@ const MAX_LOG: usize = 200_000;
 pub struct Faults {
     state: Mutex<State>,
     store: Arc<Store>,
+    in_flight: std::sync::atomic::AtomicUsize,
+}
+
+/// Counts a request as in flight until dropped.
+pub(crate) struct InFlight<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl Faults {
@@ -115,7 +125,19 @@ impl Faults {
         Faults {
             state: Mutex::new(State::default()),
             store,
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
         }
+    }
+
+    pub(crate) fn enter(&self) -> InFlight<'_> {
+        self.in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        InFlight(&self.in_flight)
+    }
+
+    /// Requests received and not yet answered (a watch counts until its response starts).
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {

@@ -19,6 +19,7 @@ mod csr;
 mod ctb;
 mod discovery;
 mod faults;
+mod managed;
 mod openapi;
 mod protobuf;
 mod resources;
@@ -108,6 +109,12 @@ pub struct LocalApi {
     task: Option<JoinHandle<()>>,
 }
 
+// Errors of this module go through the one LocalApi variant, so the module does not depend on
+// the shape of the crate's other variants.
+fn io_err(path: &Path, e: std::io::Error) -> Error {
+    Error::LocalApi(format!("{}: {e}", path.display()))
+}
+
 fn local_err(message: impl Into<String>) -> Error {
     Error::LocalApi(message.into())
 }
@@ -115,16 +122,27 @@ fn local_err(message: impl Into<String>) -> Error {
 /// Starts a local API and returns once it accepts connections.
 pub async fn start(cfg: LocalApiConfig) -> Result<LocalApi> {
     if !cfg.listen.ip().is_loopback() {
-        return Err(local_err(format!("refusing to listen on non-loopback address {}", cfg.listen)));
+        return Err(local_err(format!(
+            "refusing to listen on non-loopback address {}",
+            cfg.listen
+        )));
     }
     let store = Arc::new(Store::new(cfg.max_history));
     seed_namespaces(&store);
     if let Some(path) = &cfg.state_file {
         load_state(&store, path)?;
     }
-    let listener = TcpListener::bind(cfg.listen).await.map_err(|e| local_err(format!("bind {}: {e}", cfg.listen)))?;
-    let addr = listener.local_addr().map_err(|e| local_err(format!("local address: {e}")))?;
-    let pki = if cfg.tls { Some(tls::generate()?) } else { None };
+    let listener = TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|e| local_err(format!("bind {}: {e}", cfg.listen)))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| local_err(format!("local address: {e}")))?;
+    let pki = if cfg.tls {
+        Some(tls::generate()?)
+    } else {
+        None
+    };
     let ca_pem = pki.as_ref().map(|p| p.ca_pem.clone());
     let shared = Arc::new(Shared {
         store: store.clone(),
@@ -140,7 +158,15 @@ pub async fn start(cfg: LocalApiConfig) -> Result<LocalApi> {
     let acceptor = pki.map(|p| Arc::new(p.acceptor));
     let bookmark_interval = cfg.bookmark_interval;
     let state_file = cfg.state_file.clone();
-    let task = tokio::spawn(serve(listener, app, acceptor, stop_rx, store, bookmark_interval, state_file));
+    let task = tokio::spawn(serve(
+        listener,
+        app,
+        acceptor,
+        stop_rx,
+        store,
+        bookmark_interval,
+        state_file,
+    ));
     Ok(LocalApi {
         shared,
         addr,
@@ -159,7 +185,11 @@ fn seed_namespaces(store: &Store) {
                          "labels": {"kubernetes.io/metadata.name": ns}},
             "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}});
         let _ = store.mutate("core/namespaces", "", ns, |cur| {
-            Ok(if cur.is_some() { store::Change::NoOp } else { store::Change::Create(obj) })
+            Ok(if cur.is_some() {
+                store::Change::NoOp
+            } else {
+                store::Change::Create(obj)
+            })
         });
     }
 }
@@ -168,14 +198,16 @@ fn load_state(store: &Store, path: &Path) -> Result<()> {
     let data = match std::fs::read(path) {
         Ok(d) => d,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(source) => return Err(Error::Io { path: path.to_path_buf(), error: source }),
+        Err(e) => return Err(io_err(path, e)),
     };
     let v: Value = serde_json::from_slice(&data)
         .map_err(|e| local_err(format!("{}: invalid state file: {e}", path.display())))?;
     let rv = v["resourceVersion"].as_u64().unwrap_or(1);
     let mut objects = Vec::new();
     for item in v["objects"].as_array().cloned().unwrap_or_default() {
-        let Some(def) = item["key"].as_str().and_then(resources::by_key) else { continue };
+        let Some(def) = item["key"].as_str().and_then(resources::by_key) else {
+            continue;
+        };
         objects.push((def.key(), item["object"].clone()));
     }
     store.restore(rv, objects);
@@ -184,12 +216,15 @@ fn load_state(store: &Store, path: &Path) -> Result<()> {
 
 fn save_state(store: &Store, path: &Path) -> Result<()> {
     let (rv, objs) = store.snapshot();
-    let objects: Vec<Value> = objs.into_iter().map(|(k, o)| json!({"key": k, "object": o})).collect();
+    let objects: Vec<Value> = objs
+        .into_iter()
+        .map(|(k, o)| json!({"key": k, "object": o}))
+        .collect();
     let data = serde_json::to_vec_pretty(&json!({"resourceVersion": rv, "objects": objects}))
         .map_err(|e| local_err(format!("encoding state: {e}")))?;
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, data).map_err(|source| Error::Io { path: tmp.clone(), error: source })?;
-    std::fs::rename(&tmp, path).map_err(|source| Error::Io { path: path.to_path_buf(), error: source })
+    std::fs::write(&tmp, data).map_err(|e| io_err(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| io_err(path, e))
 }
 
 async fn serve(
@@ -202,8 +237,10 @@ async fn serve(
     state_file: Option<PathBuf>,
 ) {
     let mut conns = tokio::task::JoinSet::new();
-    let mut bookmarks =
-        tokio::time::interval_at(tokio::time::Instant::now() + bookmark_interval, bookmark_interval);
+    let mut bookmarks = tokio::time::interval_at(
+        tokio::time::Instant::now() + bookmark_interval,
+        bookmark_interval,
+    );
     let mut save = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
@@ -256,7 +293,11 @@ impl LocalApi {
 
     /// `https://127.0.0.1:<port>` (or `http://…` without TLS).
     pub fn base_url(&self) -> String {
-        let scheme = if self.ca_pem.is_some() { "https" } else { "http" };
+        let scheme = if self.ca_pem.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         format!("{scheme}://{}", self.addr)
     }
 
@@ -268,7 +309,10 @@ impl LocalApi {
     /// Bearer token of a user by name.
     pub fn token(&self, user: &str) -> Option<String> {
         let users = self.shared.users.read().unwrap_or_else(|p| p.into_inner());
-        users.iter().find(|u| u.name == user).map(|u| u.token.clone())
+        users
+            .iter()
+            .find(|u| u.name == user)
+            .map(|u| u.token.clone())
     }
 
     /// The full user record (name, uid, groups, rules).
@@ -288,12 +332,21 @@ impl LocalApi {
 
     /// A kube client configuration authenticating as `user`.
     pub fn kube_config(&self, user: &str) -> Result<kube::Config> {
-        let token = self.token(user).ok_or_else(|| local_err(format!("unknown user {user:?}")))?;
-        let url: http::Uri = self.base_url().parse().map_err(|e| local_err(format!("url: {e}")))?;
+        let token = self
+            .token(user)
+            .ok_or_else(|| local_err(format!("unknown user {user:?}")))?;
+        let url: http::Uri = self
+            .base_url()
+            .parse()
+            .map_err(|e| local_err(format!("url: {e}")))?;
         let mut cfg = kube::Config::new(url);
         if let Some(pem) = &self.ca_pem {
-            let ca = openssl::x509::X509::from_pem(pem.as_bytes()).map_err(|source| Error::Crypto { context: "serving CA", error: source })?;
-            cfg.root_cert = Some(vec![ca.to_der().map_err(|source| Error::Crypto { context: "serving CA", error: source })?]);
+            let ca = openssl::x509::X509::from_pem(pem.as_bytes())
+                .map_err(|e| local_err(format!("serving CA: {e}")))?;
+            let der = ca
+                .to_der()
+                .map_err(|e| local_err(format!("serving CA: {e}")))?;
+            cfg.root_cert = Some(vec![der]);
         }
         cfg.auth_info.token = Some(token.into());
         Ok(cfg)
@@ -301,7 +354,8 @@ impl LocalApi {
 
     /// A kube client authenticating as `user`.
     pub fn client(&self, user: &str) -> Result<kube::Client> {
-        kube::Client::try_from(self.kube_config(user)?).map_err(|e| local_err(format!("kube client: {e}")))
+        kube::Client::try_from(self.kube_config(user)?)
+            .map_err(|e| local_err(format!("kube client: {e}")))
     }
 
     /// A kubeconfig with one context per user (named after the user, cluster `csr-signer-dev`);
@@ -310,14 +364,18 @@ impl LocalApi {
         use base64::Engine;
         let mut cluster = json!({"server": self.base_url()});
         if let Some(pem) = &self.ca_pem {
-            cluster["certificate-authority-data"] = json!(base64::engine::general_purpose::STANDARD.encode(pem));
+            cluster["certificate-authority-data"] =
+                json!(base64::engine::general_purpose::STANDARD.encode(pem));
         }
         let mut contexts = Vec::new();
         let mut kusers = Vec::new();
         for u in users {
-            let token = self.token(u).ok_or_else(|| local_err(format!("unknown user {u:?}")))?;
+            let token = self
+                .token(u)
+                .ok_or_else(|| local_err(format!("unknown user {u:?}")))?;
             let ctx = context_name(u);
-            contexts.push(json!({"name": ctx, "context": {"cluster": "csr-signer-dev", "user": ctx}}));
+            contexts
+                .push(json!({"name": ctx, "context": {"cluster": "csr-signer-dev", "user": ctx}}));
             kusers.push(json!({"name": ctx, "user": {"token": token}}));
         }
         let current = users.first().map(|u| context_name(u)).unwrap_or_default();
@@ -330,7 +388,7 @@ impl LocalApi {
     /// Writes [`LocalApi::kubeconfig_yaml`] to `path` (mode 0600: it holds tokens).
     pub fn write_kubeconfig(&self, path: &Path, users: &[&str]) -> Result<()> {
         let yaml = self.kubeconfig_yaml(users)?;
-        std::fs::write(path, yaml).map_err(|source| Error::Io { path: path.to_path_buf(), error: source })?;
+        std::fs::write(path, yaml).map_err(|e| io_err(path, e))?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -413,18 +471,31 @@ pub async fn run_dev(opts: DevOptions) -> Result<()> {
     let api = start(cfg).await?;
     api.write_kubeconfig(&opts.kubeconfig_out, &["admin", "developer", "approver"])?;
     let kc = opts.kubeconfig_out.display();
-    say(format_args!("csr-signer dev: Kubernetes certificates API listening on {}", api.base_url()));
-    say(format_args!("kubeconfig written to {kc} (contexts: admin, developer, approver)"));
+    say(format_args!(
+        "csr-signer dev: Kubernetes certificates API listening on {}",
+        api.base_url()
+    ));
+    say(format_args!(
+        "kubeconfig written to {kc} (contexts: admin, developer, approver)"
+    ));
     say(format_args!(""));
     say(format_args!("  export KUBECONFIG={kc}"));
-    say(format_args!("  kubectl --context developer apply -f csr.yaml"));
+    say(format_args!(
+        "  kubectl --context developer apply -f csr.yaml"
+    ));
     say(format_args!("  kubectl get csr"));
-    say(format_args!("  kubectl --context approver certificate approve <name>"));
-    say(format_args!("  kubectl get csr <name> -o jsonpath='{{.status.certificate}}' | base64 -d"));
+    say(format_args!(
+        "  kubectl --context approver certificate approve <name>"
+    ));
+    say(format_args!(
+        "  kubectl get csr <name> -o jsonpath='{{.status.certificate}}' | base64 -d"
+    ));
     say(format_args!(""));
     match &opts.state {
         Some(p) => say(format_args!("objects are kept in {}", p.display())),
-        None => say(format_args!("objects are kept in memory only (use --state FILE to keep them)")),
+        None => say(format_args!(
+            "objects are kept in memory only (use --state FILE to keep them)"
+        )),
     }
     say(format_args!("Press Ctrl-C to stop."));
     wait_for_signal().await;

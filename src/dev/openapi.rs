@@ -31,7 +31,10 @@ pub fn v3_index() -> Value {
     let mut paths = Map::new();
     for (g, v) in served_gvs() {
         let k = gv_key(g, v);
-        paths.insert(k.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{k}?hash=0")}));
+        paths.insert(
+            k.clone(),
+            json!({"serverRelativeURL": format!("/openapi/v3/{k}?hash=0")}),
+        );
     }
     json!({"paths": paths})
 }
@@ -42,7 +45,11 @@ fn param(name: &str) -> Value {
 
 fn operations(group: &str, version: &str, kind: &str, named: bool) -> Value {
     let gvk = json!({"group": group, "version": version, "kind": kind});
-    let write_params = json!([param("dryRun"), param("fieldManager"), param("fieldValidation")]);
+    let write_params = json!([
+        param("dryRun"),
+        param("fieldManager"),
+        param("fieldValidation")
+    ]);
     let mut ops = Map::new();
     let mk = |action: &str, params: &Value| {
         json!({"x-kubernetes-action": action, "x-kubernetes-group-version-kind": gvk, "parameters": params,
@@ -56,7 +63,10 @@ fn operations(group: &str, version: &str, kind: &str, named: bool) -> Value {
     } else {
         ops.insert("get".into(), mk("list", &json!([])));
         ops.insert("post".into(), mk("post", &write_params));
-        ops.insert("delete".into(), mk("deletecollection", &json!([param("dryRun")])));
+        ops.insert(
+            "delete".into(),
+            mk("deletecollection", &json!([param("dryRun")])),
+        );
     }
     Value::Object(ops)
 }
@@ -64,7 +74,10 @@ fn operations(group: &str, version: &str, kind: &str, named: bool) -> Value {
 pub fn v3_doc(group: &str, version: &str) -> Option<Value> {
     let mut paths = Map::new();
     let mut found = false;
-    for r in RESOURCES.iter().filter(|r| r.group == group && r.versions.contains(&version)) {
+    for r in RESOURCES
+        .iter()
+        .filter(|r| r.group == group && r.versions.contains(&version))
+    {
         found = true;
         let base = format!("/{}", gv_key(group, version));
         let prefix = if r.namespaced {
@@ -73,16 +86,24 @@ pub fn v3_doc(group: &str, version: &str) -> Option<Value> {
             format!("{base}/{}", r.resource)
         };
         paths.insert(prefix.clone(), operations(group, version, r.kind, false));
-        paths.insert(format!("{prefix}/{{name}}"), operations(group, version, r.kind, true));
+        paths.insert(
+            format!("{prefix}/{{name}}"),
+            operations(group, version, r.kind, true),
+        );
         for s in r.subresources {
-            paths.insert(format!("{prefix}/{{name}}/{s}"), operations(group, version, r.kind, true));
+            paths.insert(
+                format!("{prefix}/{{name}}/{s}"),
+                operations(group, version, r.kind, true),
+            );
         }
     }
     if !found {
         return None;
     }
-    Some(json!({"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.37.0"}, "paths": paths,
-                "components": {"schemas": {}}}))
+    Some(
+        json!({"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.37.0"}, "paths": paths,
+                "components": {"schemas": {}}}),
+    )
 }
 
 // --- OpenAPI v2 in gnostic protobuf form (what client-go's OpenAPISchema() decodes) ---
@@ -120,7 +141,11 @@ fn v2_operation(group: &str, version: &str, kind: &str, write: bool) -> Vec<u8> 
     }
     let yaml = format!("group: {group:?}\nkind: {kind}\nversion: {version}\n");
     // vendor_extension=13: NamedAny{name=1, value=2: Any{yaml=2}}
-    let named_any = [ld(1, b"x-kubernetes-group-version-kind"), ld(2, &ld(2, yaml.as_bytes()))].concat();
+    let named_any = [
+        ld(1, b"x-kubernetes-group-version-kind"),
+        ld(2, &ld(2, yaml.as_bytes())),
+    ]
+    .concat();
     op.extend(ld(13, &named_any));
     op
 }
@@ -143,7 +168,10 @@ pub fn v2_protobuf() -> Vec<u8> {
                 ld(4, &v2_operation(r.group, version, r.kind, true)),
             ]
             .concat();
-            paths.extend(ld(2, &[ld(1, prefix.as_bytes()), ld(2, &collection)].concat()));
+            paths.extend(ld(
+                2,
+                &[ld(1, prefix.as_bytes()), ld(2, &collection)].concat(),
+            ));
             let item = [
                 ld(2, &v2_operation(r.group, version, r.kind, false)),
                 ld(3, &v2_operation(r.group, version, r.kind, true)),
@@ -151,7 +179,10 @@ pub fn v2_protobuf() -> Vec<u8> {
                 ld(8, &v2_operation(r.group, version, r.kind, true)),
             ]
             .concat();
-            paths.extend(ld(2, &[ld(1, format!("{prefix}/{{name}}").as_bytes()), ld(2, &item)].concat()));
+            paths.extend(ld(
+                2,
+                &[ld(1, format!("{prefix}/{{name}}").as_bytes()), ld(2, &item)].concat(),
+            ));
         }
     }
     let info = [ld(1, b"Kubernetes"), ld(2, b"v1.37.0")].concat();

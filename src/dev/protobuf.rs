@@ -1,5 +1,6 @@
-//! Decoding of a Kubernetes protobuf-encoded CertificateSigningRequest (`k8s\0` + runtime.Unknown),
-//! which kubectl 1.32+ sends for `kubectl certificate approve|deny`. Only decoding is needed:
+//! Decoding of Kubernetes protobuf bodies (`k8s\0` + runtime.Unknown) for the kinds kubectl 1.32+
+//! sends as protobuf here: CertificateSigningRequest (`kubectl certificate approve|deny`), ConfigMap
+//! and Namespace (`kubectl create`). Only decoding is needed:
 //! responses are JSON, which client-go accepts. Field numbers are those of k8s.io/api generated.proto.
 
 use base64::Engine;
@@ -202,7 +203,9 @@ fn spec(b: &[u8]) -> R<Value> {
                 extra.insert(key, Value::Array(items));
             }
             (7, Field::Bytes(x)) => drop(m.insert("signerName".into(), json!(string(x)?))),
-            (8, Field::Varint(v)) => drop(m.insert("expirationSeconds".into(), json!(v as i64 as i32))),
+            (8, Field::Varint(v)) => {
+                drop(m.insert("expirationSeconds".into(), json!(v as i64 as i32)))
+            }
             _ => {}
         }
     }
@@ -254,8 +257,112 @@ fn status(b: &[u8]) -> R<Value> {
     Ok(Value::Object(m))
 }
 
-/// Decodes `k8s\0` + runtime.Unknown{typeMeta, raw=CertificateSigningRequest} into JSON form.
-pub fn decode_csr(body: &[u8]) -> R<Value> {
+fn bytes_map_entry(b: &[u8]) -> R<(String, Value)> {
+    let (mut k, mut v) = (String::new(), Vec::new());
+    for (n, f) in fields(b)? {
+        match (n, f) {
+            (1, Field::Bytes(x)) => k = string(x)?,
+            (2, Field::Bytes(x)) => v = x.to_vec(),
+            _ => {}
+        }
+    }
+    Ok((
+        k,
+        json!(base64::engine::general_purpose::STANDARD.encode(v)),
+    ))
+}
+
+/// ConfigMap{metadata=1, data=2, binaryData=3, immutable=4}.
+fn config_map(raw: &[u8], obj: &mut Map<String, Value>) -> R<()> {
+    let (mut data, mut binary) = (Map::new(), Map::new());
+    for (n, f) in fields(raw)? {
+        match (n, f) {
+            (1, Field::Bytes(x)) => drop(obj.insert("metadata".into(), object_meta(x)?)),
+            (2, Field::Bytes(x)) => {
+                let (k, v) = map_entry(x)?;
+                data.insert(k, json!(v));
+            }
+            (3, Field::Bytes(x)) => {
+                let (k, v) = bytes_map_entry(x)?;
+                binary.insert(k, v);
+            }
+            (4, Field::Varint(v)) => drop(obj.insert("immutable".into(), json!(v != 0))),
+            _ => {}
+        }
+    }
+    if !data.is_empty() {
+        obj.insert("data".into(), Value::Object(data));
+    }
+    if !binary.is_empty() {
+        obj.insert("binaryData".into(), Value::Object(binary));
+    }
+    Ok(())
+}
+
+/// Namespace{metadata=1, spec=2{finalizers=1}}; status is server-owned.
+fn namespace(raw: &[u8], obj: &mut Map<String, Value>) -> R<()> {
+    for (n, f) in fields(raw)? {
+        match (n, f) {
+            (1, Field::Bytes(x)) => drop(obj.insert("metadata".into(), object_meta(x)?)),
+            (2, Field::Bytes(x)) => {
+                let mut fins = Vec::new();
+                for (n2, f2) in fields(x)? {
+                    if let (1, Field::Bytes(v)) = (n2, f2) {
+                        fins.push(json!(string(v)?));
+                    }
+                }
+                obj.insert("spec".into(), json!({"finalizers": fins}));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// SelfSubjectAccessReview{spec=2{resourceAttributes=1{namespace=1, verb=2, group=3, version=4,
+/// resource=5, subresource=6, name=7}, nonResourceAttributes=2{path=1, verb=2}}}.
+fn access_review(raw: &[u8], obj: &mut Map<String, Value>) -> R<()> {
+    const RES: [&str; 7] = [
+        "namespace",
+        "verb",
+        "group",
+        "version",
+        "resource",
+        "subresource",
+        "name",
+    ];
+    let mut spec = Map::new();
+    for (n, f) in fields(raw)? {
+        if let (2, Field::Bytes(x)) = (n, f) {
+            for (n2, f2) in fields(x)? {
+                let (key, names): (&str, &[&str]) = match n2 {
+                    1 => ("resourceAttributes", &RES),
+                    2 => ("nonResourceAttributes", &["path", "verb"]),
+                    _ => continue,
+                };
+                let Field::Bytes(attrs) = f2 else { continue };
+                let mut m = Map::new();
+                for (n3, f3) in fields(attrs)? {
+                    if let Field::Bytes(v) = f3 {
+                        if let Some(name) = usize::try_from(n3)
+                            .ok()
+                            .and_then(|i| names.get(i.wrapping_sub(1)))
+                        {
+                            m.insert((*name).to_string(), json!(string(v)?));
+                        }
+                    }
+                }
+                spec.insert(key.to_string(), Value::Object(m));
+            }
+        }
+    }
+    obj.insert("spec".into(), Value::Object(spec));
+    Ok(())
+}
+
+/// Decodes `k8s\0` + runtime.Unknown{typeMeta, raw} into JSON form, for the kinds kubectl sends
+/// as protobuf to the resources served here (CertificateSigningRequest, ConfigMap, Namespace).
+pub fn decode(body: &[u8]) -> R<Value> {
     let rest = body
         .strip_prefix(b"k8s\x00")
         .ok_or("missing protobuf envelope magic")?;
@@ -275,13 +382,26 @@ pub fn decode_csr(body: &[u8]) -> R<Value> {
             _ => {}
         }
     }
-    if kind != "CertificateSigningRequest" {
-        return Err(format!("unsupported protobuf kind {kind:?} (only CertificateSigningRequest)"));
-    }
     let raw = raw.ok_or("missing raw object")?;
     let mut obj = Map::new();
     obj.insert("apiVersion".into(), json!(api_version));
     obj.insert("kind".into(), json!(kind));
+    match kind.as_str() {
+        "CertificateSigningRequest" => {}
+        "ConfigMap" => {
+            config_map(raw, &mut obj)?;
+            return Ok(Value::Object(obj));
+        }
+        "Namespace" => {
+            namespace(raw, &mut obj)?;
+            return Ok(Value::Object(obj));
+        }
+        "SelfSubjectAccessReview" => {
+            access_review(raw, &mut obj)?;
+            return Ok(Value::Object(obj));
+        }
+        other => return Err(format!("unsupported protobuf kind {other:?}")),
+    }
     for (n, f) in fields(raw)? {
         match (n, f) {
             (1, Field::Bytes(x)) => drop(obj.insert("metadata".into(), object_meta(x)?)),

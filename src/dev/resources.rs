@@ -10,6 +10,8 @@ pub enum Behaviour {
     ClusterTrustBundle,
     Namespace,
     Generic,
+    /// SelfSubjectAccessReview: create-only, answered from the caller's rules, never stored.
+    AccessReview,
 }
 
 #[derive(Debug)]
@@ -72,6 +74,20 @@ pub const ALL_VERBS: &[&str] = &[
 const NS_FIELDS: &[&str] = &["metadata.name", "metadata.namespace"];
 
 pub static RESOURCES: &[ResourceDef] = &[
+    ResourceDef {
+        group: "authorization.k8s.io",
+        versions: &["v1"],
+        resource: "selfsubjectaccessreviews",
+        singular: "selfsubjectaccessreview",
+        kind: "SelfSubjectAccessReview",
+        namespaced: false,
+        short_names: &[],
+        subresources: &[],
+        field_selectors: &[],
+        unconditional_update: true,
+        behaviour: Behaviour::AccessReview,
+        resource_key: "authorization.k8s.io/selfsubjectaccessreviews",
+    },
     ResourceDef {
         group: "certificates.k8s.io",
         versions: &["v1"],

@@ -100,7 +100,9 @@ impl FieldSelector {
             };
             let key = key.trim();
             if !supported.contains(&key) {
-                return Err(ApiError::bad_request(format!("field label not supported: {key}")));
+                return Err(ApiError::bad_request(format!(
+                    "field label not supported: {key}"
+                )));
             }
             reqs.push(Req {
                 key: key.to_string(),
@@ -155,7 +157,9 @@ impl LabelSelector {
     pub fn parse(s: &str) -> Result<Self, ApiError> {
         let mut reqs = Vec::new();
         let bad = |p: &str| {
-            ApiError::bad_request(format!("unable to parse requirement: found '{p}', expected: identifier"))
+            ApiError::bad_request(format!(
+                "unable to parse requirement: found '{p}', expected: identifier"
+            ))
         };
         for part in split_top_level(s) {
             let p = part.trim();
@@ -163,19 +167,47 @@ impl LabelSelector {
                 continue;
             }
             let req = if let Some(k) = p.strip_prefix('!') {
-                Req { key: k.trim().to_string(), op: Op::NotExists, values: vec![] }
+                Req {
+                    key: k.trim().to_string(),
+                    op: Op::NotExists,
+                    values: vec![],
+                }
             } else if let Some((k, v)) = p.split_once("!=") {
-                Req { key: k.trim().to_string(), op: Op::NotEq, values: vec![v.trim().to_string()] }
+                Req {
+                    key: k.trim().to_string(),
+                    op: Op::NotEq,
+                    values: vec![v.trim().to_string()],
+                }
             } else if let Some((k, v)) = p.split_once("==") {
-                Req { key: k.trim().to_string(), op: Op::Eq, values: vec![v.trim().to_string()] }
+                Req {
+                    key: k.trim().to_string(),
+                    op: Op::Eq,
+                    values: vec![v.trim().to_string()],
+                }
             } else if let Some((k, v)) = p.split_once('=') {
-                Req { key: k.trim().to_string(), op: Op::Eq, values: vec![v.trim().to_string()] }
+                Req {
+                    key: k.trim().to_string(),
+                    op: Op::Eq,
+                    values: vec![v.trim().to_string()],
+                }
             } else if let Some((k, rest)) = p.split_once(" notin ") {
-                Req { key: k.trim().to_string(), op: Op::NotIn, values: set_values(rest).ok_or_else(|| bad(p))? }
+                Req {
+                    key: k.trim().to_string(),
+                    op: Op::NotIn,
+                    values: set_values(rest).ok_or_else(|| bad(p))?,
+                }
             } else if let Some((k, rest)) = p.split_once(" in ") {
-                Req { key: k.trim().to_string(), op: Op::In, values: set_values(rest).ok_or_else(|| bad(p))? }
+                Req {
+                    key: k.trim().to_string(),
+                    op: Op::In,
+                    values: set_values(rest).ok_or_else(|| bad(p))?,
+                }
             } else {
-                Req { key: p.to_string(), op: Op::Exists, values: vec![] }
+                Req {
+                    key: p.to_string(),
+                    op: Op::Exists,
+                    values: vec![],
+                }
             };
             if req.key.is_empty() || req.key.contains(' ') {
                 return Err(bad(p));
@@ -203,5 +235,11 @@ impl LabelSelector {
 
 fn set_values(s: &str) -> Option<Vec<String>> {
     let inner = s.trim().strip_prefix('(')?.strip_suffix(')')?;
-    Some(inner.split(',').map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect())
+    Some(
+        inner
+            .split(',')
+            .map(|x| x.trim().to_string())
+            .filter(|x| !x.is_empty())
+            .collect(),
+    )
 }

@@ -82,7 +82,9 @@ fn percent_decode(s: &str) -> String {
     while i < b.len() {
         match b[i] {
             b'%' if i + 2 < b.len() => {
-                let h = std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+                let h = std::str::from_utf8(&b[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
                 match h {
                     Some(x) => {
                         out.push(x);
@@ -114,8 +116,7 @@ impl Query {
         self.0.iter().find(|(a, _)| a == k).map(|(_, v)| v.as_str())
     }
     fn flag(&self, k: &str) -> bool {
-        matches!(self.get(k), Some("1") | Some("true") | Some(""))
-            && self.get(k).is_some()
+        matches!(self.get(k), Some("1") | Some("true") | Some("")) && self.get(k).is_some()
     }
 }
 
@@ -129,6 +130,10 @@ struct ResReq {
     watch_path: bool,
     /// A "force conflict on next write" fault matched this request.
     force_conflict: bool,
+    /// Field manager for managedFields (fieldManager param, else the User-Agent product).
+    manager: String,
+    /// `force=true` on an apply patch.
+    force: bool,
 }
 
 enum Route {
@@ -138,7 +143,11 @@ enum Route {
 }
 
 fn route(path: &str) -> Route {
-    let segs: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let segs: Vec<&str> = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
     let (group, version, rest) = match segs.as_slice() {
         ["api", v, rest @ ..] if !rest.is_empty() => ("", *v, rest),
         ["apis", g, v, rest @ ..] if !rest.is_empty() => (*g, *v, rest),
@@ -164,7 +173,14 @@ fn route(path: &str) -> Route {
     let Some(def) = resources::find(group, version, resource) else {
         return Route::NotFound;
     };
-    if def.namespaced != !namespace.is_empty() && !(def.namespaced && rest.len() == 1) {
+    // Namespaced resources may be listed/watched across namespaces; cluster-scoped ones never
+    // live in a namespace.
+    let scope_ok = if def.namespaced {
+        !namespace.is_empty() || rest.len() == 1
+    } else {
+        namespace.is_empty()
+    };
+    if !scope_ok {
         return Route::NotFound;
     }
     if rest.len() > 3 {
@@ -182,12 +198,17 @@ fn route(path: &str) -> Route {
         subresource: sub.to_string(),
         watch_path,
         force_conflict: false,
+        manager: String::new(),
+        force: false,
     })
 }
 
 fn authenticate(sh: &Shared, headers: &HeaderMap) -> Option<User> {
     let h = headers.get("authorization")?.to_str().ok()?;
-    let token = h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer "))?.trim();
+    let token = h
+        .strip_prefix("Bearer ")
+        .or_else(|| h.strip_prefix("bearer "))?
+        .trim();
     let users = sh.users.read().unwrap_or_else(|p| p.into_inner());
     users.iter().find(|u| u.token == token).cloned()
 }
@@ -198,6 +219,7 @@ pub async fn handle(State(sh): State<Arc<Shared>>, req: Request) -> Response {
     let method = parts.method.clone();
     let path = parts.uri.path().to_string();
     let query = Query(parse_query(parts.uri.query()));
+    let _in_flight = sh.faults.enter();
 
     match sh.faults.check(&method, &path) {
         Injected::None => {}
@@ -255,6 +277,17 @@ async fn dispatch(
             if matches!(*method, Method::PUT | Method::PATCH) {
                 r.force_conflict = sh.faults.take_conflict(method, path);
             }
+            r.manager = match query.get("fieldManager").filter(|m| !m.is_empty()) {
+                Some(m) => m.to_string(),
+                None => headers
+                    .get("user-agent")
+                    .and_then(|h| h.to_str().ok())
+                    .and_then(|ua| ua.split('/').next())
+                    .filter(|m| !m.is_empty())
+                    .unwrap_or("unknown")
+                    .to_string(),
+            };
+            r.force = query.get("force") == Some("true");
             r
         }
     };
@@ -272,6 +305,16 @@ async fn dispatch(
     };
     if !r.subresource.is_empty() && !matches!(verb, "get" | "update" | "patch") {
         return error_response(&ApiError::method_not_allowed());
+    }
+    if r.def.behaviour == Behaviour::AccessReview {
+        // Every authenticated user may ask about itself (system:basic-user).
+        if verb != "create" {
+            return error_response(&ApiError::method_not_allowed());
+        }
+        return match decode_body(headers, &body) {
+            Ok(v) => json_response(201, &access_review(&user, v)),
+            Err(e) => error_response(&e),
+        };
     }
     let attrs = Attributes {
         verb,
@@ -298,7 +341,7 @@ async fn dispatch(
                 Ok(v) => v,
                 Err(e) => return error_response(&e),
             };
-            create(sh, &r, obj, &user, query)
+            create(sh, &r, obj, &user, query, None)
         }
         "update" => {
             let obj = match decode_body(headers, &body) {
@@ -318,6 +361,47 @@ async fn dispatch(
     }
 }
 
+/// Answers a SelfSubjectAccessReview from the caller's rules.
+fn access_review(user: &User, mut review: Value) -> Value {
+    let ra = &review["spec"]["resourceAttributes"];
+    let allowed = if ra.is_object() {
+        let s = |k: &str| ra[k].as_str().unwrap_or("").to_string();
+        let (verb, group, resource, sub, name, ns) = (
+            s("verb"),
+            s("group"),
+            s("resource"),
+            s("subresource"),
+            s("name"),
+            s("namespace"),
+        );
+        let a = Attributes {
+            verb: &verb,
+            group: &group,
+            resource: &resource,
+            subresource: &sub,
+            name: &name,
+            namespace: &ns,
+        };
+        user.allowed(&a)
+    } else {
+        // Non-resource URLs: discovery, version and health are open to every authenticated user.
+        let path = review["spec"]["nonResourceAttributes"]["path"]
+            .as_str()
+            .unwrap_or("");
+        user.is_master()
+            || [
+                "/api", "/apis", "/version", "/healthz", "/livez", "/readyz", "/openapi",
+            ]
+            .iter()
+            .any(|p| path == *p || path.starts_with(&format!("{p}/")))
+    };
+    review["kind"] = json!("SelfSubjectAccessReview");
+    review["apiVersion"] = json!("authorization.k8s.io/v1");
+    review["metadata"] = json!({"creationTimestamp": null});
+    review["status"] = json!({"allowed": allowed});
+    review
+}
+
 fn content_type(headers: &HeaderMap) -> String {
     headers
         .get("content-type")
@@ -332,17 +416,20 @@ fn content_type(headers: &HeaderMap) -> String {
 
 fn decode_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
     let ct = content_type(headers);
-    let v: Value = match ct.as_str() {
-        "application/json" | "" | "*/*" => serde_json::from_slice(body)
-            .map_err(|e| ApiError::bad_request(format!("json: {e}")))?,
-        "application/yaml" => serde_yaml::from_slice(body)
-            .map_err(|e| ApiError::bad_request(format!("yaml: {e}")))?,
-        "application/vnd.kubernetes.protobuf" => protobuf::decode_csr(body)
-            .map_err(|e| ApiError::bad_request(format!("protobuf: {e}")))?,
-        other => return Err(ApiError::unsupported_media_type(other)),
-    };
+    let v: Value =
+        match ct.as_str() {
+            "application/json" | "" | "*/*" => serde_json::from_slice(body)
+                .map_err(|e| ApiError::bad_request(format!("json: {e}")))?,
+            "application/yaml" => serde_yaml::from_slice(body)
+                .map_err(|e| ApiError::bad_request(format!("yaml: {e}")))?,
+            "application/vnd.kubernetes.protobuf" => protobuf::decode(body)
+                .map_err(|e| ApiError::bad_request(format!("protobuf: {e}")))?,
+            other => return Err(ApiError::unsupported_media_type(other)),
+        };
     if !v.is_object() {
-        return Err(ApiError::bad_request("Object 'Kind' is missing in the request body"));
+        return Err(ApiError::bad_request(
+            "Object 'Kind' is missing in the request body",
+        ));
     }
     Ok(v)
 }
@@ -362,14 +449,23 @@ fn get(sh: &Shared, r: &ResReq, want_table: bool, query: &Query) -> Result<(u16,
         .ok_or_else(|| ApiError::not_found(r.def.gr(), &r.name))?;
     let obj = with_gvk(&obj, r.def, &r.version);
     if want_table {
-        let rv = obj["metadata"]["resourceVersion"].as_str().unwrap_or("").to_string();
-        return Ok((200, table::table(r.def, &r.version, &[obj], &rv, query.get("includeObject"))));
+        let rv = obj["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        return Ok((
+            200,
+            table::table(r.def, &r.version, &[obj], &rv, query.get("includeObject")),
+        ));
     }
     Ok((200, obj))
 }
 
 fn selectors(r: &ResReq, query: &Query) -> Result<(FieldSelector, LabelSelector), ApiError> {
-    let fs = FieldSelector::parse(query.get("fieldSelector").unwrap_or(""), r.def.field_selectors)?;
+    let fs = FieldSelector::parse(
+        query.get("fieldSelector").unwrap_or(""),
+        r.def.field_selectors,
+    )?;
     let ls = LabelSelector::parse(query.get("labelSelector").unwrap_or(""))?;
     Ok((fs, ls))
 }
@@ -382,12 +478,18 @@ fn ns_filter(r: &ResReq) -> Option<&str> {
     }
 }
 
-fn list(sh: &Shared, r: &ResReq, query: &Query, want_table: bool) -> Result<(u16, Value), ApiError> {
+fn list(
+    sh: &Shared,
+    r: &ResReq,
+    query: &Query,
+    want_table: bool,
+) -> Result<(u16, Value), ApiError> {
     let (fs, ls) = selectors(r, query)?;
     let (items, rv) = sh.store.list(r.def.key(), ns_filter(r));
     let mut start_after: Option<(String, String)> = None;
     if let Some(c) = query.get("continue").filter(|c| !c.is_empty()) {
-        let (crv, key) = decode_continue(c).ok_or_else(|| ApiError::bad_request("continue key is not valid: invalid token"))?;
+        let (crv, key) = decode_continue(c)
+            .ok_or_else(|| ApiError::bad_request("continue key is not valid: invalid token"))?;
         if sh.store.is_compacted(crv) {
             return Err(ApiError::expired("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list."));
         }
@@ -409,14 +511,26 @@ fn list(sh: &Shared, r: &ResReq, query: &Query, want_table: bool) -> Result<(u16
     let mut meta = json!({"resourceVersion": rv.to_string()});
     if take < total {
         if let Some(last) = page.last() {
-            let key = (super::store::namespace_of(last).to_string(), name_of(last).to_string());
+            let key = (
+                super::store::namespace_of(last).to_string(),
+                name_of(last).to_string(),
+            );
             meta["continue"] = json!(encode_continue(rv, &key));
             meta["remainingItemCount"] = json!(total - take);
         }
     }
     if want_table {
-        let objs: Vec<Value> = page.iter().map(|v| with_gvk(v, r.def, &r.version)).collect();
-        let mut t = table::table(r.def, &r.version, &objs, &rv.to_string(), query.get("includeObject"));
+        let objs: Vec<Value> = page
+            .iter()
+            .map(|v| with_gvk(v, r.def, &r.version))
+            .collect();
+        let mut t = table::table(
+            r.def,
+            &r.version,
+            &objs,
+            &rv.to_string(),
+            query.get("includeObject"),
+        );
         t["metadata"] = meta;
         return Ok((200, t));
     }
@@ -444,9 +558,17 @@ fn encode_continue(rv: u64, key: &(String, String)) -> String {
 
 fn decode_continue(s: &str) -> Option<(u64, (String, String))> {
     use base64::Engine;
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).ok()?;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(s)
+        .ok()?;
     let v: Value = serde_json::from_slice(&raw).ok()?;
-    Some((v["rv"].as_u64()?, (v["ns"].as_str()?.to_string(), v["name"].as_str()?.to_string())))
+    Some((
+        v["rv"].as_u64()?,
+        (
+            v["ns"].as_str()?.to_string(),
+            v["name"].as_str()?.to_string(),
+        ),
+    ))
 }
 
 fn watch(sh: &Arc<Shared>, r: &ResReq, query: &Query, want_table: bool) -> Response {
@@ -471,7 +593,13 @@ fn watch(sh: &Arc<Shared>, r: &ResReq, query: &Query, want_table: bool) -> Respo
     watch_stream(sh, r, query, filter, want_table)
 }
 
-fn watch_stream(sh: &Arc<Shared>, r: &ResReq, query: &Query, filter: Filter, want_table: bool) -> Response {
+fn watch_stream(
+    sh: &Arc<Shared>,
+    r: &ResReq,
+    query: &Query,
+    filter: Filter,
+    want_table: bool,
+) -> Response {
     let from = match query.get("resourceVersion").unwrap_or("") {
         "" | "0" => None,
         s => match s.parse::<u64>() {
@@ -497,7 +625,10 @@ fn watch_stream(sh: &Arc<Shared>, r: &ResReq, query: &Query, filter: Filter, wan
     let include = query.get("includeObject").map(str::to_string);
     // `kubectl get -w`: each event carries a one-row Table; only the first has the columns.
     let to_table = move |obj: Value, first: bool| -> Value {
-        let rv = obj["metadata"]["resourceVersion"].as_str().unwrap_or("").to_string();
+        let rv = obj["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
         let mut t = table::table(def, "", &[obj], &rv, include.as_deref());
         if !first {
             t["columnDefinitions"] = json!([]);
@@ -509,7 +640,8 @@ fn watch_stream(sh: &Arc<Shared>, r: &ResReq, query: &Query, filter: Filter, wan
         s.push(b'\n');
         Bytes::from(s)
     };
-    let rx = match sh.store.watch(def.key(), ns, filter, from) {
+    let initial = query.get("sendInitialEvents") == Some("true");
+    let rx = match sh.store.watch(def.key(), ns, filter, from, initial) {
         Ok(rx) => Some(rx),
         Err(e) => {
             let first = line("ERROR", e.body.clone());
@@ -528,7 +660,9 @@ fn watch_stream(sh: &Arc<Shared>, r: &ResReq, query: &Query, filter: Filter, wan
                     _ = tokio::time::sleep_until(deadline) => None,
                 };
                 let out = match msg? {
-                    WatchMsg::Event(t, obj) if want_table => line(t.as_str(), to_table(with_gvk(&obj, def, &version), first)),
+                    WatchMsg::Event(t, obj) if want_table => {
+                        line(t.as_str(), to_table(with_gvk(&obj, def, &version), first))
+                    }
                     WatchMsg::Event(t, obj) => line(t.as_str(), with_gvk(&obj, def, &version)),
                     WatchMsg::Bookmark(rv) => {
                         if !bookmarks {
@@ -539,6 +673,12 @@ fn watch_stream(sh: &Arc<Shared>, r: &ResReq, query: &Query, filter: Filter, wan
                             json!({"kind": def.kind, "apiVersion": def.api_version(&version), "metadata": {"resourceVersion": rv.to_string()}}),
                         )
                     }
+                    WatchMsg::InitialEventsEnd(rv) => line(
+                        "BOOKMARK",
+                        json!({"kind": def.kind, "apiVersion": def.api_version(&version),
+                               "metadata": {"resourceVersion": rv.to_string(),
+                                            "annotations": {"k8s.io/initial-events-end": "true"}}}),
+                    ),
                 };
                 return Some((Ok::<Bytes, Infallible>(out), (Some(rx), false)));
             }
@@ -562,21 +702,32 @@ fn validate_meta_create(def: &ResourceDef, obj: &Value) -> Vec<FieldError> {
     let mut el = Vec::new();
     let name = obj["metadata"]["name"].as_str().unwrap_or("");
     if name.is_empty() {
-        el.push(FieldError::required("metadata.name", "name or generateName is required"));
+        el.push(FieldError::required(
+            "metadata.name",
+            "name or generateName is required",
+        ));
         return el;
     }
     for bad in [".", ".."] {
         if name == bad {
-            el.push(FieldError::invalid("metadata.name", quote(name), format!("may not be '{bad}'")));
+            el.push(FieldError::invalid(
+                "metadata.name",
+                quote(name),
+                format!("may not be '{bad}'"),
+            ));
         }
     }
     for bad in ["/", "%"] {
         if name.contains(bad) {
-            el.push(FieldError::invalid("metadata.name", quote(name), format!("may not contain '{bad}'")));
+            el.push(FieldError::invalid(
+                "metadata.name",
+                quote(name),
+                format!("may not contain '{bad}'"),
+            ));
         }
     }
     match def.behaviour {
-        Behaviour::Csr | Behaviour::ClusterTrustBundle => {}
+        Behaviour::Csr | Behaviour::ClusterTrustBundle | Behaviour::AccessReview => {}
         Behaviour::Namespace => {
             for m in csr::dns1123_label_errors(name) {
                 el.push(FieldError::invalid("metadata.name", quote(name), m));
@@ -597,7 +748,9 @@ fn generate_suffix() -> String {
     use rand::Rng;
     const ALPHA: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut rng = rand::rng();
-    (0..5).map(|_| ALPHA[rng.random_range(0..ALPHA.len())] as char).collect()
+    (0..5)
+        .map(|_| ALPHA[rng.random_range(0..ALPHA.len())] as char)
+        .collect()
 }
 
 fn check_gvk(obj: &Value, def: &ResourceDef, version: &str) -> Result<(), ApiError> {
@@ -625,7 +778,11 @@ fn namespace_exists(sh: &Shared, ns: &str) -> Result<(), ApiError> {
         return Ok(());
     }
     Err(ApiError::not_found(
-        super::status::Gr { group: "", resource: "namespaces", kind: "Namespace" },
+        super::status::Gr {
+            group: "",
+            resource: "namespaces",
+            kind: "Namespace",
+        },
         ns,
     ))
 }
@@ -633,24 +790,47 @@ fn namespace_exists(sh: &Shared, ns: &str) -> Result<(), ApiError> {
 fn clean_meta(meta: &mut Value) {
     if let Some(m) = meta.as_object_mut() {
         for f in ["labels", "annotations"] {
-            if m.get(f).is_some_and(|v| v.is_null() || v.as_object().is_some_and(|o| o.is_empty())) {
+            if m.get(f)
+                .is_some_and(|v| v.is_null() || v.as_object().is_some_and(|o| o.is_empty()))
+            {
                 m.remove(f);
             }
         }
         for f in ["finalizers", "ownerReferences", "managedFields"] {
-            if m.get(f).is_some_and(|v| v.is_null() || v.as_array().is_some_and(|o| o.is_empty())) {
+            if m.get(f)
+                .is_some_and(|v| v.is_null() || v.as_array().is_some_and(|o| o.is_empty()))
+            {
                 m.remove(f);
             }
         }
         for f in ["selfLink", "generateName", "deletionGracePeriodSeconds"] {
-            if m.get(f).is_some_and(|v| v.is_null() || v.as_str() == Some("")) {
+            if m.get(f)
+                .is_some_and(|v| v.is_null() || v.as_str() == Some(""))
+            {
                 m.remove(f);
             }
         }
     }
 }
 
-fn create(sh: &Shared, r: &ResReq, mut obj: Value, user: &User, query: &Query) -> Result<(u16, Value), ApiError> {
+fn writer<'a>(r: &'a ResReq, api_version: &'a str, now: &'a str) -> super::managed::Writer<'a> {
+    super::managed::Writer {
+        manager: &r.manager,
+        subresource: &r.subresource,
+        api_version,
+        now,
+    }
+}
+
+fn create(
+    sh: &Shared,
+    r: &ResReq,
+    mut obj: Value,
+    user: &User,
+    query: &Query,
+    applied: Option<&Value>,
+) -> Result<(u16, Value), ApiError> {
+    check_meta_types(r.def, &obj)?;
     check_gvk(&obj, r.def, &r.version)?;
     field_validation(r.def, &obj, query)?;
     if !obj["metadata"].is_object() {
@@ -668,13 +848,24 @@ fn create(sh: &Shared, r: &ResReq, mut obj: Value, user: &User, query: &Query) -
         m.remove("namespace");
     }
     if let Some(m) = obj["metadata"].as_object_mut() {
-        for f in ["resourceVersion", "uid", "creationTimestamp", "deletionTimestamp", "managedFields", "generation", "selfLink"] {
+        for f in [
+            "resourceVersion",
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "managedFields",
+            "generation",
+            "selfLink",
+        ] {
             m.remove(f);
         }
     }
     let mut generated = false;
     if obj["metadata"]["name"].as_str().unwrap_or("").is_empty() {
-        if let Some(g) = obj["metadata"]["generateName"].as_str().filter(|g| !g.is_empty()) {
+        if let Some(g) = obj["metadata"]["generateName"]
+            .as_str()
+            .filter(|g| !g.is_empty())
+        {
             obj["metadata"]["name"] = json!(format!("{g}{}", generate_suffix()));
             generated = true;
         }
@@ -700,7 +891,7 @@ fn create(sh: &Shared, r: &ResReq, mut obj: Value, user: &User, query: &Query) -
                 labels["kubernetes.io/metadata.name"] = json!(name);
             }
         }
-        Behaviour::Generic => {}
+        Behaviour::Generic | Behaviour::AccessReview => {}
     }
     if !errs.is_empty() {
         return Err(ApiError::invalid(gr, &name, &errs));
@@ -717,6 +908,13 @@ fn create(sh: &Shared, r: &ResReq, mut obj: Value, user: &User, query: &Query) -
     obj["metadata"]["creationTimestamp"] = json!(now_rfc3339());
     obj["kind"] = json!(r.def.kind);
     obj["apiVersion"] = json!(r.def.api_version(&r.version));
+    let (av, now) = (r.def.api_version(&r.version), now_rfc3339());
+    match applied {
+        Some(a) => {
+            super::managed::record_apply(&mut obj, None, a, true, &writer(r, &av, &now), gr, &name)?
+        }
+        None => super::managed::record_update(&mut obj, None, &writer(r, &av, &now)),
+    }
     if is_dry_run(query) {
         return Ok((201, obj));
     }
@@ -743,11 +941,78 @@ fn field_validation(def: &ResourceDef, obj: &Value, query: &Query) -> Result<(),
     if unknown.is_empty() {
         return Ok(());
     }
-    let list: Vec<String> = unknown.iter().map(|f| format!("unknown field {}", quote(f))).collect();
+    let list: Vec<String> = unknown
+        .iter()
+        .map(|f| format!("unknown field {}", quote(f)))
+        .collect();
     Err(ApiError::bad_request(format!(
         "CertificateSigningRequest in version \"v1\" cannot be handled as a CertificateSigningRequest: strict decoding error: {}",
         list.join(", ")
     )))
+}
+
+/// ObjectMeta fields must have their Go types before anything indexes into them (a string where
+/// an object belongs is a decode error, 400, in kube-apiserver).
+fn check_meta_types(def: &ResourceDef, obj: &Value) -> Result<(), ApiError> {
+    let bad = |field: &str| {
+        Err(ApiError::bad_request(format!(
+            "{} in version \"{}\" cannot be handled as a {}: json: cannot unmarshal into Go struct field {}",
+            def.kind,
+            def.versions.first().copied().unwrap_or(""),
+            def.kind,
+            field
+        )))
+    };
+    if !obj.is_object() {
+        return Err(ApiError::bad_request(
+            "Object 'Kind' is missing in the request body",
+        ));
+    }
+    let meta = &obj["metadata"];
+    if meta.is_null() {
+        return Ok(());
+    }
+    let Some(m) = meta.as_object() else {
+        return bad("metadata of type v1.ObjectMeta");
+    };
+    for f in ["labels", "annotations"] {
+        match m.get(f) {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(o)) if o.values().all(Value::is_string) => {}
+            _ => {
+                return bad(&format!(
+                    "ObjectMeta.metadata.{f} of type map[string]string"
+                ))
+            }
+        }
+    }
+    match m.get("finalizers") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(a)) if a.iter().all(Value::is_string) => {}
+        _ => return bad("ObjectMeta.metadata.finalizers of type []string"),
+    }
+    for f in [
+        "name",
+        "generateName",
+        "namespace",
+        "uid",
+        "resourceVersion",
+        "creationTimestamp",
+        "deletionTimestamp",
+    ] {
+        if !matches!(m.get(f), None | Some(Value::Null) | Some(Value::String(_))) {
+            return bad(&format!("ObjectMeta.metadata.{f} of type string"));
+        }
+    }
+    for f in ["spec", "status"] {
+        if !matches!(
+            obj.get(f),
+            None | Some(Value::Null) | Some(Value::Object(_))
+        ) {
+            return bad(&format!("{}.{f}", def.kind));
+        }
+    }
+    Ok(())
 }
 
 fn is_dry_run(query: &Query) -> bool {
@@ -774,7 +1039,10 @@ fn strategic_merge(doc: &mut Value, patch: &Value) {
     let extra_finalizers: Option<Vec<Value>> = p["metadata"]["finalizers"].as_array().cloned();
     strip_directives(&mut p);
     if let Some(fins) = &extra_finalizers {
-        let mut merged = doc["metadata"]["finalizers"].as_array().cloned().unwrap_or_default();
+        let mut merged = doc["metadata"]["finalizers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         for f in fins {
             if !merged.contains(f) {
                 merged.push(f.clone());
@@ -799,7 +1067,10 @@ fn strip_directives(v: &mut Value) {
 fn apply_merge(doc: &mut Value, applied: &Value) {
     let mut p = applied.clone();
     if let Some(newc) = applied["status"]["conditions"].as_array() {
-        let mut merged = doc["status"]["conditions"].as_array().cloned().unwrap_or_default();
+        let mut merged = doc["status"]["conditions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         for c in newc {
             match merged.iter_mut().find(|m| m["type"] == c["type"]) {
                 Some(m) => json_patch::merge(m, c),
@@ -811,7 +1082,14 @@ fn apply_merge(doc: &mut Value, applied: &Value) {
     json_patch::merge(doc, &p);
 }
 
-fn patch(sh: &Shared, r: &ResReq, headers: &HeaderMap, body: &[u8], user: &User, query: &Query) -> Result<(u16, Value), ApiError> {
+fn patch(
+    sh: &Shared,
+    r: &ResReq,
+    headers: &HeaderMap,
+    body: &[u8],
+    user: &User,
+    query: &Query,
+) -> Result<(u16, Value), ApiError> {
     let kind = match content_type(headers).as_str() {
         "application/json-patch+json" => PatchKind::Json,
         "application/merge-patch+json" => PatchKind::Merge,
@@ -820,8 +1098,10 @@ fn patch(sh: &Shared, r: &ResReq, headers: &HeaderMap, body: &[u8], user: &User,
         other => return Err(ApiError::unsupported_media_type(other)),
     };
     let pv: Value = match kind {
-        PatchKind::Apply => serde_yaml::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?,
-        _ => serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?,
+        PatchKind::Apply => serde_yaml::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?,
+        _ => serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?,
     };
     if let PatchKind::Apply = kind {
         if query.get("fieldManager").unwrap_or("").is_empty() {
@@ -833,10 +1113,11 @@ fn patch(sh: &Shared, r: &ResReq, headers: &HeaderMap, body: &[u8], user: &User,
             ));
         }
         // Apply creates the object when it does not exist (main resource only).
+        check_meta_types(r.def, &pv)?;
         if r.subresource.is_empty() && sh.store.get(r.def.key(), &r.namespace, &r.name).is_none() {
-            let mut obj = pv;
+            let mut obj = pv.clone();
             obj["metadata"]["name"] = json!(r.name);
-            return create(sh, r, obj, user, query).map(|(_, v)| (201, v));
+            return create(sh, r, obj, user, query, Some(&pv)).map(|(_, v)| (201, v));
         }
     }
     update(sh, r, Input::Patch(kind, pv), user, query)
@@ -863,7 +1144,13 @@ fn same_object(a: &Value, b: &Value) -> bool {
     strip(a) == strip(b)
 }
 
-fn update(sh: &Shared, r: &ResReq, input: Input, user: &User, query: &Query) -> Result<(u16, Value), ApiError> {
+fn update(
+    sh: &Shared,
+    r: &ResReq,
+    input: Input,
+    user: &User,
+    query: &Query,
+) -> Result<(u16, Value), ApiError> {
     let gr = r.def.gr();
     let path = match r.def.behaviour {
         Behaviour::Csr => WritePath::from_subresource(&r.subresource).unwrap_or(WritePath::Main),
@@ -897,6 +1184,10 @@ fn update(sh: &Shared, r: &ResReq, input: Input, user: &User, query: &Query) -> 
         let Some(cur) = cur else {
             return Err(ApiError::not_found(gr, &r.name));
         };
+        let api_version = def.api_version(&version);
+        let now = now_rfc3339();
+        let w = writer(r, &api_version, &now);
+        let mut applied = false;
         let mut new = match input {
             Input::Put(v) => v,
             Input::Patch(kind, p) => {
@@ -911,11 +1202,16 @@ fn update(sh: &Shared, r: &ResReq, input: Input, user: &User, query: &Query) -> 
                     }
                     PatchKind::Merge => json_patch::merge(&mut doc, &p),
                     PatchKind::Strategic => strategic_merge(&mut doc, &p),
-                    PatchKind::Apply => apply_merge(&mut doc, &p),
+                    PatchKind::Apply => {
+                        apply_merge(&mut doc, &p);
+                        super::managed::record_apply(&mut doc, Some(cur), &p, r.force, &w, gr, &r.name)?;
+                        applied = true;
+                    }
                 }
                 doc
             }
         };
+        check_meta_types(def, &new)?;
         if force_conflict {
             return Err(ApiError::stale(gr, &r.name));
         }
@@ -945,7 +1241,7 @@ fn update(sh: &Shared, r: &ResReq, input: Input, user: &User, query: &Query) -> 
             ));
         }
         // Fields the server owns come from the stored object.
-        for f in ["uid", "creationTimestamp", "deletionTimestamp", "resourceVersion", "generation", "managedFields"] {
+        for f in ["uid", "creationTimestamp", "deletionTimestamp", "resourceVersion", "generation"] {
             match cur["metadata"].get(f) {
                 Some(v) => new["metadata"][f] = v.clone(),
                 None => {
@@ -981,7 +1277,7 @@ fn update(sh: &Shared, r: &ResReq, input: Input, user: &User, query: &Query) -> 
                 }
                 new["metadata"]["labels"]["kubernetes.io/metadata.name"] = json!(r.name);
             }
-            Behaviour::Generic => {}
+            Behaviour::Generic | Behaviour::AccessReview => {}
         }
         if !errs.is_empty() {
             return Err(ApiError::invalid(gr, &r.name, &errs));
@@ -993,6 +1289,9 @@ fn update(sh: &Shared, r: &ResReq, input: Input, user: &User, query: &Query) -> 
         }
         if same_object(&new, cur) {
             return Ok(Change::NoOp);
+        }
+        if !applied {
+            super::managed::record_update(&mut new, Some(cur), &w);
         }
         if dry {
             dry_result = Some(new);
@@ -1016,9 +1315,18 @@ fn delete(sh: &Shared, r: &ResReq, body: &[u8], query: &Query) -> Result<(u16, V
     } else {
         serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("json: {e}")))?
     };
-    let pre_uid = opts["preconditions"]["uid"].as_str().unwrap_or("").to_string();
-    let pre_rv = opts["preconditions"]["resourceVersion"].as_str().unwrap_or("").to_string();
-    let dry = is_dry_run(query) || opts["dryRun"].as_array().is_some_and(|a| a.iter().any(|x| x == "All"));
+    let pre_uid = opts["preconditions"]["uid"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let pre_rv = opts["preconditions"]["resourceVersion"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let dry = is_dry_run(query)
+        || opts["dryRun"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x == "All"));
     let mut kept = false;
     let (obj, _) = sh.store.mutate(r.def.key(), &r.namespace, &r.name, |cur| {
         let Some(cur) = cur else {
@@ -1071,6 +1379,8 @@ fn delete_collection(sh: &Shared, r: &ResReq, query: &Query) -> Result<(u16, Val
             subresource: String::new(),
             watch_path: false,
             force_conflict: false,
+            manager: String::new(),
+            force: false,
         };
         match delete(sh, &sub, &[], query) {
             Ok(_) => {
@@ -1092,4 +1402,3 @@ fn delete_collection(sh: &Shared, r: &ResReq, query: &Query) -> Result<(u16, Val
                "metadata": {"resourceVersion": rv.to_string()}, "items": deleted}),
     ))
 }
-

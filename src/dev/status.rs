@@ -68,7 +68,12 @@ fn failure(code: u16, reason: &str, message: &str, details: Option<Value>) -> Va
 }
 
 impl ApiError {
-    pub fn new(code: u16, reason: &str, message: impl Into<String>, details: Option<Value>) -> Self {
+    pub fn new(
+        code: u16,
+        reason: &str,
+        message: impl Into<String>,
+        details: Option<Value>,
+    ) -> Self {
         ApiError {
             code,
             body: failure(code, reason, &message.into(), details),

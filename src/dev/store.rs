@@ -46,6 +46,8 @@ pub struct Event {
 pub enum WatchMsg {
     Event(EventType, Arc<Value>),
     Bookmark(u64),
+    /// The end of the initial state of a `sendInitialEvents=true` watch (streaming list).
+    InitialEventsEnd(u64),
 }
 
 pub type Filter = Arc<dyn Fn(&Value) -> bool + Send + Sync>;
@@ -234,24 +236,26 @@ impl Store {
                 g.floor = g.floor.max(dropped.rv);
             }
         }
-        g.watchers
-            .retain(|w| match w.translate(&ev) {
-                Some(msg) => w.tx.send(msg).is_ok(),
-                None => !w.tx.is_closed(),
-            });
+        g.watchers.retain(|w| match w.translate(&ev) {
+            Some(msg) => w.tx.send(msg).is_ok(),
+            None => !w.tx.is_closed(),
+        });
         self.dirty.store(true, Ordering::Relaxed);
         Ok((stored, true))
     }
 
     /// Opens a watch. `from` None (or "0") replays the current state as ADDED events; Some(rv)
-    /// replays history after rv, or fails with 410 when that history was compacted.
+    /// replays history after rv, or fails with 410 when that history was compacted. With
+    /// `initial_events` the current state is replayed and closed by an InitialEventsEnd marker.
     pub fn watch(
         &self,
         key: &'static str,
         namespace: Option<String>,
         filter: Filter,
         from: Option<u64>,
+        initial_events: bool,
     ) -> Result<mpsc::UnboundedReceiver<WatchMsg>, ApiError> {
+        let from = if initial_events { None } else { from };
         let mut g = self.lock();
         let (tx, rx) = mpsc::unbounded_channel();
         let w = Watcher {
@@ -271,6 +275,9 @@ impl Store {
                             let _ = w.tx.send(WatchMsg::Event(EventType::Added, v.clone()));
                         }
                     }
+                }
+                if initial_events {
+                    let _ = w.tx.send(WatchMsg::InitialEventsEnd(g.rv));
                 }
             }
             Some(rv) => {

@@ -1,10 +1,12 @@
 //! Helpers shared by the local API tests: CSR generation with openssl, raw HTTP calls with exact
 //! bodies, and typed kube-rs handles.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use base64::Engine;
 use csr_signer::dev::{self, LocalApi, LocalApiConfig};
-use k8s_openapi::api::certificates::v1::{CertificateSigningRequest, CertificateSigningRequestSpec};
+use k8s_openapi::api::certificates::v1::{
+    CertificateSigningRequest, CertificateSigningRequestSpec,
+};
 use k8s_openapi::ByteString;
 use kube::api::{Api, PostParams};
 use openssl::hash::MessageDigest;
@@ -15,7 +17,9 @@ use serde_json::{json, Value};
 pub const SIGNER: &str = "example.com/mtls";
 
 pub async fn plain() -> LocalApi {
-    dev::start(LocalApiConfig::plain_http()).await.expect("local API starts")
+    dev::start(LocalApiConfig::plain_http())
+        .await
+        .expect("local API starts")
 }
 
 pub fn ec_key() -> PKey<Private> {
@@ -58,7 +62,10 @@ pub fn csr_json(name: &str, signer: &str, usages: &[&str], expiration: Option<i6
 
 pub fn csr_typed(name: &str, signer: &str) -> CertificateSigningRequest {
     CertificateSigningRequest {
-        metadata: kube::api::ObjectMeta { name: Some(name.into()), ..Default::default() },
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
         spec: CertificateSigningRequestSpec {
             request: ByteString(csr_pem(name)),
             signer_name: signer.into(),
@@ -75,11 +82,20 @@ pub fn csrs(api: &LocalApi, user: &str) -> Api<CertificateSigningRequest> {
 }
 
 pub async fn create(api: &LocalApi, user: &str, name: &str) -> CertificateSigningRequest {
-    csrs(api, user).create(&PostParams::default(), &csr_typed(name, SIGNER)).await.expect("create CSR")
+    csrs(api, user)
+        .create(&PostParams::default(), &csr_typed(name, SIGNER))
+        .await
+        .expect("create CSR")
 }
 
 /// A raw request; returns (status, JSON body or Null).
-pub async fn raw(api: &LocalApi, user: Option<&str>, method: &str, path: &str, body: Option<(&str, Vec<u8>)>) -> (u16, Value) {
+pub async fn raw(
+    api: &LocalApi,
+    user: Option<&str>,
+    method: &str,
+    path: &str,
+    body: Option<(&str, Vec<u8>)>,
+) -> (u16, Value) {
     let (code, _, v) = raw_h(api, user, method, path, body).await;
     (code, v)
 }
@@ -104,21 +120,52 @@ pub async fn raw_h(
     let code = resp.status().as_u16();
     let headers = resp.headers().clone();
     let bytes = resp.bytes().await.unwrap();
-    (code, headers, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    (
+        code,
+        headers,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
 }
 
 pub const CSR_PATH: &str = "/apis/certificates.k8s.io/v1/certificatesigningrequests";
 
 pub async fn post_json(api: &LocalApi, user: &str, path: &str, v: &Value) -> (u16, Value) {
-    raw(api, Some(user), "POST", path, Some(("application/json", serde_json::to_vec(v).unwrap()))).await
+    raw(
+        api,
+        Some(user),
+        "POST",
+        path,
+        Some(("application/json", serde_json::to_vec(v).unwrap())),
+    )
+    .await
 }
 
 pub async fn put_json(api: &LocalApi, user: &str, path: &str, v: &Value) -> (u16, Value) {
-    raw(api, Some(user), "PUT", path, Some(("application/json", serde_json::to_vec(v).unwrap()))).await
+    raw(
+        api,
+        Some(user),
+        "PUT",
+        path,
+        Some(("application/json", serde_json::to_vec(v).unwrap())),
+    )
+    .await
 }
 
-pub async fn patch_json(api: &LocalApi, user: &str, path: &str, ct: &str, v: &Value) -> (u16, Value) {
-    raw(api, Some(user), "PATCH", path, Some((ct, serde_json::to_vec(v).unwrap()))).await
+pub async fn patch_json(
+    api: &LocalApi,
+    user: &str,
+    path: &str,
+    ct: &str,
+    v: &Value,
+) -> (u16, Value) {
+    raw(
+        api,
+        Some(user),
+        "PATCH",
+        path,
+        Some((ct, serde_json::to_vec(v).unwrap())),
+    )
+    .await
 }
 
 pub async fn get_json(api: &LocalApi, user: &str, path: &str) -> (u16, Value) {
@@ -141,13 +188,18 @@ pub fn cert_pem(cn: &str, ca: bool) -> Vec<u8> {
     let name = name.build();
     let mut b = openssl::x509::X509::builder().unwrap();
     b.set_version(2).unwrap();
-    let serial = openssl::bn::BigNum::from_u32(rand_u32()).unwrap().to_asn1_integer().unwrap();
+    let serial = openssl::bn::BigNum::from_u32(rand_u32())
+        .unwrap()
+        .to_asn1_integer()
+        .unwrap();
     b.set_serial_number(&serial).unwrap();
     b.set_subject_name(&name).unwrap();
     b.set_issuer_name(&name).unwrap();
     b.set_pubkey(&key).unwrap();
-    b.set_not_before(&openssl::asn1::Asn1Time::days_from_now(0).unwrap()).unwrap();
-    b.set_not_after(&openssl::asn1::Asn1Time::days_from_now(1).unwrap()).unwrap();
+    b.set_not_before(&openssl::asn1::Asn1Time::days_from_now(0).unwrap())
+        .unwrap();
+    b.set_not_after(&openssl::asn1::Asn1Time::days_from_now(1).unwrap())
+        .unwrap();
     let mut bc = BasicConstraints::new();
     if ca {
         bc.critical().ca();
