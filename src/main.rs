@@ -244,7 +244,9 @@ async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kub
                 .await
                 .with_context(|| format!("loading kubeconfig {}", path.display()))?
         }
-        None => kube::Config::infer().await.context("no kubeconfig (KUBECONFIG, ~/.kube/config) and not in a cluster")?,
+        None => kube::Config::infer()
+            .await
+            .context("no kubeconfig (KUBECONFIG, ~/.kube/config) and not in a cluster")?,
     };
     Ok(kube::Client::try_from(config)?)
 }
