@@ -273,6 +273,7 @@ fn run(args: &RunArgs, overrides: &Overrides) -> anyhow::Result<ExitCode> {
         ..overrides.clone()
     };
     let settings = Settings::load(args.config.as_deref(), &overrides)?;
+    init_tracing(settings.log.format, &settings.log.level);
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
         let client = kube_client(args.kubeconfig.as_deref()).await?;
@@ -345,10 +346,13 @@ fn ca_init(args: &CaInitArgs) -> anyhow::Result<ExitCode> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(
-        cli.log_format.unwrap_or_default(),
-        cli.log_level.as_deref().unwrap_or("info"),
-    );
+    // `run` sets up logging itself once its settings (file < env < flags) are known.
+    if !matches!(cli.command, None | Some(Command::Run(_))) {
+        init_tracing(
+            cli.log_format.unwrap_or_default(),
+            cli.log_level.as_deref().unwrap_or("info"),
+        );
+    }
     let overrides = Overrides {
         listen: None,
         log_format: cli.log_format,
