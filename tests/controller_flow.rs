@@ -342,6 +342,26 @@ async fn pending_denied_failed_and_other_signers_are_left_alone_and_late_approva
         requests_before + 1,
         "only the test's own GET: {named:?}"
     );
+    // Every collection read by the signer (list and watch) is filtered server-side to its own
+    // signerName, so other signers' CSRs never reach it at all.
+    let collection = "/apis/certificates.k8s.io/v1/certificatesigningrequests";
+    let signer_reads: Vec<_> = env
+        .faults()
+        .requests()
+        .into_iter()
+        .filter(|r| r.user == csr_signer::dev::SIGNER_USER && r.path == collection)
+        .collect();
+    assert!(!signer_reads.is_empty(), "the signer listed and watched");
+    for r in &signer_reads {
+        let q = r.query.replace("%3D", "=").replace("%2F", "/");
+        assert!(
+            q.contains("fieldSelector=spec.signerName=example.com/mtls"),
+            "unfiltered {} {}?{}",
+            r.method,
+            r.path,
+            r.query
+        );
+    }
     stop.send(()).unwrap();
     svc.wait().await.unwrap();
 }

@@ -85,6 +85,10 @@ struct FailRule {
 pub struct RequestRecord {
     pub method: Method,
     pub path: String,
+    /// The raw (percent-encoded) query string, empty when none.
+    pub query: String,
+    /// The authenticated user, empty when the token was missing or unknown.
+    pub user: String,
     pub status: u16,
 }
 
@@ -236,7 +240,7 @@ impl Faults {
         }
     }
 
-    pub(crate) fn record(&self, method: &Method, path: &str, status: u16) {
+    pub(crate) fn record(&self, method: &Method, path: &str, query: &str, user: &str, status: u16) {
         let mut s = self.lock();
         if s.log.len() >= MAX_LOG {
             s.log.drain(..MAX_LOG / 2);
@@ -244,6 +248,8 @@ impl Faults {
         s.log.push(RequestRecord {
             method: method.clone(),
             path: path.to_string(),
+            query: query.to_string(),
+            user: user.to_string(),
             status,
         });
     }

@@ -219,6 +219,12 @@ pub async fn handle(State(sh): State<Arc<Shared>>, req: Request) -> Response {
     let method = parts.method.clone();
     let path = parts.uri.path().to_string();
     let query = Query(parse_query(parts.uri.query()));
+    let raw_query = parts.uri.query().unwrap_or_default().to_string();
+    // For the request log only: tests check who asked for what (e.g. that the signer's lists and
+    // watches always carry its field selector).
+    let user = authenticate(&sh, &parts.headers)
+        .map(|u| u.name)
+        .unwrap_or_default();
     let _in_flight = sh.faults.enter();
 
     match sh.faults.check(&method, &path) {
@@ -226,7 +232,7 @@ pub async fn handle(State(sh): State<Arc<Shared>>, req: Request) -> Response {
         Injected::Latency(d) => tokio::time::sleep(d).await,
         Injected::Fail(e, d) => {
             tokio::time::sleep(d).await;
-            sh.faults.record(&method, &path, e.code);
+            sh.faults.record(&method, &path, &raw_query, &user, e.code);
             return error_response(&e);
         }
     }
@@ -244,7 +250,8 @@ pub async fn handle(State(sh): State<Arc<Shared>>, req: Request) -> Response {
     };
 
     let resp = dispatch(&sh, &method, &path, &query, &parts.headers, body).await;
-    sh.faults.record(&method, &path, resp.status().as_u16());
+    sh.faults
+        .record(&method, &path, &raw_query, &user, resp.status().as_u16());
     resp
 }
 
