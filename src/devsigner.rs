@@ -339,21 +339,6 @@ pub struct DevCommand {
     pub demo: bool,
 }
 
-async fn wait_for_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = term => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-}
-
 /// `csr-signer dev`: the local API, a dev CA and this signer for `example.com/mtls`; with
 /// `demo`, runs the tutorial and exits, else serves until Ctrl-C / SIGTERM.
 pub async fn run(cmd: DevCommand) -> crate::Result<()> {
@@ -418,7 +403,7 @@ pub async fn run(cmd: DevCommand) -> crate::Result<()> {
         )
         .map_err(io)?;
         writeln!(out, "Press Ctrl-C to stop.").map_err(io)?;
-        wait_for_signal().await;
+        crate::service::shutdown_signal().await;
         Ok(())
     };
     let _ = stop_tx.send(());

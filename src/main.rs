@@ -251,22 +251,6 @@ async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kub
     Ok(kube::Client::try_from(config)?)
 }
 
-/// Resolves on SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = term => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-}
-
 fn run(args: &RunArgs, overrides: &Overrides) -> anyhow::Result<ExitCode> {
     let overrides = Overrides {
         listen: args.listen,
@@ -277,7 +261,7 @@ fn run(args: &RunArgs, overrides: &Overrides) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
         let client = kube_client(args.kubeconfig.as_deref()).await?;
-        csr_signer::service::run(settings, client, shutdown_signal()).await?;
+        csr_signer::service::run(settings, client, csr_signer::service::shutdown_signal()).await?;
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -498,30 +498,8 @@ pub async fn run_dev(opts: DevOptions) -> Result<()> {
         )),
     }
     say(format_args!("Press Ctrl-C to stop."));
-    wait_for_signal().await;
+    crate::service::shutdown_signal().await;
     say(format_args!("stopping"));
     api.shutdown().await;
     Ok(())
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }

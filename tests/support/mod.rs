@@ -24,32 +24,21 @@ pub struct TestCa {
 
 impl TestCa {
     pub fn new(key_type: KeyType) -> TestCa {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let created = ca_init::init(&ca_init::InitOptions {
-            out: dir.path().to_owned(),
-            key_type,
-            days: 365,
-            common_name: "test CA".into(),
-            intermediate: false,
-        })
-        .expect("ca init");
-        TestCa {
-            cert: created.cert,
-            key: created.key,
-            chain: None,
-            root: created.trust_anchor,
-            dir,
-        }
+        TestCa::create(key_type, false)
     }
 
     pub fn with_intermediate(key_type: KeyType) -> TestCa {
+        TestCa::create(key_type, true)
+    }
+
+    fn create(key_type: KeyType, intermediate: bool) -> TestCa {
         let dir = tempfile::tempdir().expect("tempdir");
         let created = ca_init::init(&ca_init::InitOptions {
             out: dir.path().to_owned(),
             key_type,
             days: 365,
             common_name: "test CA".into(),
-            intermediate: true,
+            intermediate,
         })
         .expect("ca init");
         TestCa {
