@@ -607,6 +607,10 @@ fn validate_policy(p: &RawPolicy) -> std::result::Result<Policy, KeyedError> {
             "must be at least 10m (600 s), the apiserver's minimum".into(),
         ));
     }
+    // Beyond any CA's lifetime, and it keeps the time arithmetic far from overflow.
+    if max > Duration::from_secs(100 * 365 * 86400) {
+        return Err(("lifetime.max".into(), "must be at most 100 years".into()));
+    }
     if !(min <= default && default <= max) {
         return Err(("lifetime".into(), "need min <= default <= max".into()));
     }

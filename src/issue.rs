@@ -75,11 +75,14 @@ pub fn validity(
         not_after: humantime::format_rfc3339_seconds(ca_not_after).to_string(),
     };
     let not_before = now.checked_sub(BACKDATE).ok_or_else(expired)?;
-    let mut not_after = if lifetime < SHORT {
-        now + lifetime
+    let end = if lifetime < SHORT {
+        now.checked_add(lifetime)
     } else {
-        now + lifetime - BACKDATE
+        now.checked_add(lifetime - BACKDATE)
     };
+    // Past the end of representable time means "as long as the CA lives", which the cap below
+    // applies anyway.
+    let mut not_after = end.unwrap_or(ca_not_after);
     if not_after >= ca_not_after {
         not_after = ca_not_after;
     }
