@@ -163,6 +163,16 @@ impl Template {
         if pieces.is_empty() {
             return Err("empty pattern".into());
         }
+        // Two wildcards side by side ("**", "{namespace}{serviceaccount}") are ambiguous, and each
+        // extra one multiplies the matching work on a requester-chosen value.
+        if pieces
+            .windows(2)
+            .any(|w| !matches!(w[0], Piece::Literal(_)) && !matches!(w[1], Piece::Literal(_)))
+        {
+            return Err(format!(
+                "{s:?}: wildcards and placeholders must be separated by literal text"
+            ));
+        }
         Ok(Template {
             source: s.to_owned(),
             pieces,
@@ -550,6 +560,15 @@ impl Policy {
         for san in &csr.sans {
             match san {
                 San::Dns(name) => {
+                    if name.len() > 253 {
+                        return Err(Refusal::new(
+                            Reason::SanNotAllowed,
+                            format!(
+                                "DNS subjectAltName of {} characters is longer than 253",
+                                name.len()
+                            ),
+                        ));
+                    }
                     if name.starts_with("*.") && !self.allow_wildcard_dns {
                         return Err(Refusal::new(
                             Reason::SanNotAllowed,
@@ -773,6 +792,9 @@ mod tests {
         assert!(Template::parse("{nmespace}.svc").is_err());
         assert!(Template::parse("{namespace.svc").is_err());
         assert!(Template::parse("").is_err());
+        assert!(Template::parse("**.example.com").is_err());
+        assert!(Template::parse("{namespace}{serviceaccount}.svc").is_err());
+        assert!(Template::parse("{namespace}-{serviceaccount}.svc").is_ok());
     }
 
     #[test]
