@@ -99,6 +99,8 @@ pub struct VerifiedCsr {
     pub common_names: Vec<String>,
     /// Every organization value, in order.
     pub organizations: Vec<String>,
+    /// Subject attribute types other than C, ST, L, O, OU and CN (dotted OIDs).
+    pub other_attributes: Vec<String>,
     /// The SubjectPublicKeyInfo exactly as requested (DER).
     pub spki_der: Vec<u8>,
     /// The subjectPublicKey bits (for the subject key identifier).
@@ -168,7 +170,13 @@ pub fn parse_and_verify(pem: &[u8]) -> Result<VerifiedCsr, Refusal> {
         .map_err(|e| malformed(format!("cannot encode the subject: {e}")))?;
     let mut common_names = Vec::new();
     let mut organizations = Vec::new();
+    let mut other_attributes = Vec::new();
     for atv in req.info.subject.iter() {
+        let known = ["2.5.4.6", "2.5.4.8", "2.5.4.7", "2.5.4.11"];
+        if atv.oid != OID_CN && atv.oid != OID_O && !known.contains(&atv.oid.to_string().as_str()) {
+            other_attributes.push(atv.oid.to_string());
+            continue;
+        }
         let into = if atv.oid == OID_CN {
             &mut common_names
         } else if atv.oid == OID_O {
@@ -218,6 +226,7 @@ pub fn parse_and_verify(pem: &[u8]) -> Result<VerifiedCsr, Refusal> {
         subject_der,
         common_names,
         organizations,
+        other_attributes,
         spki_der,
         public_key_bits,
         key,

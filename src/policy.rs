@@ -521,6 +521,14 @@ impl Policy {
                 ));
             }
         }
+        // Only C, ST, L, O, OU and CN are allowed: emailAddress, UID, DC and the like would let a
+        // client claim an identity (OpenSSL matches emailAddress when there is no email SAN).
+        if let Some(oid) = csr.other_attributes.first() {
+            return Err(Refusal::new(
+                Reason::SubjectNotAllowed,
+                format!("subject attribute {oid} is not allowed (allowed: C, ST, L, O, OU, CN)"),
+            ));
+        }
         if csr.organizations.iter().any(|o| o == "system:masters") {
             return Err(Refusal::new(
                 Reason::SubjectNotAllowed,
@@ -531,6 +539,16 @@ impl Policy {
             return Err(Refusal::new(
                 Reason::SubjectNotAllowed,
                 "a subject commonName is required",
+            ));
+        }
+        if let Some(cn) = csr
+            .common_names
+            .iter()
+            .find(|cn| cn.contains('*') && !self.allow_wildcard_dns)
+        {
+            return Err(Refusal::new(
+                Reason::SubjectNotAllowed,
+                format!("wildcard subject commonName {cn:?} is not allowed"),
             ));
         }
         for cn in &csr.common_names {
@@ -569,7 +587,12 @@ impl Policy {
                             ),
                         ));
                     }
-                    if name.starts_with("*.") && !self.allow_wildcard_dns {
+                    let wildcard = name.contains('*');
+                    if wildcard
+                        && !(self.allow_wildcard_dns
+                            && name.starts_with("*.")
+                            && !name[1..].contains('*'))
+                    {
                         return Err(Refusal::new(
                             Reason::SanNotAllowed,
                             format!("wildcard DNS subjectAltName {name:?} is not allowed"),

@@ -82,6 +82,33 @@ fn cases() -> Vec<Case> {
 
     vec![
         case(
+            "emailAddress in the subject",
+            CsrSpec::new(
+                key(KeyType::P256),
+                &[("CN", "developer"), ("emailAddress", "admin@corp.example")],
+            )
+            .pem(),
+            Reason::SubjectNotAllowed,
+            "1.2.840.113549.1.9.1",
+        ),
+        Case {
+            requester: sa,
+            ..case(
+                "partial-label wildcard DNS",
+                CsrSpec::new(key(KeyType::P256), &[])
+                    .sans(&["DNS:f*.team-a.svc"])
+                    .pem(),
+                Reason::SanNotAllowed,
+                "f*.team-a.svc",
+            )
+        },
+        case(
+            "wildcard commonName",
+            CsrSpec::new(key(KeyType::P256), &[("CN", "*.example.com")]).pem(),
+            Reason::SubjectNotAllowed,
+            "*.example.com",
+        ),
+        case(
             "garbage",
             b"\x00\xffnot a request at all".to_vec(),
             Reason::MalformedRequest,
