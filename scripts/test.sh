@@ -32,8 +32,9 @@ cargo test --all-targets
 if [ -x tests/chart/run.sh ]; then
   scrape="$(mktemp)"
   echo "== tests/chart/scrape-metrics.sh"
-  tests/chart/scrape-metrics.sh target/debug/csr-signer "$scrape"
+  bin="${CARGO_TARGET_DIR:-target}/debug/csr-signer"
+  tests/chart/scrape-metrics.sh "$bin" "$scrape"
   echo "== tests/chart/run.sh"
-  CSR_SIGNER_BIN=target/debug/csr-signer METRICS_SCRAPE_FILE="$scrape" tests/chart/run.sh
+  CSR_SIGNER_BIN="$bin" METRICS_SCRAPE_FILE="$scrape" tests/chart/run.sh
 fi
 echo "== all tests passed"
