@@ -17,14 +17,7 @@ const USAGES: &[&str] = &["digital signature", "client auth"];
 
 async fn create_approved(env: &Env, prefix: &str, n: usize) -> Vec<String> {
     let pem = CsrSpec::new(key(KeyType::P256), &[("CN", "developer")]).pem();
-    let mut names = Vec::new();
-    for i in 0..n {
-        let name = format!("{prefix}-{i}");
-        env.create(&name, SIGNER, &pem, USAGES, None).await;
-        env.approve(&name).await;
-        names.push(name);
-    }
-    names
+    env.create_approved(prefix, n, &pem, USAGES).await
 }
 
 fn assert_exactly_once(env: &Env, names: &[String]) {

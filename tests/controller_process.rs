@@ -132,14 +132,7 @@ const ISSUED: &str =
 
 async fn create_approved(env: &Env, prefix: &str, n: usize) -> Vec<String> {
     let pem = CsrSpec::new(key(KeyType::P256), &[("CN", "developer")]).pem();
-    let mut names = Vec::new();
-    for i in 0..n {
-        let name = format!("{prefix}-{i}");
-        env.create(&name, SIGNER, &pem, USAGES, None).await;
-        env.approve(&name).await;
-        names.push(name);
-    }
-    names
+    env.create_approved(prefix, n, &pem, USAGES).await
 }
 
 /// The base64 body of the CA key, in chunks long enough to be unmistakable.

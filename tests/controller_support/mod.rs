@@ -115,6 +115,24 @@ impl Env {
             .await
     }
 
+    /// Creates `n` CSRs named `<prefix>-<i>` for `SIGNER` with the same request, and approves each.
+    pub async fn create_approved(
+        &self,
+        prefix: &str,
+        n: usize,
+        pem: &[u8],
+        usages: &[&str],
+    ) -> Vec<String> {
+        let mut names = Vec::with_capacity(n);
+        for i in 0..n {
+            let name = format!("{prefix}-{i}");
+            self.create(&name, SIGNER, pem, usages, None).await;
+            self.approve(&name).await;
+            names.push(name);
+        }
+        names
+    }
+
     pub async fn approve(&self, name: &str) {
         self.add_approval_condition(name, "Approved", "TestApproved")
             .await;
