@@ -156,66 +156,68 @@ fn assert_no_key(label: &str, text: &str, key_file: &Path) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_mid_run_then_restart_issues_every_csr_exactly_once() {
-    let ca = TestCa::new(KeyType::P256);
-    let env = Env::start().await;
-    let names = create_approved(&env, "k9", 500).await;
-    // A low client QPS keeps the first run mid-way when it is killed.
-    let mut first = Signer::start(&env, &ca, false, "first", 100);
-    first.wait_metric(ISSUED, |v| v >= 50.0).await;
-    first.kill9();
-    let written_before: usize = names.iter().map(|n| env.status_writes(n)).sum();
-    assert!(
-        written_before < names.len(),
-        "the first run finished before the kill; nothing tested"
-    );
-
-    let second = Signer::start(&env, &ca, false, "second", 2000);
-    env.wait_all_issued(&names).await;
-    for n in &names {
-        assert_eq!(
-            env.status_writes(n),
-            1,
-            "{n}: issued exactly once across the kill"
-        );
-    }
-    let metrics = second.metrics().await.unwrap();
-    for (label, text) in [
-        ("first log", first.log_text()),
-        ("second log", second.log_text()),
-        ("metrics", metrics),
-    ] {
-        assert_no_key(label, &text, &ca.key);
-    }
-    // One decision line per issued CSR, with the contract's fields.
-    let log = second.log_text();
-    let lines: Vec<serde_json::Value> = log
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["fields"]["message"] == "certificate issued")
-        .collect();
-    assert!(!lines.is_empty(), "{log}");
-    for field in [
-        "csr",
-        "signer",
-        "requester",
-        "outcome",
-        "reason",
-        "serial",
-        "not_after",
-        "latency_ms",
-    ] {
+on_both_servers! {
+    async fn kill_9_mid_run_then_restart_issues_every_csr_exactly_once(server) {
+        let ca = TestCa::new(KeyType::P256);
+        let env = Env::on(server).await;
+        let names = create_approved(&env, "k9", 500).await;
+        // A low client QPS keeps the first run mid-way when it is killed.
+        let mut first = Signer::start(&env, &ca, false, "first", 100);
+        first.wait_metric(ISSUED, |v| v >= 50.0).await;
+        first.kill9();
+        let written_before: usize = env.status_writes_by_name().await.values().sum();
         assert!(
-            !lines[0]["fields"][field].is_null(),
-            "{field} missing in {}",
-            lines[0]
+            written_before < names.len(),
+            "the first run finished before the kill; nothing tested"
+        );
+
+        let second = Signer::start(&env, &ca, false, "second", 2000);
+        env.wait_all_issued(&names).await;
+        let writes = env.status_writes_by_name().await;
+        for n in &names {
+            assert_eq!(
+                writes.get(n).copied().unwrap_or(0),
+                1,
+                "{n}: issued exactly once across the kill"
+            );
+        }
+        let metrics = second.metrics().await.unwrap();
+        for (label, text) in [
+            ("first log", first.log_text()),
+            ("second log", second.log_text()),
+            ("metrics", metrics),
+        ] {
+            assert_no_key(label, &text, &ca.key);
+        }
+        // One decision line per issued CSR, with the contract's fields.
+        let log = second.log_text();
+        let lines: Vec<serde_json::Value> = log
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["fields"]["message"] == "certificate issued")
+            .collect();
+        assert!(!lines.is_empty(), "{log}");
+        for field in [
+            "csr",
+            "signer",
+            "requester",
+            "outcome",
+            "reason",
+            "serial",
+            "not_after",
+            "latency_ms",
+        ] {
+            assert!(
+                !lines[0]["fields"][field].is_null(),
+                "{field} missing in {}",
+                lines[0]
+            );
+        }
+        assert!(
+            !log.contains("BEGIN CERTIFICATE"),
+            "the log must not carry PEM"
         );
     }
-    assert!(
-        !log.contains("BEGIN CERTIFICATE"),
-        "the log must not carry PEM"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -244,75 +246,78 @@ async fn startup_errors_do_not_print_the_ca_key() {
     assert_no_key("startup error", &text, &other.key);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn only_the_leader_writes_and_a_standby_takes_over_after_kill_9() {
-    let ca = TestCa::new(KeyType::P256);
-    let env = Env::start().await;
-    let mut a = Signer::start(&env, &ca, true, "replica-a", 2000);
-    a.wait_metric("csr_signer_leader", |v| v == 1.0).await;
-    let b = Signer::start(&env, &ca, true, "replica-b", 2000);
-    // The standby is ready (CA loaded, watch synced, lease observed) without being leader.
-    b.wait_ready().await;
+on_both_servers! {
+    async fn only_the_leader_writes_and_a_standby_takes_over_after_kill_9(server) {
+        let ca = TestCa::new(KeyType::P256);
+        let env = Env::on(server).await;
+        let mut a = Signer::start(&env, &ca, true, "replica-a", 2000);
+        a.wait_metric("csr_signer_leader", |v| v == 1.0).await;
+        let b = Signer::start(&env, &ca, true, "replica-b", 2000);
+        // The standby is ready (CA loaded, watch synced, lease observed) without being leader.
+        b.wait_ready().await;
 
-    let first = create_approved(&env, "ha", 30).await;
-    env.wait_all_issued(&first).await;
-    a.wait_metric(ISSUED, |v| v == 30.0).await;
-    assert_eq!(
-        sample(&b.metrics().await.unwrap(), ISSUED),
-        Some(0.0),
-        "the standby must not write"
-    );
-    assert_eq!(
-        sample(&b.metrics().await.unwrap(), "csr_signer_leader"),
-        Some(0.0)
-    );
+        let first = create_approved(&env, "ha", 30).await;
+        env.wait_all_issued(&first).await;
+        a.wait_metric(ISSUED, |v| v == 30.0).await;
+        assert_eq!(
+            sample(&b.metrics().await.unwrap(), ISSUED),
+            Some(0.0),
+            "the standby must not write"
+        );
+        assert_eq!(
+            sample(&b.metrics().await.unwrap(), "csr_signer_leader"),
+            Some(0.0)
+        );
 
-    a.kill9();
-    // Work queued while nobody leads is picked up by the new leader.
-    let second = create_approved(&env, "failover", 30).await;
-    b.wait_metric("csr_signer_leader", |v| v == 1.0).await;
-    env.wait_all_issued(&second).await;
-    let leases: Api<Lease> = Api::namespaced(env.admin.clone(), "csr-signer");
-    let lease = leases.get("csr-signer").await.unwrap();
-    assert_eq!(
-        lease.spec.unwrap().holder_identity.as_deref(),
-        Some("replica-b")
-    );
-    for n in first.iter().chain(&second) {
-        assert_eq!(env.status_writes(n), 1, "{n}: no CSR issued twice");
+        a.kill9();
+        // Work queued while nobody leads is picked up by the new leader.
+        let second = create_approved(&env, "failover", 30).await;
+        b.wait_metric("csr_signer_leader", |v| v == 1.0).await;
+        env.wait_all_issued(&second).await;
+        let leases: Api<Lease> = Api::namespaced(env.admin.clone(), "csr-signer");
+        let lease = leases.get("csr-signer").await.unwrap();
+        assert_eq!(
+            lease.spec.unwrap().holder_identity.as_deref(),
+            Some("replica-b")
+        );
+        let writes = env.status_writes_by_name().await;
+        for n in first.iter().chain(&second) {
+            assert_eq!(writes.get(n).copied(), Some(1), "{n}: no CSR issued twice");
+        }
+        assert_eq!(sample(&b.metrics().await.unwrap(), ISSUED), Some(30.0));
     }
-    assert_eq!(sample(&b.metrics().await.unwrap(), ISSUED), Some(30.0));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_releases_the_lease_for_an_immediate_takeover() {
-    let ca = TestCa::new(KeyType::P256);
-    let env = Env::start().await;
-    let mut a = Signer::start(&env, &ca, true, "term-a", 2000);
-    a.wait_metric("csr_signer_leader", |v| v == 1.0).await;
-    // A standby (its workers parked waiting for leadership) also stops cleanly on SIGTERM.
-    let mut b = Signer::start(&env, &ca, true, "term-b", 2000);
-    b.wait_ready().await;
-    assert_eq!(
-        sample(&b.metrics().await.unwrap(), "csr_signer_leader"),
-        Some(0.0)
-    );
-    let status = b.sigterm();
-    assert!(
-        status.success(),
-        "standby graceful exit: {status:?}\n{}",
-        b.log_text()
-    );
-    let status = a.sigterm();
-    assert!(
-        status.success(),
-        "graceful exit: {status:?}\n{}",
-        a.log_text()
-    );
-    let leases: Api<Lease> = Api::namespaced(env.admin.clone(), "csr-signer");
-    let spec = leases.get("csr-signer").await.unwrap().spec.unwrap();
-    assert_eq!(spec.holder_identity, None, "lease released on SIGTERM");
-    assert!(a.log_text().contains("released lease"));
+on_both_servers! {
+    async fn sigterm_releases_the_lease_for_an_immediate_takeover(server) {
+        let ca = TestCa::new(KeyType::P256);
+        let env = Env::on(server).await;
+        let mut a = Signer::start(&env, &ca, true, "term-a", 2000);
+        a.wait_metric("csr_signer_leader", |v| v == 1.0).await;
+        // A standby (its workers parked waiting for leadership) also stops cleanly on SIGTERM.
+        let mut b = Signer::start(&env, &ca, true, "term-b", 2000);
+        b.wait_ready().await;
+        assert_eq!(
+            sample(&b.metrics().await.unwrap(), "csr_signer_leader"),
+            Some(0.0)
+        );
+        let status = b.sigterm();
+        assert!(
+            status.success(),
+            "standby graceful exit: {status:?}\n{}",
+            b.log_text()
+        );
+        let status = a.sigterm();
+        assert!(
+            status.success(),
+            "graceful exit: {status:?}\n{}",
+            a.log_text()
+        );
+        let leases: Api<Lease> = Api::namespaced(env.admin.clone(), "csr-signer");
+        let spec = leases.get("csr-signer").await.unwrap().spec.unwrap();
+        assert_eq!(spec.holder_identity, None, "lease released on SIGTERM");
+        assert!(a.log_text().contains("released lease"));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -22,21 +22,7 @@ apt_install() {
 
 command -v promtool >/dev/null || apt_install prometheus
 command -v openssl >/dev/null || apt_install openssl
-command -v python3 >/dev/null || apt_install python3
-python3 -c 'import ensurepip, venv' 2>/dev/null || apt_install python3-venv
-
-VENV="$ROOT/.venv-chart"
-REQS="$ROOT/tests/chart/requirements.txt"
-STAMP="$VENV/.requirements.sha256"
-if [ ! -x "$VENV/bin/python" ]; then
-  python3 -m venv "$VENV"
-fi
-want="$(sha256sum "$REQS" | cut -d' ' -f1)"
-if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
-  "$VENV/bin/python" -m pip install -q --upgrade pip
-  "$VENV/bin/python" -m pip install -q -r "$REQS"
-  echo "$want" > "$STAMP"
-fi
+PYTHON="$("$ROOT/tests/chart/venv.sh")"
 
 echo "promtool: $(promtool --version 2>&1 | head -1)"
-exec "$VENV/bin/python" -m pytest -p no:cacheprovider -q -rs "$ROOT/tests/chart" "$@"
+exec "$PYTHON" -m pytest -p no:cacheprovider -q -rs "$ROOT/tests/chart" "$@"

@@ -16,14 +16,54 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::ByteString;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 
+#[path = "../kube_support/mod.rs"]
+pub mod kube_support;
+
 #[allow(unused_imports)]
 pub use csr_signer::dev::{Failure, Match};
 
 pub const SIGNER: &str = "example.com/mtls";
 
-/// A running local API and clients for its users.
+/// Which API server a test runs against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Server {
+    Local,
+    Real,
+}
+
+/// Defines one test body run twice: against the local API (`<name>::local_api`) and against the real
+/// kube-apiserver (`<name>::real_apiserver`). The body gets `server: Server` for `Env::on(server)`.
+#[macro_export]
+macro_rules! on_both_servers {
+    ($(#[$meta:meta])* async fn $name:ident($server:ident) $body:block) => {
+        $(#[$meta])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            async fn run($server: Server) $body
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn local_api() {
+                run(Server::Local).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn real_apiserver() {
+                run(Server::Real).await
+            }
+        }
+    };
+}
+
+/// Which server the test talks to.
+pub enum Backend {
+    /// `csr-signer dev`'s in-memory API, with fault injection and a request log.
+    Local(csr_signer::dev::LocalApi),
+    /// The real kube-apiserver of this test binary (`kube_support::shared()`), held exclusively.
+    Real(tokio::sync::MutexGuard<'static, ()>),
+}
+
+/// A running API server (local or real) and clients for its users.
 pub struct Env {
-    pub api: csr_signer::dev::LocalApi,
+    pub backend: Backend,
     pub base: String,
     pub admin: kube::Client,
     pub developer: kube::Client,
@@ -35,7 +75,7 @@ pub struct Env {
 /// A kube client for `base` authenticating with a bearer token, through a kubeconfig like a
 /// user's (so the same code path as `--kubeconfig`).
 pub async fn client(base: &str, token: &str) -> kube::Client {
-    let yaml = kubeconfig_yaml(base, token);
+    let yaml = kubeconfig_yaml(base, token, None);
     let kc = kube::config::Kubeconfig::from_yaml(&yaml).unwrap();
     let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
         .await
@@ -43,9 +83,12 @@ pub async fn client(base: &str, token: &str) -> kube::Client {
     kube::Client::try_from(cfg).unwrap()
 }
 
-pub fn kubeconfig_yaml(base: &str, token: &str) -> String {
+pub fn kubeconfig_yaml(base: &str, token: &str, ca: Option<&Path>) -> String {
+    let ca = ca
+        .map(|p| format!(", certificate-authority: \"{}\"", p.display()))
+        .unwrap_or_default();
     format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: local\n  cluster: {{server: \"{base}\"}}\nusers:\n- name: u\n  user: {{token: \"{token}\"}}\ncontexts:\n- name: c\n  context: {{cluster: local, user: u}}\ncurrent-context: c\n"
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: local\n  cluster: {{server: \"{base}\"{ca}}}\nusers:\n- name: u\n  user: {{token: \"{token}\"}}\ncontexts:\n- name: c\n  context: {{cluster: local, user: u}}\ncurrent-context: c\n"
     )
 }
 
@@ -61,7 +104,7 @@ impl Env {
         let signer_token = api.token(csr_signer::dev::SIGNER_USER).unwrap();
         let signer = client(&base, &signer_token).await;
         Env {
-            api,
+            backend: Backend::Local(api),
             base,
             admin,
             developer,
@@ -71,14 +114,67 @@ impl Env {
         }
     }
 
+    pub async fn on(server: Server) -> Env {
+        match server {
+            Server::Local => Env::start().await,
+            Server::Real => Env::start_real().await,
+        }
+    }
+
+    /// The same environment on the real kube-apiserver: the harness's identities, and the signer's
+    /// ServiceAccount bound to the RBAC the Helm chart renders for `SIGNER` (nothing more). Tests on the real
+    /// server run one at a time; each starts with no CSRs and no Leases.
+    pub async fn start_real() -> Env {
+        let cp = kube_support::shared();
+        let guard = kube_support::exclusive().await;
+        let admin = cp.client("admin").await;
+        Api::<CertificateSigningRequest>::all(admin.clone())
+            .delete_collection(&Default::default(), &Default::default())
+            .await
+            .unwrap();
+        Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(
+            admin.clone(),
+            kube_support::SIGNER_NAMESPACE,
+        )
+        .delete_collection(&Default::default(), &Default::default())
+        .await
+        .unwrap();
+        cp.apply_chart_rbac(&[SIGNER], "csr-signer").await;
+        let signer_token = cp.token("signer").to_string();
+        Env {
+            backend: Backend::Real(guard),
+            base: cp.ready.server.clone(),
+            developer: cp.client("developer").await,
+            signer: cp.client("signer").await,
+            admin,
+            signer_token,
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn is_real(&self) -> bool {
+        matches!(self.backend, Backend::Real(_))
+    }
+
+    /// The local API's fault injection and request log (the real apiserver has neither).
     pub fn faults(&self) -> &csr_signer::dev::Faults {
-        self.api.faults()
+        match &self.backend {
+            Backend::Local(api) => api.faults(),
+            Backend::Real(_) => panic!("fault injection exists only on the local API"),
+        }
     }
 
     /// Writes a kubeconfig for the signer's identity (for the binary as a subprocess).
     pub fn signer_kubeconfig(&self) -> PathBuf {
         let p = self.dir.path().join("signer.kubeconfig");
-        std::fs::write(&p, kubeconfig_yaml(&self.base, &self.signer_token)).unwrap();
+        let ca = self
+            .is_real()
+            .then(|| kube_support::shared().ready.serving_ca.clone());
+        std::fs::write(
+            &p,
+            kubeconfig_yaml(&self.base, &self.signer_token, ca.as_deref()),
+        )
+        .unwrap();
         p
     }
 
@@ -233,23 +329,49 @@ impl Env {
         }
     }
 
+    /// Every request the server has served: the local API's request log, or the real apiserver's audit log.
+    pub async fn requests(&self) -> Vec<csr_signer::dev::RequestRecord> {
+        match &self.backend {
+            Backend::Local(api) => api.faults().requests(),
+            Backend::Real(_) => kube_support::shared().requests().await,
+        }
+    }
+
     /// Successful (2xx) status writes the API served for `name`.
-    pub fn status_writes(&self, name: &str) -> usize {
-        let suffix = format!("/certificatesigningrequests/{name}/status");
-        self.faults()
-            .requests()
-            .iter()
-            .filter(|r| r.path.ends_with(&suffix))
-            .filter(|r| r.method == http::Method::PATCH || r.method == http::Method::PUT)
-            .filter(|r| (200..300).contains(&r.status))
-            .count()
+    pub async fn status_writes(&self, name: &str) -> usize {
+        self.status_writes_by_name()
+            .await
+            .get(name)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Successful (2xx) status writes per CSR name, from one read of the request log.
+    pub async fn status_writes_by_name(&self) -> std::collections::HashMap<String, usize> {
+        let mut out = std::collections::HashMap::new();
+        for r in self.requests().await {
+            if !(r.method == http::Method::PATCH || r.method == http::Method::PUT)
+                || !(200..300).contains(&r.status)
+            {
+                continue;
+            }
+            let name = r
+                .path
+                .strip_suffix("/status")
+                .and_then(|p| p.rsplit_once("/certificatesigningrequests/"))
+                .map(|(_, n)| n.to_string());
+            if let Some(n) = name {
+                *out.entry(n).or_insert(0) += 1;
+            }
+        }
+        out
     }
 
     /// Status writes (PATCH/PUT on /status) the API received for `name`, whatever their outcome.
-    pub fn status_write_attempts(&self, name: &str) -> usize {
+    pub async fn status_write_attempts(&self, name: &str) -> usize {
         let suffix = format!("/certificatesigningrequests/{name}/status");
-        self.faults()
-            .requests()
+        self.requests()
+            .await
             .iter()
             .filter(|r| r.path.ends_with(&suffix))
             .filter(|r| r.method == http::Method::PATCH || r.method == http::Method::PUT)
@@ -257,14 +379,23 @@ impl Env {
     }
 
     /// Every request that named `name` in its path.
-    pub fn requests_naming(&self, name: &str) -> Vec<(http::Method, String, u16)> {
+    pub async fn requests_naming(&self, name: &str) -> Vec<(http::Method, String, u16)> {
         let needle = format!("/certificatesigningrequests/{name}");
-        self.faults()
-            .requests()
+        self.requests()
+            .await
             .into_iter()
             .filter(|r| r.path.contains(&needle))
             .map(|r| (r.method, r.path, r.status))
             .collect()
+    }
+
+    /// The signer's user name on this server.
+    pub fn signer_user(&self) -> &'static str {
+        if self.is_real() {
+            "system:serviceaccount:csr-signer:csr-signer"
+        } else {
+            csr_signer::dev::SIGNER_USER
+        }
     }
 
     /// Settings YAML for one signer using `ca`, with the controller tuned for tests.

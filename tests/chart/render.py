@@ -1,0 +1,39 @@
+"""Renders the chart with the real Helm library and prints the chosen kinds as one JSON list, so tests in
+other languages can apply exactly what `helm install` would create (used by the real-apiserver tests to give
+the signer the chart's RBAC).
+
+    python render.py --release R --namespace NS --signer example.com/mtls [--signer ...] \
+        [--lease-name L] [--kind ClusterRole ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import json
+
+from chart_support import render
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--release", required=True)
+    p.add_argument("--namespace", required=True)
+    p.add_argument("--signer", action="append", required=True)
+    p.add_argument("--lease-name", default=None)
+    p.add_argument("--kind", action="append",
+                   default=None, help="kinds to print (default: ServiceAccount and the RBAC kinds)")
+    a = p.parse_args()
+    kinds = a.kind or ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"]
+    values = {
+        "signers": [{"name": s, "ca": {"existingSecret": "unused"}} for s in a.signer],
+        "controller": {"leaderElection": {"enabled": True, **({"leaseName": a.lease_name} if a.lease_name else {})}},
+    }
+    objects = [o for o in render(values, name=a.release, namespace=a.namespace).clean_objects() if o["kind"] in kinds]
+    json.dump(objects, sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
