@@ -166,48 +166,49 @@ async fn api_faults_leave_every_approved_csr_with_exactly_one_certificate() {
     svc.wait().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_certificate_is_impossible_even_with_two_unsynchronised_signers() {
-    // Leader election off on both: they race for every CSR; the resourceVersion precondition and
-    // the write-once rule must still leave exactly one certificate each.
-    let ca = TestCa::new(KeyType::P256);
-    let env = Env::start().await;
-    let (a, stop_a) = env
-        .start_signer(env.settings(&ca.cert, &ca.key, "", false), "racer-a")
+on_both_servers! {
+    async fn a_second_certificate_is_impossible_even_with_two_unsynchronised_signers(server) {
+        // Leader election off on both: they race for every CSR; the resourceVersion precondition and
+        // the write-once rule must still leave exactly one certificate each.
+        let ca = TestCa::new(KeyType::P256);
+        let env = Env::on(server).await;
+        let (a, stop_a) = env
+            .start_signer(env.settings(&ca.cert, &ca.key, "", false), "racer-a")
+            .await;
+        let (b, stop_b) = env
+            .start_signer(env.settings(&ca.cert, &ca.key, "", false), "racer-b")
+            .await;
+        let names = create_approved(&env, "race", 40).await;
+        env.wait_all_issued(&names).await;
+        let mut seen = Vec::new();
+        for n in &names {
+            let first = certificate(&env.csrs().get(n).await.unwrap()).unwrap();
+            seen.push(first);
+        }
+        // Let both settle, then confirm nothing changed and each CSR got one write.
+        env.create(
+            "settle",
+            SIGNER,
+            &CsrSpec::new(key(KeyType::P256), &[("CN", "developer")]).pem(),
+            USAGES,
+            None,
+        )
         .await;
-    let (b, stop_b) = env
-        .start_signer(env.settings(&ca.cert, &ca.key, "", false), "racer-b")
-        .await;
-    let names = create_approved(&env, "race", 40).await;
-    env.wait_all_issued(&names).await;
-    let mut seen = Vec::new();
-    for n in &names {
-        let first = certificate(&env.csrs().get(n).await.unwrap()).unwrap();
-        seen.push(first);
+        env.approve("settle").await;
+        env.wait_certificate("settle").await;
+        for (n, first) in names.iter().zip(&seen) {
+            let now = certificate(&env.csrs().get(n).await.unwrap()).unwrap();
+            assert_eq!(&now, first, "{n}: certificate changed");
+        }
+        assert_exactly_once(&env, &names).await;
+        let issued = sample(&scrape(a.listen).await, "csr_signer_requests_total{outcome=\"issued\",reason=\"None\",signer=\"example.com/mtls\"}").unwrap_or(0.0)
+            + sample(&scrape(b.listen).await, "csr_signer_requests_total{outcome=\"issued\",reason=\"None\",signer=\"example.com/mtls\"}").unwrap_or(0.0);
+        assert_eq!(issued, names.len() as f64 + 1.0);
+        stop_a.send(()).unwrap();
+        stop_b.send(()).unwrap();
+        a.wait().await.unwrap();
+        b.wait().await.unwrap();
     }
-    // Let both settle, then confirm nothing changed and each CSR got one write.
-    env.create(
-        "settle",
-        SIGNER,
-        &CsrSpec::new(key(KeyType::P256), &[("CN", "developer")]).pem(),
-        USAGES,
-        None,
-    )
-    .await;
-    env.approve("settle").await;
-    env.wait_certificate("settle").await;
-    for (n, first) in names.iter().zip(&seen) {
-        let now = certificate(&env.csrs().get(n).await.unwrap()).unwrap();
-        assert_eq!(&now, first, "{n}: certificate changed");
-    }
-    assert_exactly_once(&env, &names).await;
-    let issued = sample(&scrape(a.listen).await, "csr_signer_requests_total{outcome=\"issued\",reason=\"None\",signer=\"example.com/mtls\"}").unwrap_or(0.0)
-        + sample(&scrape(b.listen).await, "csr_signer_requests_total{outcome=\"issued\",reason=\"None\",signer=\"example.com/mtls\"}").unwrap_or(0.0);
-    assert_eq!(issued, names.len() as f64 + 1.0);
-    stop_a.send(()).unwrap();
-    stop_b.send(()).unwrap();
-    a.wait().await.unwrap();
-    b.wait().await.unwrap();
 }
 
 fn swap_ca_files(ca_dir: &std::path::Path, cert: &[u8], key: &[u8]) {
@@ -229,85 +230,86 @@ fn swap_ca_files(ca_dir: &std::path::Path, cert: &[u8], key: &[u8]) {
     std::fs::rename(&tmp, ca_dir.join("..data")).unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ca_files_swapped_on_disk_are_picked_up_and_a_broken_swap_keeps_the_old_ca() {
-    let first = TestCa::new(KeyType::P256);
-    let second = TestCa::new(KeyType::Ed25519);
-    let env = Env::start().await;
-    // A Secret-volume-like layout: tls.crt -> ..data/tls.crt, ..data -> ..<stamp>.
-    let vol = env.dir.path().join("ca-volume");
-    std::fs::create_dir(&vol).unwrap();
-    swap_ca_files(
-        &vol,
-        &std::fs::read(&first.cert).unwrap(),
-        &std::fs::read(&first.key).unwrap(),
-    );
-    std::os::unix::fs::symlink("..data/tls.crt", vol.join("tls.crt")).unwrap();
-    std::os::unix::fs::symlink("..data/tls.key", vol.join("tls.key")).unwrap();
-    let (svc, stop) = env
-        .start_signer(
-            env.settings(&vol.join("tls.crt"), &vol.join("tls.key"), "", false),
-            "replica-a",
-        )
-        .await;
+on_both_servers! {
+    async fn ca_files_swapped_on_disk_are_picked_up_and_a_broken_swap_keeps_the_old_ca(server) {
+        let first = TestCa::new(KeyType::P256);
+        let second = TestCa::new(KeyType::Ed25519);
+        let env = Env::on(server).await;
+        // A Secret-volume-like layout: tls.crt -> ..data/tls.crt, ..data -> ..<stamp>.
+        let vol = env.dir.path().join("ca-volume");
+        std::fs::create_dir(&vol).unwrap();
+        swap_ca_files(
+            &vol,
+            &std::fs::read(&first.cert).unwrap(),
+            &std::fs::read(&first.key).unwrap(),
+        );
+        std::os::unix::fs::symlink("..data/tls.crt", vol.join("tls.crt")).unwrap();
+        std::os::unix::fs::symlink("..data/tls.key", vol.join("tls.key")).unwrap();
+        let (svc, stop) = env
+            .start_signer(
+                env.settings(&vol.join("tls.crt"), &vol.join("tls.key"), "", false),
+                "replica-a",
+            )
+            .await;
 
-    let pem = CsrSpec::new(key(KeyType::P256), &[("CN", "developer")]).pem();
-    env.create("before", SIGNER, &pem, USAGES, None).await;
-    env.approve("before").await;
-    verify_with_store(&env.wait_certificate("before").await, &first.root_x509()).unwrap();
+        let pem = CsrSpec::new(key(KeyType::P256), &[("CN", "developer")]).pem();
+        env.create("before", SIGNER, &pem, USAGES, None).await;
+        env.approve("before").await;
+        verify_with_store(&env.wait_certificate("before").await, &first.root_x509()).unwrap();
 
-    swap_ca_files(
-        &vol,
-        &std::fs::read(&second.cert).unwrap(),
-        &std::fs::read(&second.key).unwrap(),
-    );
-    let second_not_after = {
-        let c = X509::from_pem(&std::fs::read(&second.cert).unwrap()).unwrap();
-        c.not_after().to_string()
-    };
-    // Probe until a certificate chains to the new CA (liveness, generous).
-    let mut reloaded = false;
-    for _ in 0..600 {
-        env.create("after-probe", SIGNER, &pem, USAGES, None).await;
-        env.approve("after-probe").await;
-        let chain = env.wait_certificate("after-probe").await;
-        env.csrs()
-            .delete("after-probe", &Default::default())
-            .await
-            .unwrap();
-        if verify_with_store(&chain, &second.root_x509()).is_ok() {
-            reloaded = true;
-            break;
+        swap_ca_files(
+            &vol,
+            &std::fs::read(&second.cert).unwrap(),
+            &std::fs::read(&second.key).unwrap(),
+        );
+        let second_not_after = {
+            let c = X509::from_pem(&std::fs::read(&second.cert).unwrap()).unwrap();
+            c.not_after().to_string()
+        };
+        // Probe until a certificate chains to the new CA (liveness, generous).
+        let mut reloaded = false;
+        for _ in 0..600 {
+            env.create("after-probe", SIGNER, &pem, USAGES, None).await;
+            env.approve("after-probe").await;
+            let chain = env.wait_certificate("after-probe").await;
+            env.csrs()
+                .delete("after-probe", &Default::default())
+                .await
+                .unwrap();
+            if verify_with_store(&chain, &second.root_x509()).is_ok() {
+                reloaded = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(reloaded, "new CA ({second_not_after}) never used");
+        assert!(reloaded, "new CA ({second_not_after}) never used");
 
-    // A broken swap (certificate and key that do not match) keeps the second CA signing.
-    swap_ca_files(
-        &vol,
-        &std::fs::read(&first.cert).unwrap(),
-        &std::fs::read(&second.key).unwrap(),
-    );
-    let mut counted = false;
-    for _ in 0..600 {
-        let text = scrape(svc.listen).await;
-        if sample(
-            &text,
-            "csr_signer_ca_reload_errors_total{signer=\"example.com/mtls\"}",
-        )
-        .is_some_and(|v| v >= 1.0)
-        {
-            counted = true;
-            break;
+        // A broken swap (certificate and key that do not match) keeps the second CA signing.
+        swap_ca_files(
+            &vol,
+            &std::fs::read(&first.cert).unwrap(),
+            &std::fs::read(&second.key).unwrap(),
+        );
+        let mut counted = false;
+        for _ in 0..600 {
+            let text = scrape(svc.listen).await;
+            if sample(
+                &text,
+                "csr_signer_ca_reload_errors_total{signer=\"example.com/mtls\"}",
+            )
+            .is_some_and(|v| v >= 1.0)
+            {
+                counted = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(counted, "broken CA swap not counted");
+        env.create("after-broken", SIGNER, &pem, USAGES, None).await;
+        env.approve("after-broken").await;
+        let chain = env.wait_certificate("after-broken").await;
+        verify_with_store(&chain, &second.root_x509()).unwrap();
+        stop.send(()).unwrap();
+        svc.wait().await.unwrap();
     }
-    assert!(counted, "broken CA swap not counted");
-    env.create("after-broken", SIGNER, &pem, USAGES, None).await;
-    env.approve("after-broken").await;
-    let chain = env.wait_certificate("after-broken").await;
-    verify_with_store(&chain, &second.root_x509()).unwrap();
-    stop.send(()).unwrap();
-    svc.wait().await.unwrap();
 }

@@ -197,6 +197,17 @@ impl ControlPlane {
         panic!("the audit log never recorded {marker}");
     }
 
+    /// The audit log's events as JSON (user, verb, objectRef, responseStatus, ...), after the same marker
+    /// wait as `requests`.
+    pub async fn audit_events(&self) -> Vec<serde_json::Value> {
+        self.requests().await;
+        std::fs::read_to_string(&self.ready.audit_log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();

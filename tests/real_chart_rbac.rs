@@ -1,0 +1,200 @@
+//! The Helm chart's RBAC is exactly what the signer uses, judged by the real kube-apiserver: the signer runs
+//! as a ServiceAccount bound only to the chart's rendered ClusterRole/Role, goes through its whole life
+//! (leader election, a pending CSR, an issued one, a refused one, events, SIGTERM releasing the Lease), and
+//! the apiserver's audit log of its requests is compared with the chart's grants. A verb the signer needed
+//! but lacked fails the flow (403); a granted verb it never used fails the comparison.
+#![allow(clippy::unwrap_used)]
+
+mod controller_support;
+mod support;
+
+use std::collections::BTreeSet;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use controller_support::*;
+use csr_signer::ca_init::KeyType;
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+};
+use kube::api::{Api, PostParams};
+use support::{key, CsrSpec, TestCa};
+
+const USAGES: &[&str] = &["digital signature", "client auth"];
+
+/// (API group, resource[/subresource], verb)
+type Grant = (String, String, String);
+
+fn granted_by_chart() -> BTreeSet<Grant> {
+    let objects = kube_support::render_chart(
+        kube_support::SIGNER_NAMESPACE,
+        kube_support::SIGNER_NAMESPACE,
+        &[SIGNER],
+        "csr-signer",
+    );
+    let mut out = BTreeSet::new();
+    for o in objects
+        .iter()
+        .filter(|o| o["kind"] == "ClusterRole" || o["kind"] == "Role")
+    {
+        // The chart's requester/approver roles are for people, not the signer.
+        let name = o["metadata"]["name"].as_str().unwrap();
+        if name.ends_with("-requester") || name.ends_with("-approver") {
+            continue;
+        }
+        for rule in o["rules"].as_array().unwrap() {
+            for g in rule["apiGroups"].as_array().unwrap() {
+                for r in rule["resources"].as_array().unwrap() {
+                    for v in rule["verbs"].as_array().unwrap() {
+                        out.insert((
+                            g.as_str().unwrap().to_string(),
+                            r.as_str().unwrap().to_string(),
+                            v.as_str().unwrap().to_string(),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+async fn can(env: &Env, verb: &str, resource: &str, name: &str) -> bool {
+    let review = SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: Some(env.signer_user().to_string()),
+            groups: Some(vec![
+                "system:serviceaccounts".into(),
+                "system:serviceaccounts:csr-signer".into(),
+                "system:authenticated".into(),
+            ]),
+            resource_attributes: Some(ResourceAttributes {
+                group: Some("certificates.k8s.io".into()),
+                resource: Some(resource.into()),
+                verb: Some(verb.into()),
+                name: Some(name.into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<SubjectAccessReview>::all(env.admin.clone())
+        .create(&PostParams::default(), &review)
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .allowed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chart_grants_exactly_the_verbs_the_signer_uses_on_the_real_apiserver() {
+    let ca = TestCa::new(KeyType::P256);
+    let env = Env::start_real().await;
+    let config = env.dir.path().join("signer.yaml");
+    std::fs::write(
+        &config,
+        settings_yaml(&ca.cert, &ca.key, "", true, "127.0.0.1:0"),
+    )
+    .unwrap();
+    let log = env.dir.path().join("signer.log");
+    let mut signer = Command::new(env!("CARGO_BIN_EXE_csr-signer"))
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .arg("--kubeconfig")
+        .arg(env.signer_kubeconfig())
+        .env("POD_NAME", "rbac-replica")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+
+    let good = CsrSpec::new(key(KeyType::P256), &[("CN", "developer")]).pem();
+    let bad = CsrSpec::new(key(KeyType::P256), &[("CN", "admin")]).pem();
+    env.create("rbac-pending", SIGNER, &good, USAGES, None)
+        .await;
+    env.create("rbac-good", SIGNER, &good, USAGES, None).await;
+    env.create("rbac-refused", SIGNER, &bad, USAGES, None).await;
+    env.approve("rbac-good").await;
+    env.approve("rbac-refused").await;
+    env.wait_certificate("rbac-good").await;
+    env.wait_for("rbac-refused", "Failed", |c| {
+        !failed_conditions(c).is_empty()
+    })
+    .await;
+    // The pending CSR's WaitingForApproval event is the last thing written before shutdown.
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::all(env.admin.clone());
+    for _ in 0..400 {
+        let list = events.list(&Default::default()).await.unwrap();
+        if list.items.iter().any(|e| {
+            e.involved_object.name.as_deref() == Some("rbac-pending")
+                && e.reason.as_deref() == Some("WaitingForApproval")
+        }) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pid = signer.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = signer.wait().unwrap();
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(status.success(), "signer exit {status:?}\n{log_text}");
+    assert!(log_text.contains("released lease"), "{log_text}");
+
+    // What the signer asked the apiserver for, and what it was refused.
+    let mut used = BTreeSet::new();
+    let mut forbidden = Vec::new();
+    for ev in kube_support::shared().audit_events().await {
+        if ev["user"]["username"] != env.signer_user() || ev["objectRef"].is_null() {
+            continue;
+        }
+        let r = &ev["objectRef"];
+        let resource = match r["subresource"].as_str() {
+            Some(sub) => format!("{}/{sub}", r["resource"].as_str().unwrap()),
+            None => r["resource"].as_str().unwrap().to_string(),
+        };
+        let grant = (
+            r["apiGroup"].as_str().unwrap_or("").to_string(),
+            resource,
+            ev["verb"].as_str().unwrap().to_string(),
+        );
+        if ev["responseStatus"]["code"] == 403 {
+            forbidden.push(grant.clone());
+        }
+        used.insert(grant);
+    }
+    assert!(
+        forbidden.is_empty(),
+        "the chart's RBAC is missing: {forbidden:?}"
+    );
+    // `sign` on signers is checked inside the status write (CertificateSigning admission), not requested
+    // on its own; it is checked by name below.
+    let granted: BTreeSet<Grant> = granted_by_chart()
+        .into_iter()
+        .filter(|(_, r, _)| r != "signers")
+        .collect();
+    let excess: Vec<_> = granted.difference(&used).collect();
+    let missing: Vec<_> = used.difference(&granted).collect();
+    assert!(
+        missing.is_empty(),
+        "used but not granted by the chart: {missing:?}"
+    );
+    assert!(
+        excess.is_empty(),
+        "granted by the chart but never used by the signer: {excess:?} (used: {used:?})"
+    );
+
+    assert!(can(&env, "sign", "signers", SIGNER).await);
+    for other in ["example.com/other", "kubernetes.io/kube-apiserver-client"] {
+        assert!(
+            !can(&env, "sign", "signers", other).await,
+            "the signer may sign for {other}"
+        );
+    }
+}
