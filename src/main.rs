@@ -114,6 +114,9 @@ struct RunArgs {
     /// Kubeconfig file; default: KUBECONFIG, then in-cluster.
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context to use (default: the current context).
+    #[arg(long)]
+    context: Option<String>,
     /// Address for /metrics, /healthz and /readyz.
     #[arg(long)]
     listen: Option<std::net::SocketAddr>,
@@ -235,15 +238,25 @@ fn sign(args: &SignArgs, overrides: &Overrides) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
+async fn kube_client(
+    kubeconfig: Option<&std::path::Path>,
+    context: Option<&str>,
+) -> anyhow::Result<kube::Client> {
+    let options = kube::config::KubeConfigOptions {
+        context: context.map(str::to_string),
+        ..Default::default()
+    };
     let config = match kubeconfig {
         Some(path) => {
             let kc = kube::config::Kubeconfig::read_from(path)
                 .with_context(|| format!("reading kubeconfig {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+            kube::Config::from_custom_kubeconfig(kc, &options)
                 .await
                 .with_context(|| format!("loading kubeconfig {}", path.display()))?
         }
+        None if context.is_some() => kube::Config::from_kubeconfig(&options)
+            .await
+            .context("loading kubeconfig (KUBECONFIG, ~/.kube/config)")?,
         None => kube::Config::infer()
             .await
             .context("no kubeconfig (KUBECONFIG, ~/.kube/config) and not in a cluster")?,
@@ -260,7 +273,7 @@ fn run(args: &RunArgs, overrides: &Overrides) -> anyhow::Result<ExitCode> {
     init_tracing(settings.log.format, &settings.log.level);
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
-        let client = kube_client(args.kubeconfig.as_deref()).await?;
+        let client = kube_client(args.kubeconfig.as_deref(), args.context.as_deref()).await?;
         csr_signer::service::run(settings, client, csr_signer::service::shutdown_signal()).await?;
         Ok(ExitCode::SUCCESS)
     })

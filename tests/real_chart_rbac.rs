@@ -1,7 +1,9 @@
 //! The Helm chart's RBAC is exactly what the signer uses, judged by the real kube-apiserver: the signer runs
 //! as a ServiceAccount bound only to the chart's rendered ClusterRole/Role, goes through its whole life
-//! (leader election, a pending CSR, an issued one, a refused one, events, SIGTERM releasing the Lease), and
-//! the apiserver's audit log of its requests is compared with the chart's grants. A verb the signer needed
+//! (leader election, a pending CSR, an issued one, a refused one, events, SIGTERM releasing the Lease; then
+//! two replicas without leader election racing for the same CSRs, so status writes meet 409 Conflicts and
+//! the loser re-reads the CSR), and the apiserver's audit log of its requests is compared with the chart's
+//! grants. A verb the signer needed
 //! but lacked fails the flow (403); a granted verb it never used fails the comparison.
 #![allow(clippy::unwrap_used)]
 
@@ -88,6 +90,25 @@ async fn can(env: &Env, verb: &str, resource: &str, name: &str) -> bool {
         .allowed
 }
 
+fn spawn_signer(
+    env: &Env,
+    config: &std::path::Path,
+    log: &std::path::Path,
+    identity: &str,
+) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_csr-signer"))
+        .arg("run")
+        .arg("--config")
+        .arg(config)
+        .arg("--kubeconfig")
+        .arg(env.signer_kubeconfig())
+        .env("POD_NAME", identity)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_chart_grants_exactly_the_verbs_the_signer_uses_on_the_real_apiserver() {
     let ca = TestCa::new(KeyType::P256);
@@ -99,17 +120,7 @@ async fn the_chart_grants_exactly_the_verbs_the_signer_uses_on_the_real_apiserve
     )
     .unwrap();
     let log = env.dir.path().join("signer.log");
-    let mut signer = Command::new(env!("CARGO_BIN_EXE_csr-signer"))
-        .arg("run")
-        .arg("--config")
-        .arg(&config)
-        .arg("--kubeconfig")
-        .arg(env.signer_kubeconfig())
-        .env("POD_NAME", "rbac-replica")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let mut signer = spawn_signer(&env, &config, &log, "rbac-replica");
 
     let good = CsrSpec::new(key(KeyType::P256), &[("CN", "developer")]).pem();
     let bad = CsrSpec::new(key(KeyType::P256), &[("CN", "admin")]).pem();
@@ -147,9 +158,29 @@ async fn the_chart_grants_exactly_the_verbs_the_signer_uses_on_the_real_apiserve
     assert!(status.success(), "signer exit {status:?}\n{log_text}");
     assert!(log_text.contains("released lease"), "{log_text}");
 
+    // Two replicas with leader election off race for every CSR: one write wins, the other meets a 409
+    // (resourceVersion precondition or the write-once certificate) and re-reads the CSR by name.
+    let racing = env.dir.path().join("racing.yaml");
+    std::fs::write(
+        &racing,
+        settings_yaml(&ca.cert, &ca.key, "", false, "127.0.0.1:0"),
+    )
+    .unwrap();
+    let mut racers = [
+        spawn_signer(&env, &racing, &env.dir.path().join("a.log"), "racer-a"),
+        spawn_signer(&env, &racing, &env.dir.path().join("b.log"), "racer-b"),
+    ];
+    let names = env.create_approved("rbac-race", 40, &good, USAGES).await;
+    env.wait_all_issued(&names).await;
+    for r in &mut racers {
+        let _ = r.kill();
+        let _ = r.wait();
+    }
+
     // What the signer asked the apiserver for, and what it was refused.
     let mut used = BTreeSet::new();
     let mut forbidden = Vec::new();
+    let mut conflicts = 0;
     for ev in kube_support::shared().audit_events().await {
         if ev["user"]["username"] != env.signer_user() || ev["objectRef"].is_null() {
             continue;
@@ -167,11 +198,18 @@ async fn the_chart_grants_exactly_the_verbs_the_signer_uses_on_the_real_apiserve
         if ev["responseStatus"]["code"] == 403 {
             forbidden.push(grant.clone());
         }
+        if ev["responseStatus"]["code"] == 409 {
+            conflicts += 1;
+        }
         used.insert(grant);
     }
     assert!(
         forbidden.is_empty(),
         "the chart's RBAC is missing: {forbidden:?}"
+    );
+    assert!(
+        conflicts > 0,
+        "40 CSRs raced by two replicas produced no 409: the re-read path was not exercised"
     );
     // `sign` on signers is checked inside the status write (CertificateSigning admission), not requested
     // on its own; it is checked by name below.

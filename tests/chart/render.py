@@ -1,4 +1,4 @@
-"""Renders the chart with the real Helm library and prints the chosen kinds as one JSON list, so tests in
+"""Renders the chart with the real Helm library and prints the chosen kinds as one JSON v1 List, so tests in
 other languages can apply exactly what `helm install` would create (used by the real-apiserver tests to give
 the signer the chart's RBAC).
 
@@ -31,7 +31,8 @@ def main() -> int:
         "controller": {"leaderElection": {"enabled": True, **({"leaseName": a.lease_name} if a.lease_name else {})}},
     }
     objects = [o for o in render(values, name=a.release, namespace=a.namespace).clean_objects() if o["kind"] in kinds]
-    json.dump(objects, sys.stdout)
+    # A v1 List, so `kubectl apply -f -` takes it as it is.
+    json.dump({"apiVersion": "v1", "kind": "List", "items": objects}, sys.stdout)
     return 0
 
 

@@ -9,7 +9,7 @@ FULLNAME = f"{RELEASE}-csr-signer"
 
 def signer_rules(signer_names):
     return [
-        {"apiGroups": ["certificates.k8s.io"], "resources": ["certificatesigningrequests"], "verbs": ["list", "watch"]},
+        {"apiGroups": ["certificates.k8s.io"], "resources": ["certificatesigningrequests"], "verbs": ["get", "list", "watch"]},
         {"apiGroups": ["certificates.k8s.io"], "resources": ["certificatesigningrequests/status"], "verbs": ["patch"]},
         {"apiGroups": ["certificates.k8s.io"], "resources": ["signers"], "resourceNames": signer_names, "verbs": ["sign"]},
         # The controller records core v1 Events (src/controller/events.rs), create only. That these are exactly

@@ -264,7 +264,8 @@ pub fn render_chart(
         "render.py: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).unwrap()
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    list["items"].as_array().unwrap().clone()
 }
 
 /// Server-side applies one object (create or update) as `client`.
