@@ -5,13 +5,11 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::policy::{Policy, Template};
-use crate::usage::Usage;
+use crate::policy::{Policy, PolicySettings};
 
 /// A validated `spec.signerName` (k8s-csr-rules §3.C V-6): `<domain>/<path>`, lower-case DNS labels.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -97,8 +95,9 @@ struct RawSettings {
 struct RawSigner {
     name: String,
     ca: CaSettings,
+    /// Shape, defaults and validation live with the policy (`policy::PolicySettings`).
     #[serde(default)]
-    policy: RawPolicy,
+    policy: PolicySettings,
 }
 
 /// Where a signer's CA lives on disk.
@@ -116,163 +115,6 @@ pub struct CaSettings {
     /// Optional file holding the passphrase of an encrypted key.
     #[serde(default)]
     pub passphrase_file: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
-struct RawPolicy {
-    usages: RawUsages,
-    keys: RawKeys,
-    lifetime: RawLifetime,
-    subject: RawSubject,
-    sans: RawSans,
-    trusted_requesters: Vec<String>,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
-struct RawUsages {
-    allowed: Vec<String>,
-    require_one_of: Vec<String>,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
-struct RawKeys {
-    rsa: RawRsa,
-    ecdsa: RawEcdsa,
-    ed25519: bool,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
-struct RawRsa {
-    enabled: bool,
-    min_bits: u32,
-    max_bits: u32,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
-struct RawEcdsa {
-    p256: bool,
-    p384: bool,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
-struct RawLifetime {
-    default: String,
-    min: String,
-    max: String,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
-struct RawSubject {
-    common_names: Vec<String>,
-    require_common_name: bool,
-    organizations: Option<Vec<String>>,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
-struct RawSans {
-    dns: Vec<String>,
-    allow_wildcard_dns: bool,
-    ip: bool,
-    email: bool,
-    uri: Vec<String>,
-    max_count: usize,
-}
-
-impl Default for RawUsages {
-    fn default() -> Self {
-        RawUsages {
-            allowed: [
-                "digital signature",
-                "key encipherment",
-                "client auth",
-                "server auth",
-            ]
-            .map(String::from)
-            .to_vec(),
-            require_one_of: ["client auth", "server auth"].map(String::from).to_vec(),
-        }
-    }
-}
-
-impl Default for RawKeys {
-    fn default() -> Self {
-        RawKeys {
-            rsa: RawRsa::default(),
-            ecdsa: RawEcdsa::default(),
-            ed25519: true,
-        }
-    }
-}
-
-impl Default for RawRsa {
-    fn default() -> Self {
-        RawRsa {
-            enabled: true,
-            min_bits: 2048,
-            max_bits: 8192,
-        }
-    }
-}
-
-impl Default for RawEcdsa {
-    fn default() -> Self {
-        RawEcdsa {
-            p256: true,
-            p384: true,
-        }
-    }
-}
-
-impl Default for RawLifetime {
-    fn default() -> Self {
-        RawLifetime {
-            default: "24h".into(),
-            min: "10m".into(),
-            max: "30d".into(),
-        }
-    }
-}
-
-impl Default for RawSubject {
-    fn default() -> Self {
-        RawSubject {
-            common_names: [
-                "{username}",
-                "{serviceaccount}.{namespace}.svc",
-                "{serviceaccount}.{namespace}.svc.cluster.local",
-            ]
-            .map(String::from)
-            .to_vec(),
-            require_common_name: false,
-            organizations: None,
-        }
-    }
-}
-
-impl Default for RawSans {
-    fn default() -> Self {
-        RawSans {
-            dns: [
-                "{serviceaccount}.{namespace}.svc",
-                "{serviceaccount}.{namespace}.svc.cluster.local",
-            ]
-            .map(String::from)
-            .to_vec(),
-            allow_wildcard_dns: false,
-            ip: false,
-            email: false,
-            uri: vec!["spiffe://cluster.local/ns/{namespace}/sa/{serviceaccount}".into()],
-            max_count: 16,
-        }
-    }
 }
 
 /// Controller tuning (used by `csr-signer run`).
@@ -480,8 +322,8 @@ impl Settings {
             if !seen.insert(name.clone()) {
                 return Err(err(key("name"), format!("duplicate signer {name}")));
             }
-            let policy =
-                validate_policy(&s.policy).map_err(|(k, m)| err(key(&format!("policy.{k}")), m))?;
+            let policy = Policy::try_from(&s.policy)
+                .map_err(|e| err(key(&format!("policy.{}", e.key)), e.message))?;
             signers.push(SignerSettings {
                 name,
                 ca: s.ca,
@@ -559,94 +401,6 @@ fn config_error(source: &str, key: &str, e: config::ConfigError) -> Error {
     }
 }
 
-type KeyedError = (String, String);
-
-fn validate_policy(p: &RawPolicy) -> std::result::Result<Policy, KeyedError> {
-    let usages = |key: &str, list: &[String]| -> std::result::Result<Vec<Usage>, KeyedError> {
-        list.iter()
-            .enumerate()
-            .map(|(i, u)| {
-                Usage::parse(u)
-                    .ok_or_else(|| (format!("usages.{key}[{i}]"), format!("unknown usage {u:?}")))
-            })
-            .collect()
-    };
-    let allowed = usages("allowed", &p.usages.allowed)?;
-    if let Some(u) = allowed
-        .iter()
-        .find(|u| matches!(u, Usage::CertSign | Usage::CrlSign))
-    {
-        return Err((
-            "usages.allowed".into(),
-            format!("{u:?} can never be allowed: csr-signer does not issue CA certificates"),
-        ));
-    }
-    let require_one_of = usages("requireOneOf", &p.usages.require_one_of)?;
-    if allowed.is_empty() {
-        return Err(("usages.allowed".into(), "must not be empty".into()));
-    }
-    if let Some(u) = require_one_of.iter().find(|u| !allowed.contains(u)) {
-        return Err((
-            "usages.requireOneOf".into(),
-            format!("{u} is required but not allowed"),
-        ));
-    }
-    let k = &p.keys;
-    if k.rsa.enabled && (k.rsa.min_bits < 2048 || k.rsa.max_bits < k.rsa.min_bits) {
-        return Err(("keys.rsa".into(), "need 2048 <= minBits <= maxBits".into()));
-    }
-    let parse_duration = |key: &str, s: &str| -> std::result::Result<Duration, KeyedError> {
-        humantime::parse_duration(s).map_err(|e| (format!("lifetime.{key}"), format!("{s:?}: {e}")))
-    };
-    let default = parse_duration("default", &p.lifetime.default)?;
-    let min = parse_duration("min", &p.lifetime.min)?;
-    let max = parse_duration("max", &p.lifetime.max)?;
-    if min < Duration::from_secs(600) {
-        return Err((
-            "lifetime.min".into(),
-            "must be at least 10m (600 s), the apiserver's minimum".into(),
-        ));
-    }
-    // Beyond any CA's lifetime, and it keeps the time arithmetic far from overflow.
-    if max > Duration::from_secs(100 * 365 * 86400) {
-        return Err(("lifetime.max".into(), "must be at most 100 years".into()));
-    }
-    if !(min <= default && default <= max) {
-        return Err(("lifetime".into(), "need min <= default <= max".into()));
-    }
-    let templates =
-        |key: &str, list: &[String]| -> std::result::Result<Vec<Template>, KeyedError> {
-            list.iter()
-                .enumerate()
-                .map(|(i, t)| Template::parse(t).map_err(|m| (format!("{key}[{i}]"), m)))
-                .collect()
-        };
-    if p.sans.max_count == 0 {
-        return Err(("sans.maxCount".into(), "must be at least 1".into()));
-    }
-    Ok(Policy {
-        allowed_usages: allowed,
-        required_usages: require_one_of,
-        rsa: k.rsa.enabled.then_some((k.rsa.min_bits, k.rsa.max_bits)),
-        p256: k.ecdsa.p256,
-        p384: k.ecdsa.p384,
-        ed25519: k.ed25519,
-        default_lifetime: default,
-        min_lifetime: min,
-        max_lifetime: max,
-        common_names: templates("subject.commonNames", &p.subject.common_names)?,
-        require_common_name: p.subject.require_common_name,
-        organizations: p.subject.organizations.clone(),
-        dns: templates("sans.dns", &p.sans.dns)?,
-        allow_wildcard_dns: p.sans.allow_wildcard_dns,
-        allow_ip: p.sans.ip,
-        allow_email: p.sans.email,
-        uris: templates("sans.uri", &p.sans.uri)?,
-        max_sans: p.sans.max_count,
-        trusted_requesters: p.trusted_requesters.clone(),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -659,7 +413,10 @@ mod tests {
         let s = Settings::from_yaml(MINIMAL, "t.yaml").expect("valid");
         assert_eq!(s.signers[0].name.as_str(), "example.com/mtls");
         assert_eq!(s.controller.qps, 50.0);
-        assert_eq!(s.signers[0].policy.min_lifetime, Duration::from_secs(600));
+        assert_eq!(
+            s.signers[0].policy.min_lifetime(),
+            std::time::Duration::from_secs(600)
+        );
     }
 
     #[test]

@@ -22,7 +22,7 @@ use x509_cert::ext::pkix::name::GeneralName;
 use x509_cert::ext::pkix::{BasicConstraints, SubjectAltName};
 use x509_cert::request::CertReq;
 
-use crate::policy::{Reason, Refusal};
+use crate::refusal::{Reason, Refusal};
 
 /// Largest `spec.request` accepted. Large enough for a request with thousands of SANs (so that such a
 /// request is refused for what it asks, not for its size), small enough to bound parsing work.

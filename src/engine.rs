@@ -10,8 +10,9 @@ use crate::ca::{CaFiles, SigningCa};
 use crate::config::{CaSettings, Settings, SignerName, SignerSettings};
 use crate::csr;
 use crate::error::{Error, Result};
+pub use crate::policy::LifetimeOutcome;
 use crate::policy::{Ask, Grant, Policy, Requester};
-pub use crate::policy::{LifetimeOutcome, Reason, Refusal};
+pub use crate::refusal::{Reason, Refusal};
 
 /// The annotation cert-manager, Istio and older clients use to ask for a lifetime.
 pub const DURATION_ANNOTATION: &str = "experimental.cert-manager.io/request-duration";

@@ -20,7 +20,7 @@ use kube::api::{Api, PostParams};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::metrics::{ApiOperation, Metrics};
+use crate::metrics::{status_code, ApiOperation, Metrics};
 use crate::server::Readiness;
 
 /// Lease parameters, validated from `LeaderElectionSettings`.
@@ -282,14 +282,6 @@ impl LeaderElector {
             .map_err(|e| self.api_error("release lease", e))?;
         tracing::info!(identity = %self.cfg.identity, lease = %self.cfg.lease_name, "released lease");
         Ok(())
-    }
-}
-
-/// The HTTP status of a kube error, 0 when there was no response.
-pub fn status_code(e: &kube::Error) -> u16 {
-    match e {
-        kube::Error::Api(s) => s.code,
-        _ => 0,
     }
 }
 

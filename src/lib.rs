@@ -25,6 +25,7 @@ pub mod issue;
 pub mod leader;
 pub mod metrics;
 pub mod policy;
+pub mod refusal;
 pub mod server;
 pub mod service;
 pub mod usage;

@@ -247,6 +247,55 @@ impl Metrics {
             .inc();
     }
 
+    /// Time spent verifying, checking and signing one request (successful engine calls only).
+    pub fn record_signing(&self, signer: &str, took: std::time::Duration) {
+        self.signing_duration
+            .with_label_values(&[signer])
+            .observe(took.as_secs_f64());
+    }
+
+    /// One certificate written: the decision, approval→issued latency and the lifetime granted.
+    pub fn record_issued(
+        &self,
+        signer: &str,
+        latency: std::time::Duration,
+        granted_seconds: u64,
+        lifetime: &str,
+    ) {
+        self.decision(signer, Outcome::Issued, "None");
+        self.issuance_latency
+            .with_label_values(&[signer])
+            .observe(latency.as_secs_f64());
+        self.granted_lifetime
+            .with_label_values(&[signer])
+            .observe(granted_seconds as f64);
+        self.lifetime_requests
+            .with_label_values(&[signer, lifetime])
+            .inc();
+    }
+
+    /// The approved-not-issued backlog of one signer and the age of its oldest entry.
+    pub fn set_backlog(&self, signer: &str, count: i64, oldest_seconds: f64) {
+        self.approved_not_issued
+            .with_label_values(&[signer])
+            .set(count);
+        self.oldest_approved_not_issued
+            .with_label_values(&[signer])
+            .set(oldest_seconds);
+    }
+
+    /// The signing CA's NotAfter, as Unix seconds.
+    pub fn set_ca_not_after(&self, signer: &str, unix_seconds: f64) {
+        self.ca_not_after
+            .with_label_values(&[signer])
+            .set(unix_seconds);
+    }
+
+    /// New CA files that were rejected (counted once per breakage).
+    pub fn record_ca_reload_error(&self, signer: &str) {
+        self.ca_reload_errors.with_label_values(&[signer]).inc();
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> crate::Result<String> {
         let mut buf = Vec::new();
@@ -254,6 +303,22 @@ impl Metrics {
             .encode(&self.registry.gather(), &mut buf)
             .map_err(|e| crate::Error::Metrics(e.to_string()))?;
         String::from_utf8(buf).map_err(|e| crate::Error::Metrics(e.to_string()))
+    }
+}
+
+/// The HTTP status of a kube error, 0 when there was no response (the `code` label of `api_errors_total`).
+pub fn status_code(e: &kube::Error) -> u16 {
+    match e {
+        kube::Error::Api(s) => s.code,
+        _ => 0,
+    }
+}
+
+/// Seconds since the Unix epoch (negative before it), for timestamp gauges.
+pub fn unix_seconds(t: std::time::SystemTime) -> f64 {
+    match t.duration_since(std::time::SystemTime::UNIX_EPOCH) {
+        Ok(d) => d.as_secs_f64(),
+        Err(e) => -e.duration().as_secs_f64(),
     }
 }
 

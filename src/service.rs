@@ -11,9 +11,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::Settings;
-use crate::controller::{unix_seconds, Controller, ControllerConfig};
+use crate::controller::{Controller, ControllerConfig};
 use crate::engine::Engine;
 use crate::leader::{default_identity, LeaderElector, LeaseConfig};
+use crate::metrics::unix_seconds;
 use crate::metrics::Metrics;
 use crate::server::{self, Readiness};
 
@@ -75,10 +76,7 @@ pub async fn start(
     };
     for signer in engine.signers() {
         metrics.init_signer(signer.name());
-        metrics
-            .ca_not_after
-            .with_label_values(&[signer.name()])
-            .set(unix_seconds(signer.ca_not_after()));
+        metrics.set_ca_not_after(signer.name(), unix_seconds(signer.ca_not_after()));
     }
     readiness.set_ca_loaded(true);
     let engine = Arc::new(engine);

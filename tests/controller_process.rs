@@ -173,15 +173,22 @@ on_both_servers! {
 
         let second = Signer::start(&env, &ca, false, "second", 2000);
         env.wait_all_issued(&names).await;
-        let writes = env.status_writes_by_name().await;
+        // Exactly once: every CSR has its certificate (above) from one successful write, and every other
+        // write was refused by the server. The one exception is a write the first signer had in flight
+        // when it was killed: kube-apiserver committed it but, its client gone, logged it as 504
+        // "context canceled"; at most one per worker.
+        let codes = env.status_write_codes_by_name().await;
+        let mut cut_off = 0;
         for n in &names {
-            assert_eq!(
-                writes.get(n).copied().unwrap_or(0),
-                1,
-                "{n}: issued exactly once across the kill"
-            );
+            let c = codes.get(n).cloned().unwrap_or_default();
+            let ok = c.iter().filter(|s| (200..300).contains(*s)).count();
+            match ok {
+                1 => {}
+                0 if c.contains(&504) => cut_off += 1,
+                _ => panic!("{n}: issued exactly once across the kill; status writes answered {c:?}"),
+            }
         }
-        let metrics = second.metrics().await.unwrap();
+        assert!(cut_off <= 4, "{cut_off} writes cut off by one kill with 4 workers");        let metrics = second.metrics().await.unwrap();
         for (label, text) in [
             ("first log", first.log_text()),
             ("second log", second.log_text()),

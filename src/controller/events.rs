@@ -17,8 +17,7 @@ use kube::api::{Api, PostParams};
 use tokio::sync::mpsc;
 
 use super::ratelimit::TokenBucket;
-use crate::leader::status_code;
-use crate::metrics::{ApiOperation, Metrics};
+use crate::metrics::{status_code, ApiOperation, Metrics};
 
 const COMPONENT: &str = "csr-signer";
 const EVENT_NAMESPACE: &str = "default";

@@ -346,6 +346,25 @@ impl Env {
             .unwrap_or(0)
     }
 
+    /// The HTTP status of every status write (PATCH/PUT on /status) per CSR name, in order.
+    pub async fn status_write_codes_by_name(&self) -> std::collections::HashMap<String, Vec<u16>> {
+        let mut out: std::collections::HashMap<String, Vec<u16>> = Default::default();
+        for r in self.requests().await {
+            if !(r.method == http::Method::PATCH || r.method == http::Method::PUT) {
+                continue;
+            }
+            let name = r
+                .path
+                .strip_suffix("/status")
+                .and_then(|p| p.rsplit_once("/certificatesigningrequests/"))
+                .map(|(_, n)| n.to_string());
+            if let Some(n) = name {
+                out.entry(n).or_default().push(r.status);
+            }
+        }
+        out
+    }
+
     /// Successful (2xx) status writes per CSR name, from one read of the request log.
     pub async fn status_writes_by_name(&self) -> std::collections::HashMap<String, usize> {
         let mut out = std::collections::HashMap::new();

@@ -99,7 +99,12 @@ func writePKI(dir, extraClientCA string) (*PKI, error) {
 	for i, u := range staticUsers {
 		tok := randomToken()
 		p.Tokens[u.name] = tok
-		tokens += fmt.Sprintf("%s,%s,uid-%d,\"%s\"\n", tok, u.name, i, u.groups)
+		// An empty quoted groups column would make kube-apiserver add a group named "".
+		if u.groups == "" {
+			tokens += fmt.Sprintf("%s,%s,uid-%d\n", tok, u.name, i)
+		} else {
+			tokens += fmt.Sprintf("%s,%s,uid-%d,\"%s\"\n", tok, u.name, i, u.groups)
+		}
 	}
 	p.AdminToken = p.Tokens["admin"]
 

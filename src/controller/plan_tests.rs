@@ -1,0 +1,158 @@
+//! The plan for every row of Appendix B and every engine outcome, without HTTP.
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, SystemTime};
+
+use k8s_openapi::api::certificates::v1::CertificateSigningRequestCondition;
+
+use super::*;
+use crate::engine::{Decision, Issued};
+use crate::policy::{LifetimeOutcome, Reason, Refusal};
+
+fn approved() -> Vec<CertificateSigningRequestCondition> {
+    vec![CertificateSigningRequestCondition {
+        type_: "Approved".into(),
+        status: "True".into(),
+        reason: Some("ByTest".into()),
+        ..Default::default()
+    }]
+}
+
+fn issued() -> Signed {
+    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    Signed::Decision(Decision::Issued(Issued {
+        certificate_pem: "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n".into(),
+        serial: "0a1b".into(),
+        not_before: now - Duration::from_secs(300),
+        not_after: now + Duration::from_secs(3600),
+        granted_seconds: 3900,
+        requested_seconds: Some(3600),
+        lifetime: LifetimeOutcome::Honoured,
+    }))
+}
+
+fn refused(reason: Reason) -> Signed {
+    Signed::Decision(Decision::Refused(Refusal::new(reason, "the message")))
+}
+
+fn run(phase: Phase, signed: &Signed) -> Option<Plan> {
+    let conditions = approved();
+    plan(
+        Kind::CertificateSigningRequest,
+        phase,
+        Subject {
+            signer: "example.com/mtls",
+            resource_version: "42",
+            conditions: &conditions,
+        },
+        signed,
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+    )
+}
+
+#[test]
+fn only_an_approved_object_without_certificate_denial_or_failure_is_acted_on() {
+    // Appendix B rows: certificate present, pending, denied, failed → nothing written, no event.
+    for phase in [Phase::Issued, Phase::Pending, Phase::Denied, Phase::Failed] {
+        for signed in [issued(), refused(Reason::KeyTooWeak)] {
+            assert_eq!(run(phase, &signed), None, "{phase:?}");
+        }
+        assert!(!wants_decision(phase));
+    }
+    assert!(wants_decision(Phase::Approved));
+}
+
+#[test]
+fn issued_writes_the_certificate_under_the_read_resource_version() {
+    let p = run(Phase::Approved, &issued()).unwrap();
+    assert_eq!(p.outcome, Outcome::Issued);
+    assert_eq!(p.reason, "None");
+    assert!(!p.retry);
+    let w = p.write.unwrap();
+    assert_eq!(w["metadata"]["resourceVersion"], "42");
+    use base64::Engine as _;
+    let pem = base64::engine::general_purpose::STANDARD
+        .decode(w["status"]["certificate"].as_str().unwrap())
+        .unwrap();
+    assert!(String::from_utf8(pem)
+        .unwrap()
+        .starts_with("-----BEGIN CERTIFICATE-----"));
+    // Nothing but the certificate: conditions are not touched by an issuance.
+    assert!(w["status"].get("conditions").is_none());
+    let ev = p.event.unwrap();
+    assert_eq!((ev.type_, ev.reason), (EventType::Normal, "Issued"));
+    assert!(ev.message.contains("serial 0a1b"), "{}", ev.message);
+    assert!(
+        ev.message.contains("requested 3600s, honoured"),
+        "{}",
+        ev.message
+    );
+    let facts = p.issued.unwrap();
+    assert_eq!(facts.granted_seconds, 3900);
+    assert_eq!(facts.lifetime, "honoured");
+    assert_eq!(facts.not_after, "2027-01-15T09:00:00Z");
+}
+
+#[test]
+fn every_refusal_is_one_failed_condition_kept_beside_approved_and_never_retried() {
+    for reason in Reason::ALL {
+        let p = run(Phase::Approved, &refused(reason)).unwrap();
+        assert_eq!(p.outcome, Outcome::Failed);
+        assert_eq!(p.reason, reason.as_str(), "condition reason = metric label");
+        assert!(!p.retry, "{reason:?} is terminal");
+        let w = p.write.unwrap();
+        assert_eq!(w["metadata"]["resourceVersion"], "42");
+        let conds = w["status"]["conditions"].as_array().unwrap();
+        assert_eq!(conds.len(), 2);
+        assert_eq!(conds[0]["type"], "Approved");
+        assert_eq!(conds[1]["type"], "Failed");
+        assert_eq!(conds[1]["status"], "True");
+        assert_eq!(conds[1]["reason"], reason.as_str());
+        assert_eq!(conds[1]["message"], "the message");
+        assert_eq!(conds[1]["lastUpdateTime"], "2027-01-15T08:00:00Z");
+        assert!(w["status"].get("certificate").is_none());
+        let ev = p.event.unwrap();
+        assert_eq!((ev.type_, ev.reason), (EventType::Warning, "SigningFailed"));
+        assert_eq!(ev.message, format!("{}: the message", reason.as_str()));
+    }
+}
+
+#[test]
+fn engine_errors_are_transient_write_nothing_and_retry() {
+    for class in ["CaExpired", "CaUnavailable", "Crypto", "Encode", "Internal"] {
+        let p = run(
+            Phase::Approved,
+            &Signed::Error {
+                class,
+                message: "boom".into(),
+            },
+        )
+        .unwrap();
+        assert_eq!(p.write, None, "{class}: never a Failed condition");
+        assert_eq!(p.outcome, Outcome::Error);
+        assert_eq!(p.reason, class);
+        assert!(p.retry);
+        let ev = p.event.unwrap();
+        assert_eq!((ev.type_, ev.reason), (EventType::Warning, "SigningError"));
+        assert_eq!(ev.message, format!("{class}: boom (will retry)"));
+    }
+    // API trouble gets no event (recording one would need the failing API).
+    let p = run(
+        Phase::Approved,
+        &Signed::Error {
+            class: API_ERROR,
+            message: "503".into(),
+        },
+    )
+    .unwrap();
+    assert!(p.retry && p.write.is_none() && p.event.is_none());
+}
+
+#[test]
+fn write_errors_reread_on_conflict_forget_on_gone_and_retry_otherwise() {
+    assert_eq!(after_write_error(409), AfterWriteError::Reread);
+    assert_eq!(after_write_error(404), AfterWriteError::Forget);
+    for code in [0, 400, 403, 422, 429, 500, 503] {
+        assert_eq!(after_write_error(code), AfterWriteError::Retry, "{code}");
+    }
+}
