@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use der::{Decode, Encode};
+use der::Decode;
 use openssl::hash::{hash, MessageDigest};
 use openssl::nid::Nid;
 use openssl::pkey::{Id, PKey, Private};
@@ -205,10 +205,11 @@ impl SigningCa {
                 humantime::format_rfc3339_seconds(not_after)
             )));
         }
-        let subject_der = tbs
-            .subject()
-            .to_der()
-            .map_err(|e| cert_err(format!("cannot encode subject: {e}")))?;
+        // The issuer of every leaf must be these bytes exactly as the CA certificate holds them (a
+        // re-encoding may reorder a multi-valued RDN, and chains are built by byte comparison).
+        let subject_der = raw_subject(&cert_der)
+            .map_err(|e| cert_err(format!("cannot read the subject: {e}")))?
+            .to_vec();
 
         let key_path = settings.key_file.clone();
         let key_err = |message: String| Error::Ca {
@@ -400,3 +401,28 @@ fn warn_if_key_readable_by_others(path: &Path) {
 
 #[cfg(not(unix))]
 fn warn_if_key_readable_by_others(_path: &Path) {}
+
+/// The subject Name of a certificate, as the bytes it holds.
+/// Certificate ::= SEQUENCE { tbs SEQUENCE { [0] version OPTIONAL, serial, signature, issuer, validity,
+/// subject, … }, … }
+fn raw_subject(cert_der: &[u8]) -> der::Result<&[u8]> {
+    use der::Reader as _;
+    let mut outer = der::SliceReader::new(cert_der)?;
+    outer.sequence(|cert| {
+        let tbs = cert.tlv_bytes()?;
+        cert.read_slice(cert.remaining_len())?;
+        let mut r = der::SliceReader::new(tbs)?;
+        r.sequence(|t| {
+            // [0] EXPLICIT version (tag byte 0xA0), absent for v1; then serialNumber.
+            if t.tlv_bytes()?.first() == Some(&0xA0) {
+                t.tlv_bytes()?;
+            }
+            t.tlv_bytes()?; // signature
+            t.tlv_bytes()?; // issuer
+            t.tlv_bytes()?; // validity
+            let subject = t.tlv_bytes()?;
+            t.read_slice(t.remaining_len())?;
+            Ok::<_, der::Error>(subject)
+        })
+    })
+}

@@ -122,6 +122,38 @@ fn malformed(message: impl Into<String>) -> Refusal {
     Refusal::new(Reason::MalformedRequest, message)
 }
 
+/// The received bytes of the parts that are signed or copied into the certificate.
+struct RawRequest<'a> {
+    /// CertificationRequestInfo, whole TLV: what the signature covers.
+    info: &'a [u8],
+    /// Its subject Name, whole TLV.
+    subject: &'a [u8],
+}
+
+impl<'a> RawRequest<'a> {
+    /// CertificationRequest ::= SEQUENCE { info SEQUENCE { version, subject, spki, [0] attributes }, … }
+    fn split(der_bytes: &'a [u8]) -> der::Result<RawRequest<'a>> {
+        use der::{Decode as _, Reader as _};
+        let mut outer = der::SliceReader::new(der_bytes)?;
+        let info = outer.sequence(|r| {
+            let info = r.tlv_bytes()?;
+            // algorithm and signature: parsed (and checked) by CertReq; skipped here.
+            r.tlv_bytes()?;
+            r.tlv_bytes()?;
+            Ok::<_, der::Error>(info)
+        })?;
+        outer.finish()?;
+        let mut inner = der::SliceReader::new(info)?;
+        let subject = inner.sequence(|r| {
+            u8::decode(r)?;
+            let subject = r.tlv_bytes()?;
+            r.read_slice(r.remaining_len())?;
+            Ok::<_, der::Error>(subject)
+        })?;
+        Ok(RawRequest { info, subject })
+    }
+}
+
 /// Parses `spec.request` (PEM bytes), verifies the self-signature and extracts its content.
 pub fn parse_and_verify(pem: &[u8]) -> Result<VerifiedCsr, Refusal> {
     if pem.len() > MAX_REQUEST_BYTES {
@@ -133,10 +165,13 @@ pub fn parse_and_verify(pem: &[u8]) -> Result<VerifiedCsr, Refusal> {
     let der = first_pem_block(pem)?;
     let req = CertReq::from_der(&der)
         .map_err(|e| malformed(format!("cannot parse the certificate request: {e}")))?;
-    let info_der = req
-        .info
-        .to_der()
-        .map_err(|e| malformed(format!("cannot re-encode the request info: {e}")))?;
+    // The signature covers the CertificationRequestInfo bytes as received. Re-encoding the parsed value is
+    // not the same: the `der` crate sorts SET OF members (a multi-valued RDN, the attributes) while
+    // decoding, so a valid request whose sets were not in DER order would fail to verify (Go and OpenSSL
+    // verify the received bytes, and so must we).
+    let raw = RawRequest::split(&der)
+        .map_err(|e| malformed(format!("cannot parse the certificate request: {e}")))?;
+    let info_der = raw.info.to_vec();
     let spki = &req.info.public_key;
     let signature = req
         .signature
@@ -163,11 +198,8 @@ pub fn parse_and_verify(pem: &[u8]) -> Result<VerifiedCsr, Refusal> {
         ));
     }
 
-    let subject_der = req
-        .info
-        .subject
-        .to_der()
-        .map_err(|e| malformed(format!("cannot encode the subject: {e}")))?;
+    // Kept byte for byte as received (see above: a re-encoding may reorder a multi-valued RDN).
+    let subject_der = raw.subject.to_vec();
     let mut common_names = Vec::new();
     let mut organizations = Vec::new();
     let mut other_attributes = Vec::new();
@@ -198,9 +230,28 @@ pub fn parse_and_verify(pem: &[u8]) -> Result<VerifiedCsr, Refusal> {
 
     let mut sans = Vec::new();
     let mut requests_ca = false;
+    // Go reads the first value of each extensionRequest attribute, and of several subjectAltName
+    // extensions keeps the last: anything but one of each is read differently by an approver, so it is
+    // refused rather than interpreted.
+    let ext_requests = req
+        .info
+        .attributes
+        .iter()
+        .filter(|a| a.oid == OID_EXTENSION_REQ)
+        .count();
+    if ext_requests > 1 {
+        return Err(malformed("more than one extensionRequest attribute"));
+    }
+    let mut san_extensions = 0;
     for attr in req.info.attributes.iter() {
         if attr.oid != OID_EXTENSION_REQ {
             continue;
+        }
+        if attr.values.len() != 1 {
+            return Err(malformed(format!(
+                "the extensionRequest attribute has {} values, expected one",
+                attr.values.len()
+            )));
         }
         for value in attr.values.iter() {
             let exts: Vec<x509_cert::ext::Extension> = value
@@ -208,6 +259,10 @@ pub fn parse_and_verify(pem: &[u8]) -> Result<VerifiedCsr, Refusal> {
                 .map_err(|e| malformed(format!("malformed extension request: {e}")))?;
             for ext in exts {
                 if ext.extn_id == OID_SAN {
+                    san_extensions += 1;
+                    if san_extensions > 1 {
+                        return Err(malformed("more than one subjectAltName extension"));
+                    }
                     let san = SubjectAltName::from_der(ext.extn_value.as_bytes())
                         .map_err(|e| malformed(format!("malformed subjectAltName: {e}")))?;
                     for name in san.0 {
@@ -429,7 +484,7 @@ fn general_name(name: GeneralName) -> Result<San, Refusal> {
     Ok(match name {
         GeneralName::DnsName(s) => San::Dns(ia5(&s)),
         GeneralName::Rfc822Name(s) => San::Email(ia5(&s)),
-        GeneralName::UniformResourceIdentifier(s) => San::Uri(ia5(&s)),
+        GeneralName::UniformResourceIdentifier(s) => San::Uri(canonical_uri(ia5(&s))?),
         GeneralName::IpAddress(bytes) => San::Ip(ip_address(&bytes)?),
         GeneralName::OtherName(_) => San::Unsupported("otherName"),
         GeneralName::DirectoryName(_) => San::Unsupported("directoryName"),
@@ -438,16 +493,112 @@ fn general_name(name: GeneralName) -> Result<San, Refusal> {
     })
 }
 
+/// A URI SAN must already be in the form Go's `url.Parse` + `String` gives back (a lower-case scheme, only
+/// RFC 3986 characters, `%` only before two hex digits): Go re-serialises URIs when it signs and an
+/// approver reading the request with Go sees that form, so anything else would be certified as a
+/// different string from the one approved. Refused rather than rewritten.
+fn canonical_uri(uri: String) -> Result<String, Refusal> {
+    let bad = |why: &str| malformed(format!("URI subjectAltName {uri:?} {why}"));
+    let Some((scheme, rest)) = uri.split_once(':') else {
+        return Err(bad("has no scheme"));
+    };
+    let mut sc = scheme.chars();
+    if !sc.next().is_some_and(|c| c.is_ascii_lowercase())
+        || !sc.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c))
+    {
+        return Err(bad("needs a lower-case scheme"));
+    }
+    let bytes = rest.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i];
+        if c == b'%' {
+            let hex = bytes.get(i + 1..i + 3);
+            if !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
+                return Err(bad("has a % not followed by two hex digits"));
+            }
+            i += 3;
+            continue;
+        }
+        if !(c.is_ascii_alphanumeric() || b"-._~:/?#[]@!$&'()*+,;=".contains(&c)) {
+            return Err(bad("has a character that must be percent-encoded"));
+        }
+        i += 1;
+    }
+    if rest.ends_with('#') {
+        return Err(bad("has an empty fragment"));
+    }
+    Ok(uri)
+}
+
 fn ip_address(bytes: &OctetString) -> Result<IpAddr, Refusal> {
     let b = bytes.as_bytes();
     if let Ok(v4) = <[u8; 4]>::try_from(b) {
         Ok(IpAddr::from(v4))
     } else if let Ok(v6) = <[u8; 16]>::try_from(b) {
-        Ok(IpAddr::from(v6))
+        // An IPv4-mapped address (::ffff:a.b.c.d) is the IPv4 address to Go (net.IP.To4), which an
+        // approver sees and Go writes in 4 bytes; so do we, or a client comparing IPv4 bytes would fail.
+        let v6 = std::net::Ipv6Addr::from(v6);
+        Ok(match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(v6),
+        })
     } else {
         Err(malformed(format!(
             "IP subjectAltName has {} bytes, expected 4 or 16",
             b.len()
         )))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uri_sans_must_be_in_the_form_go_writes_back() {
+        for ok in [
+            "spiffe://cluster.local/ns/team-a/sa/app",
+            "https://example.com/a%20b?x=1#frag",
+            "urn:example:a-b",
+        ] {
+            assert_eq!(canonical_uri(ok.to_string()).unwrap(), ok);
+        }
+        for bad in [
+            "SPIFFE://cluster.local/ns/a/sa/b",
+            "https://example.com/a b",
+            "https://example.com/%zz",
+            "https://example.com/#",
+            "no-scheme",
+            "1http://x",
+            "https://example.com/\u{e9}",
+        ] {
+            let r = canonical_uri(bad.to_string()).unwrap_err();
+            assert_eq!(r.reason, Reason::MalformedRequest, "{bad}");
+        }
+    }
+
+    #[test]
+    fn ipv4_mapped_ipv6_is_the_ipv4_address_as_go_reads_it() {
+        let mapped =
+            OctetString::new(vec![0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 0, 0, 7]).unwrap();
+        assert_eq!(
+            ip_address(&mapped).unwrap(),
+            "10.0.0.7".parse::<IpAddr>().unwrap()
+        );
+        let v6 = OctetString::new(
+            "fd00::1"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets()
+                .to_vec(),
+        )
+        .unwrap();
+        assert_eq!(
+            ip_address(&v6).unwrap(),
+            "fd00::1".parse::<IpAddr>().unwrap()
+        );
+        assert!(ip_address(&OctetString::new(vec![1, 2, 3]).unwrap()).is_err());
     }
 }

@@ -151,7 +151,10 @@ impl SignerEngine {
     /// Verify, decide and sign. `Err` is transient (expired CA, crypto or encoding failure): retry,
     /// never write Failed.
     pub fn sign(&self, req: &SignRequest<'_>, now: SystemTime) -> Result<Decision> {
-        let csr = match csr::parse_and_verify(req.request) {
+        let ca = self.ca();
+        let csr = match csr::parse_and_verify(req.request)
+            .and_then(|csr| not_the_ca_subject(csr, &ca.subject_der))
+        {
             Ok(c) => c,
             Err(refusal) => return Ok(Decision::Refused(refusal)),
         };
@@ -159,7 +162,6 @@ impl SignerEngine {
             Ok(g) => g,
             Err(refusal) => return Ok(Decision::Refused(refusal)),
         };
-        let ca = self.ca();
         let issued = crate::issue::issue(&ca, &csr, &grant, now)?;
         let granted = issued
             .not_after
@@ -178,13 +180,31 @@ impl SignerEngine {
 
     /// The decision without signing (for `csr-signer sign --explain`).
     pub fn explain(&self, req: &SignRequest<'_>) -> Explanation {
+        let ca = self.ca();
         match csr::parse_and_verify(req.request)
+            .and_then(|csr| not_the_ca_subject(csr, &ca.subject_der))
             .and_then(|csr| self.policy.decide(&csr, &self.ask(req)))
         {
             Ok(g) => Explanation::Grant(g),
             Err(r) => Explanation::Refused(r),
         }
     }
+}
+
+/// A leaf whose subject is byte for byte its CA's cannot be told from the CA by name: chain builders
+/// (OpenSSL among them) take it for self-issued, and issuance would drop its authorityKeyIdentifier.
+/// kube-controller-manager signs it; we refuse it.
+fn not_the_ca_subject(
+    csr: csr::VerifiedCsr,
+    ca_subject: &[u8],
+) -> std::result::Result<csr::VerifiedCsr, crate::refusal::Refusal> {
+    if csr.subject_der == ca_subject {
+        return Err(crate::refusal::Refusal::new(
+            crate::refusal::Reason::SubjectNotAllowed,
+            "the subject is the signing CA's own subject",
+        ));
+    }
+    Ok(csr)
 }
 
 /// Every configured signer.
