@@ -12,7 +12,7 @@ import pytest
 
 from chart_promql import alert_rules, dashboard, dashboard_exprs, selectors
 
-# The metrics contract (notes/common.md "Metric names"): name -> (type, label names).
+# The metrics contract, as README.md publishes it (checked below): name -> (type, label names).
 CONTRACT = {
     "csr_signer_signing_duration_seconds": ("histogram", {"signer"}),
     "csr_signer_issuance_latency_seconds": ("histogram", {"signer"}),
@@ -104,14 +104,15 @@ def test_every_contract_metric_is_shown_or_alerted_on():
     assert unused == [], f"contract metrics neither on the dashboard nor in an alert: {unused}"
 
 
-def test_contract_matches_the_common_notes_when_present():
-    """The list above is a copy of the lead's contract; when the notes are on this machine, they must agree."""
-    notes = Path(os.environ.get("CSR_SIGNER_CONTRACT_NOTES", "/work/notes/common.md"))
-    if not notes.is_file():
-        pytest.skip(f"{notes} not present (the contract copy in this file is checked by the other tests)")
-    text = notes.read_text().split("Metric names", 1)[1].split("Refusal reasons", 1)[0]
-    found = dict(re.findall(r"^- (csr_signer_\w+) (histogram|counter|gauge)", text, re.M))
-    assert found == {n: k for n, (k, _) in CONTRACT.items()}
+def test_contract_is_the_one_the_readme_publishes():
+    """The contract above is the README's metrics list (names and label sets), so users and this test read the
+    same promise."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    text = readme.split("Metrics (all `csr_signer_*`", 1)[1].split("Alerts and their runbook", 1)[0]
+    published = {}
+    for name, labels in re.findall(r"`(\w+)(?:\{([\w,]*)\})?`", text):
+        published["csr_signer_" + name] = set(labels.split(",")) if labels else set()
+    assert published == {n: labels for n, (_, labels) in CONTRACT.items()}
 
 
 # ---- against a real scrape -------------------------------------------------------------------------------
