@@ -16,6 +16,7 @@ use x509_cert::ext::pkix::{BasicConstraints, KeyUsage, KeyUsages, SubjectKeyIden
 use x509_cert::Certificate;
 
 use crate::config::CaSettings;
+use crate::error::crypto;
 use crate::error::{Error, Result};
 
 /// The signature algorithm a CA key signs with (k8s-csr-rules §2.3).
@@ -383,10 +384,7 @@ pub fn pem(der: &[u8]) -> String {
 pub fn key_identifier(public_key_bits: &[u8]) -> Result<Vec<u8>> {
     hash(MessageDigest::sha1(), public_key_bits)
         .map(|d| d.to_vec())
-        .map_err(|error| Error::Crypto {
-            context: "computing a key identifier",
-            error,
-        })
+        .map_err(crypto("computing a key identifier"))
 }
 
 #[cfg(unix)]

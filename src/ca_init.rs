@@ -17,6 +17,7 @@ use openssl::x509::extension::{
 };
 use openssl::x509::{X509Builder, X509NameBuilder, X509};
 
+use crate::error::crypto;
 use crate::error::{Error, Result};
 
 /// Key types a CA can be created with.
@@ -50,10 +51,6 @@ pub struct Created {
     /// The trust anchor to distribute (`root.crt` with an intermediate, else `ca.crt`).
     pub trust_anchor: PathBuf,
     pub files: Vec<PathBuf>,
-}
-
-fn crypto(context: &'static str) -> impl Fn(openssl::error::ErrorStack) -> Error {
-    move |error| Error::Crypto { context, error }
 }
 
 /// Generates a private key of the given type.

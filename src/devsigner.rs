@@ -19,6 +19,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use crate::ca_init::{self, KeyType};
 use crate::config::Settings;
 use crate::dev::{LocalApi, SIGNER_USER};
+use crate::error::crypto;
 use crate::service::{self, RunOptions, Service};
 
 /// The signerName `csr-signer dev` signs for.
@@ -108,10 +109,6 @@ fn kube_err(context: &str) -> impl Fn(kube::Error) -> crate::Error + '_ {
         context: context.to_string(),
         error: Box::new(e),
     }
-}
-
-fn crypto(context: &'static str) -> impl Fn(openssl::error::ErrorStack) -> crate::Error {
-    move |error| crate::Error::Crypto { context, error }
 }
 
 /// The tutorial, performed by itself: a developer creates a CSR, an approver approves it, the

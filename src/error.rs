@@ -1,10 +1,15 @@
-//! The crate's one error type. A policy refusal is not an error (see `policy::Refusal`): errors are
+//! The crate's one error type. A policy refusal is not an error (see `refusal::Refusal`): errors are
 //! what the controller retries with backoff, and what stops startup.
 
 use std::path::PathBuf;
 
 /// Result alias used across the crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The one adapter from an OpenSSL error to `Error::Crypto`, for `.map_err(crypto("what was being done"))`.
+pub fn crypto(context: &'static str) -> impl Fn(openssl::error::ErrorStack) -> Error {
+    move |error| Error::Crypto { context, error }
+}
 
 /// Everything that can go wrong outside a policy decision.
 #[derive(Debug, thiserror::Error)]

@@ -29,6 +29,7 @@ use x509_cert::time::{Time, Validity};
 
 use crate::ca::{key_identifier, pem, SigningCa};
 use crate::csr::{San, VerifiedCsr};
+use crate::error::crypto;
 use crate::error::{Error, Result};
 use crate::policy::Grant;
 use crate::usage::{Effect, ExtKeyUsage};
@@ -167,10 +168,7 @@ pub fn issue(ca: &SigningCa, csr: &VerifiedCsr, grant: &Grant, now: SystemTime) 
     let (not_before, not_after) = validity(now, grant.lifetime, ca.not_after)?;
 
     let mut serial_bytes = [0u8; 16];
-    openssl::rand::rand_bytes(&mut serial_bytes).map_err(|error| Error::Crypto {
-        context: "generating a serial number",
-        error,
-    })?;
+    openssl::rand::rand_bytes(&mut serial_bytes).map_err(crypto("generating a serial number"))?;
     let serial = UintRef::new(&serial_bytes).map_err(enc("serial number"))?;
 
     let mut ku = 0u16;
@@ -267,10 +265,7 @@ pub fn issue(ca: &SigningCa, csr: &VerifiedCsr, grant: &Grant, now: SystemTime) 
     };
     let tbs_der = tbs.to_der().map_err(enc("TBSCertificate"))?;
 
-    let crypto = |error| Error::Crypto {
-        context: "signing the certificate",
-        error,
-    };
+    let crypto = crypto("signing the certificate");
     let signature = match ca.algorithm.digest() {
         Some(md) => Signer::new(md, ca.signing_key())
             .and_then(|mut s| s.sign_oneshot_to_vec(&tbs_der))
