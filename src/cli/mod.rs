@@ -1,0 +1,20 @@
+//! One file per subcommand: its flags and what it prints. The work itself is in the library.
+
+pub mod ca;
+pub mod dev;
+pub mod run;
+pub mod sign;
+
+use csr_signer::config::LogFormat;
+
+pub fn init_tracing(format: LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}

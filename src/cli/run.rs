@@ -1,0 +1,65 @@
+//! `csr-signer run`: the service against a real cluster.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Args;
+use csr_signer::config::{Overrides, Settings};
+
+#[derive(Args, Debug, Default)]
+pub struct RunArgs {
+    /// Configuration file (YAML).
+    #[arg(long, env = "CSR_SIGNER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Kubeconfig file; default: KUBECONFIG, then in-cluster.
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context to use (default: the current context).
+    #[arg(long)]
+    pub context: Option<String>,
+    /// Address for /metrics, /healthz and /readyz.
+    #[arg(long)]
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+pub async fn kube_client(
+    kubeconfig: Option<&std::path::Path>,
+    context: Option<&str>,
+) -> anyhow::Result<kube::Client> {
+    let options = kube::config::KubeConfigOptions {
+        context: context.map(str::to_string),
+        ..Default::default()
+    };
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &options)
+                .await
+                .with_context(|| format!("loading kubeconfig {}", path.display()))?
+        }
+        None if context.is_some() => kube::Config::from_kubeconfig(&options)
+            .await
+            .context("loading kubeconfig (KUBECONFIG, ~/.kube/config)")?,
+        None => kube::Config::infer()
+            .await
+            .context("no kubeconfig (KUBECONFIG, ~/.kube/config) and not in a cluster")?,
+    };
+    Ok(kube::Client::try_from(config)?)
+}
+
+pub fn run(args: &RunArgs, overrides: &Overrides) -> anyhow::Result<ExitCode> {
+    let overrides = Overrides {
+        listen: args.listen,
+        ..overrides.clone()
+    };
+    let settings = Settings::load(args.config.as_deref(), &overrides)?;
+    super::init_tracing(settings.log.format, &settings.log.level);
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async {
+        let client = kube_client(args.kubeconfig.as_deref(), args.context.as_deref()).await?;
+        csr_signer::service::run(settings, client, csr_signer::service::shutdown_signal()).await?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
