@@ -98,7 +98,9 @@ impl User {
         }
     }
 
-    /// `system:serviceaccount:<ns>:<sa>` with the service-account groups kube-apiserver assigns.
+    /// `system:serviceaccount:<ns>:<sa>` with the service-account groups kube-apiserver assigns,
+    /// and the `authentication.kubernetes.io/credential-id` extra (`JTI=<token id>`) it adds for a
+    /// service-account token.
     pub fn service_account(namespace: &str, name: &str) -> Self {
         let mut u = User::new(&format!("system:serviceaccount:{namespace}:{name}"));
         u.groups = vec![
@@ -106,7 +108,25 @@ impl User {
             format!("system:serviceaccounts:{namespace}"),
             "system:authenticated".to_string(),
         ];
-        u
+        let jti = format!("JTI={}", uuid::Uuid::new_v4());
+        u.with_extra("authentication.kubernetes.io/credential-id", &[&jti])
+    }
+
+    /// The user of a request without credentials (anonymous authentication, on by default in
+    /// kube-apiserver): no rules, so everything but the health and version endpoints is forbidden.
+    pub fn anonymous() -> Self {
+        User {
+            name: ANONYMOUS.to_string(),
+            uid: String::new(),
+            groups: vec!["system:unauthenticated".to_string()],
+            extra: BTreeMap::new(),
+            token: String::new(),
+            rules: Vec::new(),
+        }
+    }
+
+    pub fn is_anonymous(&self) -> bool {
+        self.name == ANONYMOUS && self.token.is_empty()
     }
 
     /// Adds groups before `system:authenticated` (which stays last, as kube-apiserver orders it).
@@ -197,6 +217,9 @@ impl Attributes<'_> {
 
 const CERTS: &str = "certificates.k8s.io";
 const CSRS: &str = "certificatesigningrequests";
+
+/// kube-apiserver's name for unauthenticated requests.
+pub const ANONYMOUS: &str = "system:anonymous";
 
 /// The signer's service account name.
 pub const SIGNER_USER: &str = "system:serviceaccount:csr-signer:csr-signer";

@@ -83,14 +83,27 @@ fn cond_type(c: &Value) -> &str {
 /// Rejects bodies Go's JSON decoder would refuse (wrong types, bad base64) with a 400, before any
 /// semantic validation, as kube-apiserver's decode step does.
 pub fn check_types(obj: &Value) -> Result<(), ApiError> {
-    let bad = |field: &str, want: &str| {
+    // encoding/json's UnmarshalTypeError: "cannot unmarshal <JSON type> into Go struct field …".
+    let bad_value = |v: &Value, field: &str, want: &str| {
+        let got = match v {
+            Value::String(_) => "string".to_string(),
+            Value::Bool(_) => "bool".to_string(),
+            Value::Array(_) => "array".to_string(),
+            Value::Object(_) => "object".to_string(),
+            Value::Number(n) if want.starts_with("int") || want.starts_with("uint") => {
+                format!("number {n}")
+            }
+            Value::Number(_) => "number".to_string(),
+            Value::Null => "null".to_string(),
+        };
         Err(ApiError::bad_request(format!(
-            "CertificateSigningRequest in version \"v1\" cannot be handled as a CertificateSigningRequest: json: cannot unmarshal into Go struct field {field} of type {want}"
+            "CertificateSigningRequest in version \"v1\" cannot be handled as a CertificateSigningRequest: json: cannot unmarshal {got} into Go struct field {field} of type {want}"
         )))
     };
     let spec = &obj["spec"];
     if !spec.is_null() && !spec.is_object() {
-        return bad(
+        return bad_value(
+            spec,
             "CertificateSigningRequest.spec",
             "v1.CertificateSigningRequestSpec",
         );
@@ -105,46 +118,53 @@ pub fn check_types(obj: &Value) -> Result<(), ApiError> {
                     )));
                 }
             }
-            _ => return bad("CertificateSigningRequestSpec.spec.request", "[]uint8"),
+            v => return bad_value(v, "CertificateSigningRequestSpec.spec.request", "[]uint8"),
         }
     }
     for f in ["signerName", "username", "uid"] {
         if !(spec[f].is_null() || spec[f].is_string()) {
-            return bad(&format!("CertificateSigningRequestSpec.spec.{f}"), "string");
+            return bad_value(
+                &spec[f],
+                &format!("CertificateSigningRequestSpec.spec.{f}"),
+                "string",
+            );
         }
     }
     match &spec["expirationSeconds"] {
         Value::Null => {}
-        Value::Number(n) => {
+        v @ Value::Number(n) => {
             if n.as_i64().is_none_or(|x| i32::try_from(x).is_err()) {
-                return bad(
+                return bad_value(
+                    v,
                     "CertificateSigningRequestSpec.spec.expirationSeconds",
                     "int32",
                 );
             }
         }
-        _ => {
-            return bad(
+        v => {
+            return bad_value(
+                v,
                 "CertificateSigningRequestSpec.spec.expirationSeconds",
                 "int32",
             )
         }
     }
-    for f in ["usages", "groups"] {
+    for (f, item) in [("usages", "v1.KeyUsage"), ("groups", "string")] {
+        let field = format!("CertificateSigningRequestSpec.spec.{f}");
         match &spec[f] {
             Value::Null => {}
-            Value::Array(a) if a.iter().all(Value::is_string) => {}
-            _ => {
-                return bad(
-                    &format!("CertificateSigningRequestSpec.spec.{f}"),
-                    "[]string",
-                )
+            Value::Array(a) => {
+                if let Some(v) = a.iter().find(|v| !v.is_string()) {
+                    return bad_value(v, &field, item);
+                }
             }
+            v => return bad_value(v, &field, &format!("[]{item}")),
         }
     }
     let status = &obj["status"];
     if !status.is_null() && !status.is_object() {
-        return bad(
+        return bad_value(
+            status,
             "CertificateSigningRequest.status",
             "v1.CertificateSigningRequestStatus",
         );
@@ -157,14 +177,21 @@ pub fn check_types(obj: &Value) -> Result<(), ApiError> {
                 "CertificateSigningRequest in version \"v1\" cannot be handled as a CertificateSigningRequest: illegal base64 data in status.certificate",
             ))
         }
-        _ => return bad("CertificateSigningRequestStatus.status.certificate", "[]uint8"),
+        v => {
+            return bad_value(
+                v,
+                "CertificateSigningRequestStatus.status.certificate",
+                "[]uint8",
+            )
+        }
     }
     match &status["conditions"] {
         Value::Null => {}
         Value::Array(a) => {
             for c in a {
                 if !c.is_object() {
-                    return bad(
+                    return bad_value(
+                        c,
                         "CertificateSigningRequestStatus.status.conditions",
                         "v1.CertificateSigningRequestCondition",
                     );
@@ -178,7 +205,8 @@ pub fn check_types(obj: &Value) -> Result<(), ApiError> {
                     "lastTransitionTime",
                 ] {
                     if !(c[f].is_null() || c[f].is_string()) {
-                        return bad(
+                        return bad_value(
+                            &c[f],
                             &format!("CertificateSigningRequestCondition.status.conditions.{f}"),
                             "string",
                         );
@@ -196,8 +224,9 @@ pub fn check_types(obj: &Value) -> Result<(), ApiError> {
                 }
             }
         }
-        _ => {
-            return bad(
+        v => {
+            return bad_value(
+                v,
                 "CertificateSigningRequestStatus.status.conditions",
                 "[]v1.CertificateSigningRequestCondition",
             )
@@ -538,35 +567,162 @@ pub fn pem_blocks(data: &[u8]) -> Vec<PemBlock> {
     out
 }
 
-/// Splits concatenated DER SEQUENCEs (x509.ParseCertificates accepts several in one block).
-fn split_der(mut b: &[u8]) -> Result<Vec<&[u8]>, String> {
-    let malformed = || "x509: malformed certificate".to_string();
-    let mut out = Vec::new();
-    while !b.is_empty() {
-        if b.len() < 2 || b[0] != 0x30 {
-            return Err(malformed());
-        }
-        let (len, hdr) = if b[1] < 0x80 {
-            (b[1] as usize, 2)
-        } else {
-            let n = (b[1] & 0x7f) as usize;
-            if n == 0 || n > 4 || b.len() < 2 + n {
-                return Err(malformed());
-            }
-            let mut l = 0usize;
-            for i in 0..n {
-                l = (l << 8) | b[2 + i] as usize;
-            }
-            (l, 2 + n)
-        };
-        let total = hdr.checked_add(len).ok_or_else(malformed)?;
-        if b.len() < total {
-            return Err(malformed());
-        }
-        out.push(&b[..total]);
-        b = &b[total..];
+/// A DER reader with `golang.org/x/crypto/cryptobyte`'s rules (low tag numbers only, minimal
+/// definite lengths of at most four octets), for reproducing Go's x509 parse errors.
+#[derive(Clone, Copy)]
+struct Der<'a>(&'a [u8]);
+
+const SEQUENCE: u8 = 0x30;
+const INTEGER: u8 = 0x02;
+const OID: u8 = 0x06;
+const BIT_STRING: u8 = 0x03;
+
+impl<'a> Der<'a> {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
-    Ok(out)
+
+    fn peek(&self, tag: u8) -> bool {
+        self.0.first() == Some(&tag)
+    }
+
+    /// The next element: (tag, whole element, contents).
+    fn any(&mut self) -> Option<(u8, &'a [u8], &'a [u8])> {
+        let s = self.0;
+        if s.len() < 2 || s[0] & 0x1f == 0x1f {
+            return None;
+        }
+        let (header, len) = if s[1] & 0x80 == 0 {
+            (2usize, s[1] as usize)
+        } else {
+            let n = (s[1] & 0x7f) as usize;
+            if n == 0 || n > 4 || s.len() < 2 + n {
+                return None;
+            }
+            let len = s[2..2 + n]
+                .iter()
+                .fold(0usize, |a, b| (a << 8) | *b as usize);
+            if len < 128 || s[2] == 0 {
+                return None;
+            }
+            (2 + n, len)
+        };
+        let total = header.checked_add(len)?;
+        if s.len() < total {
+            return None;
+        }
+        self.0 = &s[total..];
+        Some((s[0], &s[..total], &s[header..total]))
+    }
+
+    /// ReadASN1Element: the whole element if its tag is `tag`.
+    fn element(&mut self, tag: u8) -> Option<&'a [u8]> {
+        self.any().filter(|(t, _, _)| *t == tag).map(|(_, e, _)| e)
+    }
+
+    /// ReadASN1: the contents if the tag is `tag`.
+    fn read(&mut self, tag: u8) -> Option<Der<'a>> {
+        self.any()
+            .filter(|(t, _, _)| *t == tag)
+            .map(|(_, _, c)| Der(c))
+    }
+
+    /// ReadASN1Integer: a minimally encoded INTEGER; returns its contents.
+    fn integer(&mut self) -> Option<&'a [u8]> {
+        let c = self.read(INTEGER)?.0;
+        let ok = match c {
+            [] => false,
+            [_] => true,
+            [0, b, ..] => b & 0x80 != 0,
+            [0xff, b, ..] => b & 0x80 == 0,
+            _ => true,
+        };
+        ok.then_some(c)
+    }
+
+    fn oid(&mut self) -> Option<()> {
+        let c = self.read(OID)?.0;
+        let mut start = true;
+        for (i, b) in c.iter().enumerate() {
+            if start && *b == 0x80 {
+                return None;
+            }
+            start = b & 0x80 == 0;
+            if i + 1 == c.len() && !start {
+                return None;
+            }
+        }
+        (!c.is_empty()).then_some(())
+    }
+}
+
+/// parseAI.
+fn go_parse_ai(mut ai: Der<'_>) -> Result<(), String> {
+    ai.oid().ok_or("x509: malformed OID")?;
+    if !ai.is_empty() && ai.any().is_none() {
+        return Err("x509: malformed parameters".into());
+    }
+    Ok(())
+}
+
+/// The structural part of Go's `x509.parseCertificate`, with its error strings; returns the length
+/// of the certificate's DER. What it does not check itself (names, times, keys, extensions) is left
+/// to OpenSSL, whose failures are reported as Go's most general `x509: malformed certificate`.
+fn go_parse_certificate(der: &[u8]) -> Result<usize, String> {
+    let malformed = |what: &str| format!("x509: malformed {what}");
+    let mut input = Der(der);
+    let raw = input.element(SEQUENCE).ok_or(malformed("certificate"))?;
+    let mut cert = Der(raw).read(SEQUENCE).ok_or(malformed("certificate"))?;
+    let tbs_raw = cert.element(SEQUENCE).ok_or(malformed("tbs certificate"))?;
+    let mut tbs = Der(tbs_raw)
+        .read(SEQUENCE)
+        .ok_or(malformed("tbs certificate"))?;
+    let mut version = 0i64;
+    if tbs.peek(0xa0) {
+        let mut v = tbs.read(0xa0).ok_or(malformed("version"))?;
+        let int = v.integer().filter(|i| i.len() <= 8 && v.is_empty());
+        let int = int.ok_or(malformed("version"))?;
+        version = int
+            .iter()
+            .fold(if int[0] & 0x80 != 0 { -1i64 } else { 0 }, |a, b| {
+                (a << 8) | *b as i64
+            });
+    }
+    if version < 0 {
+        return Err(malformed("version"));
+    }
+    if version + 1 > 3 {
+        return Err("x509: invalid version".into());
+    }
+    let serial = tbs.integer().ok_or(malformed("serial number"))?;
+    if serial[0] & 0x80 != 0 {
+        return Err("x509: negative serial number".into());
+    }
+    let sig_ai = tbs
+        .read(SEQUENCE)
+        .ok_or(malformed("signature algorithm identifier"))?;
+    let outer_ai = cert
+        .read(SEQUENCE)
+        .ok_or(malformed("algorithm identifier"))?;
+    if outer_ai.0 != sig_ai.0 {
+        return Err("x509: inner and outer signature algorithm identifiers don't match".into());
+    }
+    go_parse_ai(sig_ai)?;
+    tbs.element(SEQUENCE).ok_or(malformed("issuer"))?;
+    tbs.read(SEQUENCE).ok_or(malformed("validity"))?;
+    // Go's own message for a malformed subject.
+    tbs.element(SEQUENCE).ok_or(malformed("issuer"))?;
+    let mut spki = tbs
+        .element(SEQUENCE)
+        .and_then(|e| Der(e).read(SEQUENCE))
+        .ok_or(malformed("spki"))?;
+    let pk_ai = spki
+        .read(SEQUENCE)
+        .ok_or(malformed("public key algorithm identifier"))?;
+    go_parse_ai(pk_ai)?;
+    spki.read(BIT_STRING).ok_or(malformed("subjectPublicKey"))?;
+    openssl::x509::X509::from_der(raw).map_err(|_| malformed("certificate"))?;
+    Ok(raw.len())
 }
 
 /// validateCertificate (K-1…K-5): Ok or the Go error text.
@@ -588,13 +744,14 @@ pub fn check_certificate(pem: &[u8]) -> Result<(), String> {
         if b.has_headers {
             return Err("no PEM block headers are permitted".into());
         }
-        let ders = split_der(&b.der)?;
-        if ders.is_empty() {
+        // x509.ParseCertificates: one or more certificates, concatenated.
+        let mut der: &[u8] = &b.der;
+        if der.is_empty() {
             return Err("found CERTIFICATE PEM block containing 0 certificates".into());
         }
-        for d in ders {
-            openssl::x509::X509::from_der(d)
-                .map_err(|_| "x509: malformed certificate".to_string())?;
+        while !der.is_empty() {
+            let n = go_parse_certificate(der)?;
+            der = &der[n..];
         }
     }
     Ok(())
@@ -667,7 +824,8 @@ pub fn validate(new: &Value, old: Option<&Value>, path: WritePath) -> Vec<FieldE
 
     let request = bytes_field(&spec["request"]);
     if let Err(e) = check_request(&request) {
-        el.push(FieldError::invalid("spec.request", go_bytes(&request), e));
+        let value = spec["request"].as_str().map(|_| request.as_slice());
+        el.push(FieldError::invalid("spec.request", go_bytes(value), e));
     }
     let usages: Vec<&str> = spec["usages"]
         .as_array()
@@ -744,25 +902,10 @@ pub fn validate(new: &Value, old: Option<&Value>, path: WritePath) -> Vec<FieldE
                 allowed,
             ));
         }
-        if !allow_both {
-            let conflict = match t {
-                "Approved" => {
-                    has_approved = true;
-                    has_denied
-                }
-                "Denied" => {
-                    has_denied = true;
-                    has_approved
-                }
-                _ => false,
-            };
-            if conflict {
-                el.push(FieldError::invalid(
-                    "status.conditions",
-                    quote(t),
-                    "Approved and Denied conditions are mutually exclusive",
-                ));
-            }
+        match t {
+            "Approved" => has_approved = true,
+            "Denied" => has_denied = true,
+            _ => {}
         }
         if !allow_dup_types {
             if seen.contains(&t) {
@@ -790,7 +933,11 @@ pub fn validate(new: &Value, old: Option<&Value>, path: WritePath) -> Vec<FieldE
         }
     }
 
-    let Some(old) = old else { return el };
+    let union = approved_denied_union(has_approved && has_denied && !allow_both);
+    if old.is_none() {
+        el.extend(union);
+        return el;
+    }
     for t in ["Approved", "Denied", "Failed"] {
         let n = conds.iter().filter(|c| cond_type(c) == t).count();
         if n < old_has(t) {
@@ -834,8 +981,34 @@ pub fn validate(new: &Value, old: Option<&Value>, path: WritePath) -> Vec<FieldE
             ));
         }
     }
-    let _ = old;
+    el.extend(union);
     el
+}
+
+/// C-5 as kube-apiserver 1.37 reports it: the handwritten "Approved and Denied conditions are
+/// mutually exclusive" errors are covered by the declarative `+k8s:zeroOrOneOfMember` union on
+/// `status.conditions` (DeclarativeValidationBeta, on by default), whose single error replaces them
+/// and comes after every handwritten error. It is not re-checked when the stored object already had
+/// both (the union membership did not change).
+fn approved_denied_union(both: bool) -> Option<FieldError> {
+    const MEMBERS: [&str; 2] = [
+        r#"conditions[{"type": "Approved"}]"#,
+        r#"conditions[{"type": "Denied"}]"#,
+    ];
+    both.then(|| {
+        FieldError::invalid(
+            "status.conditions",
+            quote(&format!("{{{}}}", MEMBERS.join(", "))),
+            format!(
+                "must specify at most one of: {}",
+                MEMBERS
+                    .iter()
+                    .map(|m| format!("`{m}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )
+    })
 }
 
 fn diff_text(old: &[&Value], new: &[&Value]) -> String {

@@ -11,11 +11,13 @@ use super::server::json_response;
 
 /// The Kubernetes release this API mimics.
 pub const MINOR: &str = "37";
+/// The oldest minor whose data this release accepts: `MINOR` - 1, as kube-apiserver reports it.
+const MIN_COMPATIBILITY_MINOR: &str = "36";
 
 pub fn version() -> Value {
     json!({
         "major": "1", "minor": MINOR, "emulationMajor": "1", "emulationMinor": MINOR,
-        "minCompatibilityMajor": "1", "minCompatibilityMinor": "33",
+        "minCompatibilityMajor": "1", "minCompatibilityMinor": MIN_COMPATIBILITY_MINOR,
         "gitVersion": format!("v1.{MINOR}.0-csr-signer-dev"), "gitCommit": "0000000000000000000000000000000000000000",
         "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.24.0",
         "compiler": "gc", "platform": "linux/amd64"

@@ -77,6 +77,11 @@ pub fn field_value(obj: &Value, path: &str) -> String {
 }
 
 impl FieldSelector {
+    /// Selects everything (fields.Selector.Empty).
+    pub fn is_empty(&self) -> bool {
+        self.reqs.is_empty()
+    }
+
     pub fn parse(s: &str, supported: &[&str]) -> Result<Self, ApiError> {
         let mut reqs = Vec::new();
         if s.trim().is_empty() {
@@ -154,6 +159,11 @@ fn split_top_level(s: &str) -> Vec<String> {
 }
 
 impl LabelSelector {
+    /// Selects everything (labels.Selector.Empty).
+    pub fn is_empty(&self) -> bool {
+        self.reqs.is_empty()
+    }
+
     pub fn parse(s: &str) -> Result<Self, ApiError> {
         let mut reqs = Vec::new();
         let bad = |p: &str| {

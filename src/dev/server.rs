@@ -203,14 +203,32 @@ fn route(path: &str) -> Route {
     })
 }
 
-fn authenticate(sh: &Shared, headers: &HeaderMap) -> Option<User> {
-    let h = headers.get("authorization")?.to_str().ok()?;
-    let token = h
-        .strip_prefix("Bearer ")
-        .or_else(|| h.strip_prefix("bearer "))?
-        .trim();
+/// Who sent a request (kube-apiserver's bearer-token authenticator, then the anonymous one).
+enum Auth {
+    User(User),
+    /// A bearer token that matches nobody: 401 on every path.
+    Invalid,
+}
+
+fn authenticate(sh: &Shared, headers: &HeaderMap) -> Auth {
+    let Some(h) = headers.get("authorization") else {
+        return Auth::User(User::anonymous());
+    };
+    let Ok(h) = h.to_str() else {
+        return Auth::Invalid;
+    };
+    let mut parts = h.trim().splitn(3, ' ');
+    let scheme = parts.next().unwrap_or("");
+    let token = parts.next().unwrap_or("");
+    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
+        // Not for the token authenticator: the request is anonymous.
+        return Auth::User(User::anonymous());
+    }
     let users = sh.users.read().unwrap_or_else(|p| p.into_inner());
-    users.iter().find(|u| u.token == token).cloned()
+    match users.iter().find(|u| u.token == token) {
+        Some(u) => Auth::User(u.clone()),
+        None => Auth::Invalid,
+    }
 }
 
 /// The single entry point for every request.
@@ -222,9 +240,10 @@ pub async fn handle(State(sh): State<Arc<Shared>>, req: Request) -> Response {
     let raw_query = parts.uri.query().unwrap_or_default().to_string();
     // For the request log only: tests check who asked for what (e.g. that the signer's lists and
     // watches always carry its field selector).
-    let user = authenticate(&sh, &parts.headers)
-        .map(|u| u.name)
-        .unwrap_or_default();
+    let user = match authenticate(&sh, &parts.headers) {
+        Auth::User(u) => u.name,
+        Auth::Invalid => String::new(),
+    };
     let _in_flight = sh.faults.enter();
 
     match sh.faults.check(&method, &path) {
@@ -263,21 +282,32 @@ async fn dispatch(
     headers: &HeaderMap,
     body: Bytes,
 ) -> Response {
+    let user = match authenticate(sh, headers) {
+        Auth::User(u) => u,
+        Auth::Invalid => return error_response(&ApiError::unauthorized()),
+    };
+    // system:public-info-viewer (everyone, anonymous included).
     if matches!(path, "/healthz" | "/livez" | "/readyz") {
         return text_response(200, "ok");
     }
     if path == "/version" {
         return json_response(200, &discovery::version());
     }
-    let Some(user) = authenticate(sh, headers) else {
-        return error_response(&ApiError::unauthorized());
-    };
     let r = match route(path) {
         Route::NonResource => {
+            // Discovery and OpenAPI: system:discovery, bound to authenticated users only.
+            if user.is_anonymous() {
+                return error_response(&ApiError::forbidden_path(&format!(
+                    "User {:?} cannot {} path {:?}",
+                    user.name,
+                    method.as_str().to_lowercase(),
+                    path
+                )));
+            }
             return match discovery::non_resource(path, headers, &sh.server_address) {
                 Some(resp) => resp,
                 None => text_response(404, "404 page not found\n"),
-            }
+            };
         }
         Route::NotFound => return error_response(&ApiError::resource_not_found()),
         Route::Resource(mut r) => {
@@ -313,7 +343,7 @@ async fn dispatch(
     if !r.subresource.is_empty() && !matches!(verb, "get" | "update" | "patch") {
         return error_response(&ApiError::method_not_allowed());
     }
-    if r.def.behaviour == Behaviour::AccessReview {
+    if r.def.behaviour == Behaviour::AccessReview && !user.is_anonymous() {
         // Every authenticated user may ask about itself (system:basic-user).
         if verb != "create" {
             return error_response(&ApiError::method_not_allowed());
@@ -516,14 +546,23 @@ fn list(
     let take = if limit > 0 { limit.min(total) } else { total };
     let page: Vec<Value> = matching[..take].iter().map(|v| (***v).clone()).collect();
     let mut meta = json!({"resourceVersion": rv.to_string()});
-    if take < total {
+    // As the etcd3 store pages: a full page gets a continue token when any object (matching or
+    // not) follows its last item; remainingItemCount only without selectors.
+    if limit > 0 && take == limit {
         if let Some(last) = page.last() {
             let key = (
                 super::store::namespace_of(last).to_string(),
                 name_of(last).to_string(),
             );
-            meta["continue"] = json!(encode_continue(rv, &key));
-            meta["remainingItemCount"] = json!(total - take);
+            let more = items.iter().any(|v| {
+                (super::store::namespace_of(v), name_of(v)) > (key.0.as_str(), key.1.as_str())
+            });
+            if more {
+                meta["continue"] = json!(encode_continue(rv, &key));
+                if fs.is_empty() && ls.is_empty() {
+                    meta["remainingItemCount"] = json!(total - take);
+                }
+            }
         }
     }
     if want_table {
@@ -820,12 +859,26 @@ fn clean_meta(meta: &mut Value) {
     }
 }
 
+/// Gives `obj` the managed fields computed on `sent` (the object as the client sent it).
+fn take_managed_fields(obj: &mut Value, sent: &Value) {
+    match sent["metadata"].get("managedFields") {
+        Some(m) => obj["metadata"]["managedFields"] = m.clone(),
+        None => {
+            if let Some(m) = obj["metadata"].as_object_mut() {
+                m.remove("managedFields");
+            }
+        }
+    }
+}
+
 fn writer<'a>(r: &'a ResReq, api_version: &'a str, now: &'a str) -> super::managed::Writer<'a> {
     super::managed::Writer {
         manager: &r.manager,
         subresource: &r.subresource,
         api_version,
         now,
+        group: r.def.group,
+        kind: r.def.kind,
     }
 }
 
@@ -880,6 +933,8 @@ fn create(
     clean_meta(&mut obj["metadata"]);
     let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
     let gr = r.def.gr();
+    // The field manager sees the object as sent, before the strategy changes it.
+    let mut sent = obj.clone();
 
     let mut errs = validate_meta_create(r.def, &obj);
     match r.def.behaviour {
@@ -916,12 +971,12 @@ fn create(
     obj["kind"] = json!(r.def.kind);
     obj["apiVersion"] = json!(r.def.api_version(&r.version));
     let (av, now) = (r.def.api_version(&r.version), now_rfc3339());
+    let w = writer(r, &av, &now);
     match applied {
-        Some(a) => {
-            super::managed::record_apply(&mut obj, None, a, true, &writer(r, &av, &now), gr, &name)?
-        }
-        None => super::managed::record_update(&mut obj, None, &writer(r, &av, &now)),
+        Some(a) => super::managed::record_apply(&mut sent, None, a, true, &w)?,
+        None => super::managed::record_update(&mut sent, None, &w),
     }
+    take_managed_fields(&mut obj, &sent);
     if is_dry_run(query) {
         return Ok((201, obj));
     }
@@ -1186,7 +1241,7 @@ fn update(
     let dry = is_dry_run(query);
     let def = r.def;
     let version = r.version.clone();
-    let mut dry_result: Option<Value> = None;
+    let mut answer: Option<Value> = None;
     let (stored, _) = sh.store.mutate(def.key(), &r.namespace, &r.name, |cur| {
         let Some(cur) = cur else {
             return Err(ApiError::not_found(gr, &r.name));
@@ -1211,7 +1266,7 @@ fn update(
                     PatchKind::Strategic => strategic_merge(&mut doc, &p),
                     PatchKind::Apply => {
                         apply_merge(&mut doc, &p);
-                        super::managed::record_apply(&mut doc, Some(cur), &p, r.force, &w, gr, &r.name)?;
+                        super::managed::record_apply(&mut doc, Some(cur), &p, r.force, &w)?;
                         applied = true;
                     }
                 }
@@ -1267,6 +1322,8 @@ fn update(
         new["kind"] = cur["kind"].clone();
         new["apiVersion"] = cur["apiVersion"].clone();
         clean_meta(&mut new["metadata"]);
+        // The field manager sees the object as sent, before the strategy changes it.
+        let mut sent = new.clone();
 
         let mut errs = Vec::new();
         match def.behaviour {
@@ -1298,20 +1355,23 @@ fn update(
             return Ok(Change::NoOp);
         }
         if !applied {
-            super::managed::record_update(&mut new, Some(cur), &w);
+            super::managed::record_update(&mut sent, Some(cur), &w);
+            take_managed_fields(&mut new, &sent);
         }
         if dry {
-            dry_result = Some(new);
+            answer = Some(new);
             return Ok(Change::NoOp);
         }
         let finalizing = !meta_str(&new, "deletionTimestamp").is_empty()
             && new["metadata"]["finalizers"].as_array().is_none_or(|f| f.is_empty());
         if finalizing {
+            // The answer is the object as last written (without its finalizers), not the stored one.
+            answer = Some(new);
             return Ok(Change::Delete);
         }
         Ok(Change::Update(new))
     })?;
-    let out = dry_result.unwrap_or_else(|| (*stored).clone());
+    let out = answer.unwrap_or_else(|| (*stored).clone());
     Ok((200, with_gvk(&out, r.def, &r.version)))
 }
 

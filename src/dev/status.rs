@@ -44,7 +44,10 @@ impl Gr<'_> {
         if !name.is_empty() {
             d.insert("name".into(), json!(name));
         }
-        d.insert("group".into(), json!(self.group));
+        // StatusDetails fields are omitempty: the core group is absent, not "".
+        if !self.group.is_empty() {
+            d.insert("group".into(), json!(self.group));
+        }
         d.insert("kind".into(), json!(self.resource));
         Value::Object(d)
     }
@@ -148,6 +151,16 @@ impl ApiError {
         Self::new(403, "Forbidden", msg, Some(gr.details(name)))
     }
 
+    /// 403 for a non-resource path (`forbidden: User "x" cannot get path "/api"`).
+    pub fn forbidden_path(why: &str) -> Self {
+        Self::new(
+            403,
+            "Forbidden",
+            format!("forbidden: {why}"),
+            Some(json!({})),
+        )
+    }
+
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(400, "BadRequest", message, None)
     }
@@ -215,8 +228,16 @@ impl ApiError {
             _ => format!(": [{}]", msgs.join(", ")),
         };
         let message = format!("{} {:?} is invalid{}", gr.qualified_kind(), name, agg);
-        let details = json!({"name": name, "group": gr.group, "kind": gr.kind, "causes": causes});
-        Self::new(422, "Invalid", message, Some(details))
+        let mut details = serde_json::Map::new();
+        if !name.is_empty() {
+            details.insert("name".into(), json!(name));
+        }
+        if !gr.group.is_empty() {
+            details.insert("group".into(), json!(gr.group));
+        }
+        details.insert("kind".into(), json!(gr.kind));
+        details.insert("causes".into(), Value::Array(causes));
+        Self::new(422, "Invalid", message, Some(Value::Object(details)))
     }
 }
 
@@ -311,7 +332,10 @@ impl FieldError {
             kind: FieldErrorKind::TooLong,
             field: field.into(),
             value: None,
-            detail: format!("must have at most {max} bytes"),
+            detail: format!(
+                "may not be more than {max} {}",
+                if max == 1 { "byte" } else { "bytes" }
+            ),
         }
     }
 
@@ -359,11 +383,15 @@ pub fn quote(s: &str) -> String {
     out
 }
 
-/// Go's `%#v` for a `[]byte`.
-pub fn go_bytes(b: &[u8]) -> String {
-    if b.is_empty() {
-        return "[]byte(nil)".to_string();
+/// How a field error prints a `[]byte` value (field.ErrorBody: `json.Marshal`, so standard base64
+/// in quotes, or `null` for a nil slice).
+pub fn go_bytes(b: Option<&[u8]>) -> String {
+    use base64::Engine;
+    match b {
+        None => "null".to_string(),
+        Some(b) => format!(
+            "\"{}\"",
+            base64::engine::general_purpose::STANDARD.encode(b)
+        ),
     }
-    let parts: Vec<String> = b.iter().map(|x| format!("0x{x:x}")).collect();
-    format!("[]byte{{{}}}", parts.join(", "))
 }

@@ -73,6 +73,9 @@ fn age(obj: &Value) -> String {
     }
 }
 
+const CSR_SIGNER_NAME_DESC: &str = "Requested signer for the request. It is a qualified name in the form: `scope-hostname.io/name`. If empty, it will be defaulted:\n 1. If it's a kubelet client certificate, it is assigned\n    \"kubernetes.io/kube-apiserver-client-kubelet\".\n 2. If it's a kubelet serving certificate, it is assigned\n    \"kubernetes.io/kubelet-serving\".\n 3. Otherwise, it is assigned \"kubernetes.io/legacy-unknown\".\nDistribution of trust for signers happens out of band. You can select on this field using `spec.signerName`.";
+const CSR_EXPIRATION_DESC: &str = "expirationSeconds is the requested duration of validity of the issued certificate. The certificate signer may issue a certificate with a different validity duration so a client must check the delta between the notBefore and and notAfter fields in the issued certificate to determine the actual duration.\n\nThe v1.22+ in-tree implementations of the well-known Kubernetes signers will honor this field as long as the requested duration is not greater than the maximum duration they will honor per the --cluster-signing-duration CLI flag to the Kubernetes controller manager.\n\nCertificate signers may not honor this field for various reasons:\n\n  1. Old signer that is unaware of the field (such as the in-tree\n     implementations prior to v1.22)\n  2. Signer whose configured maximum is shorter than the requested duration\n  3. Signer whose configured minimum is longer than the requested duration\n\nThe minimum valid value for expirationSeconds is 600, i.e. 10 minutes.";
+
 fn col(name: &str, ty: &str, format: &str, description: &str) -> Value {
     json!({"name": name, "type": ty, "format": format, "description": description, "priority": 0})
 }
@@ -101,10 +104,12 @@ pub fn table(
             vec![
                 col("Name", "string", "name", name_desc),
                 col("Age", "string", "", age_desc),
-                col("SignerName", "string", "", "Only use the signer name from spec.signerName"),
-                col("Requestor", "string", "", "Name of the user that requested the certificate"),
-                col("RequestedDuration", "string", "", "Requested duration for the issued certificate"),
-                col("Condition", "string", "", "Approval state of the request"),
+                // kube-apiserver's descriptions (printers: swagger docs of the spec fields; the
+                // Requestor column reuses the description of spec.request).
+                col("SignerName", "string", "", CSR_SIGNER_NAME_DESC),
+                col("Requestor", "string", "", "Base64-encoded PKCS#10 CSR data"),
+                col("RequestedDuration", "string", "", CSR_EXPIRATION_DESC),
+                col("Condition", "string", "", "Conditions applied to the request, such as approval or denial."),
             ],
             objs.iter()
                 .map(|o| {
