@@ -403,7 +403,7 @@ async fn server_side_apply_ownership_and_conflicts() {
     assert_eq!((code, reason.as_str()), (409, "Conflict"));
     assert_eq!(
         msg,
-        "Apply failed with 1 conflict: conflict with \"pod-a\" using v1: .spec.holderIdentity"
+        "Apply failed with 1 conflict: conflict with \"pod-a\": .spec.holderIdentity"
     );
     // Applying the same value is not a conflict; force takes ownership.
     leases

@@ -311,13 +311,9 @@ impl Entry {
         if !self.subresource.is_empty() {
             s.push_str(&format!(" with subresource {:?}", self.subresource));
         }
+        // As kube-apiserver's printManager: the version only for updaters, never for appliers.
         if self.operation == "Update" {
             s.push_str(&format!(" using {}", self.api_version));
-        } else {
-            // kube-apiserver names no version for appliers; the local API keeps "using <version>"
-            // (tests/local_api_resources.rs pins that form).
-            let version = self.api_version.rsplit('/').next().unwrap_or("");
-            s.push_str(&format!(" using {version}"));
         }
         s
     }
