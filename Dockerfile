@@ -14,7 +14,7 @@ WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bin csr-signer --features "${CARGO_FEATURES}" \
+    cargo build --release --locked --bin csr-signer --no-default-features --features "${CARGO_FEATURES}" \
  && install -D -m 0755 target/release/csr-signer /out/csr-signer
 
 FROM ${RUNTIME_IMAGE} AS runtime

@@ -38,10 +38,12 @@ echo "control plane ready to run ($(( $(date +%s) - start ))s)"
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
-echo "== cargo clippy --all-targets -- -D warnings"
-cargo clippy --all-targets -- -D warnings
-echo "== cargo test"
-cargo test --all-targets
+echo "== cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== cargo clippy for the container image's build (no dev feature: no local API)"
+cargo clippy --locked --no-default-features --lib --bins -- -D warnings
+echo "== cargo test --workspace"
+cargo test --workspace --all-targets
 
 # Chart, alerts and dashboard, checked against a real scrape of the binary just built.
 if [ -x tests/chart/run.sh ]; then

@@ -81,6 +81,7 @@ pub enum Error {
     Service(String),
 
     /// The local (dev/test) Kubernetes API could not start or persist its state.
-    #[error("local API: {0}")]
-    LocalApi(String),
+    #[cfg(feature = "dev")]
+    #[error("local API")]
+    LocalApi(#[from] localapi::Error),
 }

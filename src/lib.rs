@@ -10,14 +10,17 @@
 //!
 //! `config` validates settings at the edge into newtypes, `ca` loads and hot-reloads the signing CA,
 //! `engine` glues csr → policy → issue per signerName, `metrics`/`server` expose what SREs watch, and
-//! `dev` is the in-memory Kubernetes certificates API used by `csr-signer dev` and the tests.
+//! `dev` (feature `dev`) re-exports the in-memory Kubernetes certificates API of crates/localapi.
 
 pub mod ca;
 pub mod ca_init;
 pub mod config;
 pub mod controller;
 pub mod csr;
-pub mod dev;
+/// The in-memory Kubernetes API (crates/localapi), for `csr-signer dev` and tests.
+#[cfg(feature = "dev")]
+pub use localapi as dev;
+#[cfg(feature = "dev")]
 pub mod devsigner;
 pub mod engine;
 pub mod error;

@@ -39,6 +39,7 @@ enum Command {
     #[command(subcommand)]
     Ca(CaCommand),
     /// Local Kubernetes certificates API + dev CA + this signer for example.com/mtls.
+    #[cfg(feature = "dev")]
     Dev(cli::dev::DevArgs),
 }
 
@@ -66,6 +67,7 @@ fn main() -> ExitCode {
         Some(Command::CheckConfig(a)) => cli::sign::check_config(a, &overrides),
         Some(Command::Sign(a)) => cli::sign::sign(a, &overrides),
         Some(Command::Ca(CaCommand::Init(a))) => cli::ca::ca_init(a),
+        #[cfg(feature = "dev")]
         Some(Command::Dev(a)) => cli::dev::dev(a),
     };
     match result {

@@ -59,7 +59,7 @@ async fn real_srv() -> Srv {
     s
 }
 
-/// The local API's default signer rules (src/dev/auth.rs `signer_user`) as RBAC objects on the real server.
+/// The local API's default signer rules (crates/localapi/src/auth.rs `signer_user`) as RBAC objects on the real server.
 async fn signer_rbac(s: &Srv) {
     let admin = s.client("admin");
     let ns = kube_support::SIGNER_NAMESPACE;

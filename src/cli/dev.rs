@@ -59,7 +59,10 @@ pub fn dev(args: &DevArgs) -> anyhow::Result<ExitCode> {
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     if args.no_signer {
-        runtime.block_on(csr_signer::dev::run_dev(cmd.api))?;
+        runtime.block_on(csr_signer::dev::run_dev(
+            cmd.api,
+            csr_signer::service::shutdown_signal(),
+        ))?;
     } else {
         runtime.block_on(csr_signer::devsigner::run(cmd))?;
     }

@@ -1,6 +1,7 @@
 //! One file per subcommand: its flags and what it prints. The work itself is in the library.
 
 pub mod ca;
+#[cfg(feature = "dev")]
 pub mod dev;
 pub mod run;
 pub mod sign;

@@ -74,10 +74,31 @@ def test_builds_the_crates_binary_with_existing_features():
         assert feature in cargo["features"], feature
 
 
+def test_the_image_leaves_out_the_local_api():
+    """The image is built without the `dev` feature: no fake apiserver, no fault injection in production. The
+    dependency graph of exactly the Dockerfile's build command (resolved by cargo, nothing compiled) has no
+    local API crate."""
+    run = next(rest for op, rest in instructions() if op == "RUN" and "cargo build" in rest)
+    assert "--no-default-features" in run
+    features = arg_defaults()["CARGO_FEATURES"]
+    assert "dev" not in features.split(",")
+    tree = subprocess.run(
+        ["cargo", "tree", "--locked", "-e", "normal", "--no-default-features", "--features", features,
+         "--prefix", "none", "--format", "{p}"],
+        cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    packages = {line.split()[0] for line in tree.splitlines() if line.strip()}
+    assert "csr-signer" in packages
+    assert "localapi" not in packages, "the image's build pulls in the local API"
+    # And the default build (what `cargo run -- dev` uses) does have it, so the check above can fail.
+    default = subprocess.run(["cargo", "tree", "--locked", "-e", "normal", "--prefix", "none", "--format", "{p}"],
+                             cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert "localapi" in {line.split()[0] for line in default.splitlines() if line.strip()}
+
+
 def test_dockerignore_keeps_what_cargo_needs():
     ignored = [l.strip() for l in (ROOT / ".dockerignore").read_text().splitlines() if l.strip() and not l.startswith("#")]
     assert "target" in ignored and ".git" in ignored
-    for needed in ("src", "Cargo.toml", "Cargo.lock", "benches"):
+    for needed in ("src", "crates", "Cargo.toml", "Cargo.lock", "benches"):
         assert needed not in ignored
 
 

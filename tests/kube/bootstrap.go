@@ -34,7 +34,7 @@ type identities struct {
 
 const certs = "certificates.k8s.io"
 
-// The same people as `csr-signer dev`'s local API (src/dev/auth.rs default_users), so one test can run
+// The same people as `csr-signer dev`'s local API (crates/localapi/src/auth.rs default_users), so one test can run
 // against either server.
 var clusterRoles = []struct {
 	name     string

@@ -4,12 +4,13 @@
 //! It serves CertificateSigningRequests (with /status and /approval, validation, admission and
 //! RBAC as kube-apiserver applies them), ClusterTrustBundles, Leases, Events, ConfigMaps and
 //! Namespaces over HTTPS (or plain HTTP) on loopback, plus discovery and Table output for kubectl.
-//! Used by `csr-signer dev` and by the integration tests; it is never part of a production path.
+//! Used by `csr-signer dev` (behind csr-signer's `dev` feature, on by default and off in the container
+//! image) and by the integration tests; it is never part of a production path.
 //!
 //! ```no_run
-//! # async fn demo() -> csr_signer::Result<()> {
-//! use csr_signer::dev::{self, LocalApiConfig};
-//! let api = dev::start(LocalApiConfig::default()).await?;
+//! # async fn demo() -> localapi::Result<()> {
+//! use localapi::LocalApiConfig;
+//! let api = localapi::start(LocalApiConfig::default()).await?;
 //! let client = api.client("developer")?;
 //! # let _ = client; api.shutdown().await; Ok(()) }
 //! ```
@@ -18,6 +19,7 @@ mod auth;
 mod csr;
 mod ctb;
 mod discovery;
+mod error;
 mod faults;
 mod managed;
 mod openapi;
@@ -44,7 +46,7 @@ pub use auth::{default_users, signer_user, Rule, User, SIGNER_USER};
 pub use faults::{Failure, Faults, Match, RequestRecord};
 pub use table::human_duration;
 
-use crate::{Error, Result};
+pub use error::{Error, Result};
 use server::Shared;
 use store::Store;
 
@@ -109,14 +111,15 @@ pub struct LocalApi {
     task: Option<JoinHandle<()>>,
 }
 
-// Errors of this module go through the one LocalApi variant, so the module does not depend on
-// the shape of the crate's other variants.
-fn io_err(path: &Path, e: std::io::Error) -> Error {
-    Error::LocalApi(format!("{}: {e}", path.display()))
+fn io_err(path: &Path, source: std::io::Error) -> Error {
+    Error::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 fn local_err(message: impl Into<String>) -> Error {
-    Error::LocalApi(message.into())
+    Error::Invalid(message.into())
 }
 
 /// Starts a local API and returns once it accepts connections.
@@ -460,8 +463,11 @@ fn say(args: std::fmt::Arguments<'_>) {
     let _ = out.flush();
 }
 
-/// `csr-signer dev`: serve until Ctrl-C / SIGTERM.
-pub async fn run_dev(opts: DevOptions) -> Result<()> {
+/// `csr-signer dev`: serve until `shutdown` completes (the CLI passes Ctrl-C / SIGTERM).
+pub async fn run_dev(
+    opts: DevOptions,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<()> {
     let cfg = LocalApiConfig {
         listen: SocketAddr::from(([127, 0, 0, 1], opts.port)),
         tls: !opts.plain_http,
@@ -498,7 +504,7 @@ pub async fn run_dev(opts: DevOptions) -> Result<()> {
         )),
     }
     say(format_args!("Press Ctrl-C to stop."));
-    crate::service::shutdown_signal().await;
+    shutdown.await;
     say(format_args!("stopping"));
     api.shutdown().await;
     Ok(())

@@ -16,7 +16,7 @@ use openssl::x509::{X509Name, X509};
 use crate::{Error, Result};
 
 fn crypto(context: &'static str) -> impl FnOnce(openssl::error::ErrorStack) -> Error {
-    move |e| Error::LocalApi(format!("{context}: {e}"))
+    move |source| Error::Tls { context, source }
 }
 
 fn key() -> Result<PKey<Private>> {
