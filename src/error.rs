@@ -11,7 +11,21 @@ pub fn crypto(context: &'static str) -> impl Fn(openssl::error::ErrorStack) -> E
     move |error| Error::Crypto { context, error }
 }
 
-/// Everything that can go wrong outside a policy decision.
+/// An error and its causes on one line (`outer: cause: root cause`), for logs and messages that are not
+/// printed through anyhow's `{:#}`.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+/// Everything that can go wrong outside a policy decision. Causes are kept as `source`s, so callers
+/// see the whole chain (`{:#}` with anyhow, `chain` elsewhere).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A configuration file or value is invalid. Names the file and the key.
@@ -23,11 +37,10 @@ pub enum Error {
     },
 
     /// A file could not be read or written.
-    // The cause is part of the message rather than a chained `source`, so `{:#}` does not print
-    // it twice.
-    #[error("{}: {error}", path.display())]
+    #[error("{}", path.display())]
     Io {
         path: PathBuf,
+        #[source]
         error: std::io::Error,
     },
 
@@ -40,9 +53,10 @@ pub enum Error {
     CaExpired { not_after: String },
 
     /// An OpenSSL operation failed while building or signing a certificate.
-    #[error("{context}: {error}")]
+    #[error("{context}")]
     Crypto {
         context: &'static str,
+        #[source]
         error: openssl::error::ErrorStack,
     },
 
@@ -62,17 +76,18 @@ pub enum Error {
     Metrics(String),
 
     /// A kube-apiserver request failed; `context` says which (e.g. "update status of csr x").
-    /// The cause is part of the message (not a chained source), like `Io`.
-    #[error("{context}: {error}")]
+    #[error("{context}")]
     Kube {
         context: String,
+        #[source]
         error: Box<kube::Error>,
     },
 
     /// The HTTP server could not bind or serve.
-    #[error("listen on {addr}: {error}")]
+    #[error("listen on {addr}")]
     Listen {
         addr: std::net::SocketAddr,
+        #[source]
         error: std::io::Error,
     },
 

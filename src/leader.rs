@@ -128,7 +128,7 @@ impl LeaderElector {
                     self.set_leader(false);
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, lease = %self.cfg.lease_name, "lease request failed");
+                    tracing::warn!(error = %crate::error::chain(&e), lease = %self.cfg.lease_name, "lease request failed");
                     // A leader that cannot renew within the deadline must stop writing before
                     // the lease can expire for the others.
                     if let Some(t) = last_renew {

@@ -166,7 +166,7 @@ pub async fn start(
             match t.await {
                 Ok(mut e) => {
                     if let Err(err) = e.release().await {
-                        tracing::warn!(error = %err, "could not release the lease; it will expire");
+                        tracing::warn!(error = %crate::error::chain(&err), "could not release the lease; it will expire");
                     }
                 }
                 Err(err) => tracing::warn!(error = %err, "leader election task failed"),

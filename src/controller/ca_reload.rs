@@ -43,7 +43,7 @@ pub async fn ca_reload(
                 }
                 Ok(false) => last_error[i] = None,
                 Err(e) => {
-                    let msg = e.to_string();
+                    let msg = crate::error::chain(&e);
                     if last_error[i].as_deref() != Some(msg.as_str()) {
                         metrics.record_ca_reload_error(name);
                         tracing::error!(signer = %name, error = %msg, "new CA files rejected; still signing with the previous CA");

@@ -88,7 +88,7 @@ async fn process(shared: &Arc<Shared>, key: &Key) -> Step {
         }
         Err((code, e)) => match plan::after_write_error(code) {
             AfterWriteError::Reread => {
-                tracing::debug!(csr = %key.name, signer, "conflict on status write; re-reading");
+                tracing::debug!(csr = %key.name, signer = %signer, "conflict on status write; re-reading");
                 match shared.writer.reread(&key.name).await {
                     Ok(Some(csr)) => {
                         shared.apply(key.signer, &csr);
@@ -153,7 +153,7 @@ async fn sign(shared: &Shared, signer: &str, snap: &Snapshot) -> Signed {
         }
         Ok(Ok((Err(e), _))) | Ok(Err(e)) => Signed::Error {
             class: error_class(&e),
-            message: e.to_string(),
+            message: crate::error::chain(&e),
         },
         Err(join) => Signed::Error {
             class: "Internal",
@@ -185,7 +185,7 @@ fn api_trouble(
     let signer = shared.signer_names[key.signer].as_str();
     let signed = Signed::Error {
         class: API_ERROR,
-        message: e.to_string(),
+        message: crate::error::chain(&e),
     };
     match make_plan(shared, signer, snap, &signed) {
         Some(plan) => transient(shared, key, snap, &plan, started),
@@ -198,7 +198,7 @@ fn transient(shared: &Shared, key: &Key, snap: &Snapshot, plan: &Plan, started: 
     shared.metrics.decision(signer, Outcome::Error, plan.reason);
     tracing::warn!(
         csr = %key.name,
-        signer,
+        signer = %signer,
         requester = %snap.work.username,
         outcome = "error",
         reason = plan.reason,
@@ -221,7 +221,7 @@ fn record_written(shared: &Shared, key: &Key, snap: &Snapshot, plan: &Plan, star
                 .record_issued(signer, latency, facts.granted_seconds, facts.lifetime);
             tracing::info!(
                 csr = %key.name,
-                signer,
+                signer = %signer,
                 requester = %snap.work.username,
                 outcome = "issued",
                 reason = plan.reason,
@@ -239,7 +239,7 @@ fn record_written(shared: &Shared, key: &Key, snap: &Snapshot, plan: &Plan, star
             shared.metrics.decision(signer, outcome, plan.reason);
             tracing::info!(
                 csr = %key.name,
-                signer,
+                signer = %signer,
                 requester = %snap.work.username,
                 outcome = outcome.as_str(),
                 reason = plan.reason,
