@@ -73,7 +73,6 @@ pub enum Signed {
 /// The object as the decision saw it.
 #[derive(Debug, Clone, Copy)]
 pub struct Subject<'a> {
-    pub signer: &'a str,
     pub resource_version: &'a str,
     pub conditions: &'a [CertificateSigningRequestCondition],
 }

@@ -41,7 +41,6 @@ fn run(phase: Phase, signed: &Signed) -> Option<Plan> {
         Kind::CertificateSigningRequest,
         phase,
         Subject {
-            signer: "example.com/mtls",
             resource_version: "42",
             conditions: &conditions,
         },

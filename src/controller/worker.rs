@@ -74,7 +74,7 @@ async fn process(shared: &Arc<Shared>, key: &Key) -> Step {
     let signer = shared.signer_names[key.signer].as_str();
     let started = Instant::now();
     let signed = sign(shared, signer, &snap).await;
-    let Some(plan) = make_plan(shared, signer, &snap, &signed) else {
+    let Some(plan) = make_plan(shared, &snap, &signed) else {
         return Step::Done;
     };
     let Some(patch) = &plan.write else {
@@ -110,12 +110,11 @@ async fn process(shared: &Arc<Shared>, key: &Key) -> Step {
     }
 }
 
-fn make_plan(shared: &Shared, signer: &str, snap: &Snapshot, signed: &Signed) -> Option<Plan> {
+fn make_plan(shared: &Shared, snap: &Snapshot, signed: &Signed) -> Option<Plan> {
     plan::plan(
         shared.kind,
         snap.phase,
         Subject {
-            signer,
             resource_version: &snap.resource_version,
             conditions: &snap.work.conditions,
         },
@@ -182,12 +181,11 @@ fn api_trouble(
     e: kube::Error,
     started: Instant,
 ) -> Step {
-    let signer = shared.signer_names[key.signer].as_str();
     let signed = Signed::Error {
         class: API_ERROR,
         message: crate::error::chain(&e),
     };
-    match make_plan(shared, signer, snap, &signed) {
+    match make_plan(shared, snap, &signed) {
         Some(plan) => transient(shared, key, snap, &plan, started),
         None => Step::Done,
     }
