@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use super::openapi;
 use super::resources::{self, RESOURCES};
-use super::server::json_response;
+use super::response::json_response;
 
 /// The Kubernetes release this API mimics.
 pub const MINOR: &str = "37";

@@ -25,6 +25,7 @@ mod managed;
 mod openapi;
 mod protobuf;
 mod resources;
+mod response;
 mod selectors;
 mod server;
 mod status;
@@ -181,7 +182,7 @@ pub async fn start(cfg: LocalApiConfig) -> Result<LocalApi> {
 }
 
 fn seed_namespaces(store: &Store) {
-    let now = server::now_rfc3339();
+    let now = response::now_rfc3339();
     for ns in INITIAL_NAMESPACES {
         let obj = json!({"kind": "Namespace", "apiVersion": "v1",
             "metadata": {"name": ns, "uid": uuid::Uuid::new_v4().to_string(), "creationTimestamp": now,

@@ -8,13 +8,14 @@ use std::time::{Duration, Instant};
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::response::Response;
-use http::{HeaderMap, Method, StatusCode};
+use http::{HeaderMap, Method};
 use serde_json::{json, Value};
 
 use super::auth::{Attributes, User};
 use super::csr::{self, WritePath};
 use super::faults::{Faults, Injected};
 use super::resources::{self, Behaviour, ResourceDef};
+use super::response::{error_response, json_response, now_rfc3339, text_response};
 use super::selectors::{FieldSelector, LabelSelector};
 use super::status::{quote, ApiError, FieldError};
 use super::store::{name_of, Change, EventType, Filter, Store, WatchMsg};
@@ -30,38 +31,6 @@ pub struct Shared {
 }
 
 const MAX_BODY: usize = 3 * 1024 * 1024;
-
-pub fn now_rfc3339() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
-
-pub fn json_response(code: u16, v: &Value) -> Response {
-    let body = serde_json::to_vec(v).unwrap_or_default();
-    Response::builder()
-        .status(StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
-        .header("content-type", "application/json")
-        .header("cache-control", "no-cache, private")
-        .body(Body::from(body))
-        .unwrap_or_default()
-}
-
-pub fn error_response(e: &ApiError) -> Response {
-    let mut r = json_response(e.code, &e.body);
-    if let Some(s) = e.retry_after {
-        if let Ok(v) = http::HeaderValue::from_str(&s.to_string()) {
-            r.headers_mut().insert("retry-after", v);
-        }
-    }
-    r
-}
-
-fn text_response(code: u16, text: &str) -> Response {
-    Response::builder()
-        .status(StatusCode::from_u16(code).unwrap_or(StatusCode::OK))
-        .header("content-type", "text/plain; charset=utf-8")
-        .body(Body::from(text.to_string()))
-        .unwrap_or_default()
-}
 
 /// Query string → (key, value) pairs, percent-decoded.
 fn parse_query(q: Option<&str>) -> Vec<(String, String)> {
