@@ -20,8 +20,6 @@ pub mod csr;
 /// The in-memory Kubernetes API (crates/localapi), for `csr-signer dev` and tests.
 #[cfg(feature = "dev")]
 pub use localapi as dev;
-#[cfg(feature = "dev")]
-pub mod devsigner;
 pub mod engine;
 pub mod error;
 pub mod issue;

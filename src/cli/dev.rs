@@ -44,14 +44,14 @@ fn default_dev_state_dir() -> PathBuf {
 }
 
 pub fn dev(args: &DevArgs) -> anyhow::Result<ExitCode> {
-    let cmd = csr_signer::devsigner::DevCommand {
+    let cmd = super::devsigner::DevCommand {
         api: csr_signer::dev::DevOptions {
             port: args.port,
             plain_http: args.plain_http,
             kubeconfig_out: args.kubeconfig_out.clone(),
             state: args.state.clone(),
         },
-        signer: csr_signer::devsigner::DevSignerOptions {
+        signer: super::devsigner::DevSignerOptions {
             state_dir: args.state_dir.clone().unwrap_or_else(default_dev_state_dir),
             listen: args.metrics_listen,
         },
@@ -64,7 +64,7 @@ pub fn dev(args: &DevArgs) -> anyhow::Result<ExitCode> {
             csr_signer::service::shutdown_signal(),
         ))?;
     } else {
-        runtime.block_on(csr_signer::devsigner::run(cmd))?;
+        runtime.block_on(super::devsigner::run(cmd))?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -3,6 +3,8 @@
 pub mod ca;
 #[cfg(feature = "dev")]
 pub mod dev;
+#[cfg(feature = "dev")]
+pub mod devsigner;
 pub mod run;
 pub mod sign;
 

@@ -3,7 +3,7 @@
 //! API, and `--demo`, which walks the tutorial by itself (key, CSR, create, approve, wait, inspect,
 //! verify) and exits.
 //!
-//! The local API itself lives in `dev`; this module only adds the signer to it.
+//! The local API itself is crates/localapi (`csr_signer::dev`); this module only adds the signer to it.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -16,11 +16,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::ByteString;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 
-use crate::ca_init::{self, KeyType};
-use crate::config::Settings;
-use crate::dev::{LocalApi, SIGNER_USER};
-use crate::error::crypto;
-use crate::service::{self, RunOptions, Service};
+use csr_signer::ca_init::{self, KeyType};
+use csr_signer::config::Settings;
+use csr_signer::dev::{LocalApi, SIGNER_USER};
+use csr_signer::error::crypto;
+use csr_signer::service::{self, RunOptions, Service};
 
 /// The signerName `csr-signer dev` signs for.
 pub const DEV_SIGNER: &str = "example.com/mtls";
@@ -44,7 +44,7 @@ pub struct DevCa {
 }
 
 /// Creates a P-256 development CA under `<state_dir>/ca` on first use and reuses it afterwards.
-pub fn dev_ca(state_dir: &Path) -> crate::Result<DevCa> {
+pub fn dev_ca(state_dir: &Path) -> csr_signer::Result<DevCa> {
     let dir = state_dir.join("ca");
     let cert = dir.join("ca.crt");
     let key = dir.join("ca.key");
@@ -71,7 +71,7 @@ pub fn dev_ca(state_dir: &Path) -> crate::Result<DevCa> {
 
 /// Settings for the dev signer: the default mTLS policy (identity-bound subjects and SANs,
 /// client/server auth usages, 10 min – 30 d lifetimes), no leader election (one process).
-pub fn dev_settings(ca: &DevCa, listen: std::net::SocketAddr) -> crate::Result<Settings> {
+pub fn dev_settings(ca: &DevCa, listen: std::net::SocketAddr) -> csr_signer::Result<Settings> {
     let yaml = format!(
         "signers:\n- name: {DEV_SIGNER}\n  ca: {{certFile: {}, keyFile: {}}}\n\
          controller: {{qps: 50, burst: 100, workers: 2, events: true, leaderElection: {{enabled: false}}}}\n\
@@ -87,7 +87,7 @@ pub async fn start(
     api: &LocalApi,
     opts: &DevSignerOptions,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> crate::Result<(Service, DevCa)> {
+) -> csr_signer::Result<(Service, DevCa)> {
     let ca = dev_ca(&opts.state_dir)?;
     let settings = dev_settings(&ca, opts.listen)?;
     let client = api.client(SIGNER_USER)?;
@@ -104,8 +104,8 @@ pub async fn start(
     Ok((svc, ca))
 }
 
-fn kube_err(context: &str) -> impl Fn(kube::Error) -> crate::Error + '_ {
-    move |e| crate::Error::Kube {
+fn kube_err(context: &str) -> impl Fn(kube::Error) -> csr_signer::Error + '_ {
+    move |e| csr_signer::Error::Kube {
         context: context.to_string(),
         error: Box::new(e),
     }
@@ -118,8 +118,8 @@ pub async fn run_demo(
     api: &LocalApi,
     ca: &DevCa,
     out: &mut (dyn Write + Send),
-) -> crate::Result<()> {
-    let io = |e: std::io::Error| crate::Error::Service(format!("writing demo output: {e}"));
+) -> csr_signer::Result<()> {
+    let io = |e: std::io::Error| csr_signer::Error::Service(format!("writing demo output: {e}"));
     let key = ca_init::generate_key(KeyType::P256)?;
     let mut req = openssl::x509::X509ReqBuilder::new().map_err(crypto("CSR"))?;
     let mut name = openssl::x509::X509NameBuilder::new().map_err(crypto("CSR subject"))?;
@@ -205,7 +205,7 @@ pub async fn run_demo(
             .into_iter()
             .find(|c| c.type_ == "Failed")
         {
-            return Err(crate::Error::Service(format!(
+            return Err(csr_signer::Error::Service(format!(
                 "the signer refused the demo CSR: {}: {}",
                 f.reason.unwrap_or_default(),
                 f.message.unwrap_or_default()
@@ -214,13 +214,13 @@ pub async fn run_demo(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let chain = chain.ok_or_else(|| {
-        crate::Error::Service("no certificate after 30 s; is the signer running?".into())
+        csr_signer::Error::Service("no certificate after 30 s; is the signer running?".into())
     })?;
     let certs =
         openssl::x509::X509::stack_from_pem(&chain).map_err(crypto("reading the certificate"))?;
     let leaf = certs
         .first()
-        .ok_or_else(|| crate::Error::Service("empty status.certificate".into()))?;
+        .ok_or_else(|| csr_signer::Error::Service("empty status.certificate".into()))?;
     writeln!(out, "4. the signer issued a certificate:").map_err(io)?;
     let subject: Vec<String> = leaf
         .subject_name()
@@ -276,7 +276,7 @@ pub async fn run_demo(
     let dir = tempfile_dir()?;
     let leaf_path = dir.join("developer.crt");
     std::fs::write(&leaf_path, leaf.to_pem().map_err(crypto("leaf PEM"))?).map_err(|error| {
-        crate::Error::Io {
+        csr_signer::Error::Io {
             path: leaf_path.clone(),
             error,
         }
@@ -298,7 +298,7 @@ pub async fn run_demo(
             )
             .map_err(io)?;
             if !o.status.success() {
-                return Err(crate::Error::Service(format!(
+                return Err(csr_signer::Error::Service(format!(
                     "openssl verify failed: {text} {}",
                     String::from_utf8_lossy(&o.stderr)
                 )));
@@ -315,10 +315,10 @@ pub async fn run_demo(
     Ok(())
 }
 
-fn tempfile_dir() -> crate::Result<PathBuf> {
+fn tempfile_dir() -> csr_signer::Result<PathBuf> {
     let dir =
         std::env::temp_dir().join(format!("csr-signer-demo-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir(&dir).map_err(|error| crate::Error::Io {
+    std::fs::create_dir(&dir).map_err(|error| csr_signer::Error::Io {
         path: dir.clone(),
         error,
     })?;
@@ -329,7 +329,7 @@ fn tempfile_dir() -> crate::Result<PathBuf> {
 #[derive(Debug, Clone)]
 pub struct DevCommand {
     /// The local API's options (port, TLS, kubeconfig path, object state file).
-    pub api: crate::dev::DevOptions,
+    pub api: csr_signer::dev::DevOptions,
     /// The dev CA directory and the signer's metrics address.
     pub signer: DevSignerOptions,
     /// Run the tutorial by itself and exit.
@@ -338,8 +338,8 @@ pub struct DevCommand {
 
 /// `csr-signer dev`: the local API, a dev CA and this signer for `example.com/mtls`; with
 /// `demo`, runs the tutorial and exits, else serves until Ctrl-C / SIGTERM.
-pub async fn run(cmd: DevCommand) -> crate::Result<()> {
-    let api = crate::dev::start(crate::dev::LocalApiConfig {
+pub async fn run(cmd: DevCommand) -> csr_signer::Result<()> {
+    let api = csr_signer::dev::start(csr_signer::dev::LocalApiConfig {
         listen: std::net::SocketAddr::from(([127, 0, 0, 1], cmd.api.port)),
         tls: !cmd.api.plain_http,
         state_file: cmd.api.state.clone(),
@@ -353,7 +353,7 @@ pub async fn run(cmd: DevCommand) -> crate::Result<()> {
     })
     .await?;
     let mut out = std::io::stdout();
-    let io = |e: std::io::Error| crate::Error::Service(format!("writing to stdout: {e}"));
+    let io = |e: std::io::Error| csr_signer::Error::Service(format!("writing to stdout: {e}"));
     writeln!(
         out,
         "csr-signer dev: Kubernetes certificates API listening on {}",
@@ -400,7 +400,7 @@ pub async fn run(cmd: DevCommand) -> crate::Result<()> {
         )
         .map_err(io)?;
         writeln!(out, "Press Ctrl-C to stop.").map_err(io)?;
-        crate::service::shutdown_signal().await;
+        csr_signer::service::shutdown_signal().await;
         Ok(())
     };
     let _ = stop_tx.send(());
