@@ -5,9 +5,13 @@
 //!
 //! Run: `cargo bench --bench engine` (add `--features vendored-openssl` for a static OpenSSL 3.6).
 
+#[path = "../tests/support/mod.rs"]
+mod support;
+
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
+use support::SIGNER;
 
 use criterion::{Criterion, Throughput};
 use csr_signer::ca_init::{self, KeyType};
@@ -16,7 +20,6 @@ use csr_signer::engine::{Decision, Engine, SignRequest};
 use openssl::hash::MessageDigest;
 use openssl::pkey::{Id, PKey, Private, Public};
 use openssl::sign::{Signer, Verifier};
-use openssl::x509::{X509NameBuilder, X509ReqBuilder};
 
 struct Setup {
     name: &'static str,
@@ -51,7 +54,7 @@ fn setup(name: &'static str, kind: KeyType) -> Setup {
     })
     .expect("ca");
     let yaml = format!(
-        "signers:\n- name: example.com/mtls\n  ca: {{certFile: {}, keyFile: {}}}\n  policy: {{subject: {{commonNames: [\"*\"]}}, sans: {{dns: [\"*.example.com\"]}}}}\n",
+        "signers:\n- name: {SIGNER}\n  ca: {{certFile: {}, keyFile: {}}}\n  policy: {{subject: {{commonNames: [\"*\"]}}, sans: {{dns: [\"*.example.com\"]}}}}\n",
         created.cert.display(),
         created.key.display()
     );
@@ -61,23 +64,10 @@ fn setup(name: &'static str, kind: KeyType) -> Setup {
     );
 
     let key = ca_init::generate_key(kind).expect("key");
-    let mut b = X509ReqBuilder::new().expect("req");
-    let mut n = X509NameBuilder::new().expect("name");
-    n.append_entry_by_text("CN", "svc").expect("cn");
-    b.set_subject_name(&n.build()).expect("subject");
-    b.set_pubkey(&key).expect("pubkey");
-    let mut exts = openssl::stack::Stack::new().expect("stack");
-    exts.push(
-        openssl::x509::extension::SubjectAlternativeName::new()
-            .dns("svc.example.com")
-            .build(&b.x509v3_context(None))
-            .expect("san"),
-    )
-    .expect("push");
-    b.add_extensions(&exts).expect("exts");
-    let md = digest(key.id(), key.bits()).unwrap_or(MessageDigest::null());
-    b.sign(&key, md).expect("sign");
-    let req = b.build();
+    let mut spec =
+        support::CsrSpec::new(key.clone(), &[("CN", "svc")]).sans(&["DNS:svc.example.com"]);
+    spec.digest = digest(key.id(), key.bits()).unwrap_or(MessageDigest::null());
+    let req = spec.build();
     let der = req.to_der().expect("der");
     let parsed = <x509_cert::request::CertReq as der::Decode>::from_der(&der).expect("parse");
     let csr_info = der::Encode::to_der(&parsed.info).expect("info");
@@ -126,7 +116,7 @@ fn engine_path(s: &Setup) -> String {
     };
     match s
         .engine
-        .signer("example.com/mtls")
+        .signer(SIGNER)
         .expect("signer")
         .sign(&req, SystemTime::now())
     {

@@ -5,6 +5,9 @@
 //! The controller's end-to-end benchmark reports its throughput as a ratio of these.
 #![allow(clippy::unwrap_used)]
 
+#[path = "../tests/support/mod.rs"]
+mod support;
+
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -19,17 +22,11 @@ use kube::api::{Api, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
 use serde_json::json;
 
 fn csr_pem() -> Vec<u8> {
-    let group = openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1).unwrap();
-    let key =
-        openssl::pkey::PKey::from_ec_key(openssl::ec::EcKey::generate(&group).unwrap()).unwrap();
-    let mut name = openssl::x509::X509NameBuilder::new().unwrap();
-    name.append_entry_by_text("CN", "bench").unwrap();
-    let mut b = openssl::x509::X509Req::builder().unwrap();
-    b.set_subject_name(&name.build()).unwrap();
-    b.set_pubkey(&key).unwrap();
-    b.sign(&key, openssl::hash::MessageDigest::sha256())
-        .unwrap();
-    b.build().to_pem().unwrap()
+    support::CsrSpec::new(
+        support::key(csr_signer::ca_init::KeyType::P256),
+        &[("CN", "bench")],
+    )
+    .pem()
 }
 
 fn cert_pem() -> Vec<u8> {
@@ -94,7 +91,7 @@ impl Fixture {
                 },
                 spec: CertificateSigningRequestSpec {
                     request: ByteString(self.request.clone()),
-                    signer_name: "example.com/mtls".into(),
+                    signer_name: support::SIGNER.into(),
                     usages: Some(vec!["client auth".into()]),
                     ..Default::default()
                 },

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod local_api_common;
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

@@ -11,6 +11,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod local_api_common;
+mod support;
 
 #[path = "kube_support/mod.rs"]
 mod kube_support;

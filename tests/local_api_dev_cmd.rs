@@ -2,6 +2,8 @@
 //! stops cleanly on SIGTERM, and `--state` keeps objects across restarts.
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::path::Path;
 use std::process::Stdio;
 
@@ -90,20 +92,13 @@ async fn dev_command_serves_kubectl_and_keeps_state() {
     contexts.sort();
     assert_eq!(contexts, vec!["admin", "approver", "developer"]);
 
-    let key = openssl::ec::EcKey::generate(
-        &openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1).unwrap(),
+    let pem = support::CsrSpec::new(
+        support::key(csr_signer::ca_init::KeyType::P256),
+        &[("CN", "app")],
     )
-    .unwrap();
-    let key = openssl::pkey::PKey::from_ec_key(key).unwrap();
-    let mut b = openssl::x509::X509Req::builder().unwrap();
-    let mut name = openssl::x509::X509NameBuilder::new().unwrap();
-    name.append_entry_by_text("CN", "app").unwrap();
-    b.set_subject_name(&name.build()).unwrap();
-    b.set_pubkey(&key).unwrap();
-    b.sign(&key, openssl::hash::MessageDigest::sha256())
-        .unwrap();
+    .pem();
     use base64::Engine;
-    let req = base64::engine::general_purpose::STANDARD.encode(b.build().to_pem().unwrap());
+    let req = base64::engine::general_purpose::STANDARD.encode(pem);
     let manifest = format!("apiVersion: certificates.k8s.io/v1\nkind: CertificateSigningRequest\nmetadata:\n  name: kept\nspec:\n  request: {req}\n  signerName: example.com/mtls\n  usages: [client auth]\n");
     let (ok, _, err) = kubectl(
         &kc,

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod local_api_common;
+mod support;
 
 use k8s_openapi::api::certificates::v1::ClusterTrustBundle;
 use k8s_openapi::api::certificates::v1beta1::ClusterTrustBundle as ClusterTrustBundleV1beta1;

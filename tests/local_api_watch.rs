@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod local_api_common;
+mod support;
 
 use std::time::Duration;
 

@@ -32,7 +32,7 @@ const KUBECTL_127: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.27";
 const KUBECTL_132: &str = "/usr/bin/kubectl";
 const KUBECTL_133: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.33";
 
-const SIGNER: &str = "example.com/mtls";
+use support::SIGNER;
 
 struct Out {
     ok: bool,

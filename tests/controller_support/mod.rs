@@ -22,7 +22,8 @@ pub mod kube_support;
 #[allow(unused_imports)]
 pub use csr_signer::dev::{Failure, Match};
 
-pub const SIGNER: &str = "example.com/mtls";
+#[allow(unused_imports)]
+pub use crate::support::SIGNER;
 
 /// Which API server a test runs against.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

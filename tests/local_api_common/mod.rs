@@ -11,10 +11,10 @@ use k8s_openapi::ByteString;
 use kube::api::{Api, PostParams};
 use openssl::hash::MessageDigest;
 use openssl::pkey::{PKey, Private};
-use openssl::x509::{X509NameBuilder, X509Req};
 use serde_json::{json, Value};
 
-pub const SIGNER: &str = "example.com/mtls";
+#[allow(unused_imports)]
+pub use crate::support::SIGNER;
 
 pub async fn plain() -> LocalApi {
     dev::start(LocalApiConfig::plain_http())
@@ -27,18 +27,13 @@ pub fn ec_key() -> PKey<Private> {
     PKey::from_ec_key(openssl::ec::EcKey::generate(&group).unwrap()).unwrap()
 }
 
+/// A CSR for `O=<orgs>…, CN=<cn>` signed with `md` (built by the shared `support::CsrSpec`).
 pub fn csr_pem_with(key: &PKey<Private>, cn: &str, orgs: &[&str], md: MessageDigest) -> Vec<u8> {
-    let mut name = X509NameBuilder::new().unwrap();
-    for o in orgs {
-        name.append_entry_by_text("O", o).unwrap();
-    }
-    name.append_entry_by_text("CN", cn).unwrap();
-    let name = name.build();
-    let mut b = X509Req::builder().unwrap();
-    b.set_subject_name(&name).unwrap();
-    b.set_pubkey(key).unwrap();
-    b.sign(key, md).unwrap();
-    b.build().to_pem().unwrap()
+    let mut subject: Vec<(&str, &str)> = orgs.iter().map(|o| ("O", *o)).collect();
+    subject.push(("CN", cn));
+    let mut spec = crate::support::CsrSpec::new(key.clone(), &subject);
+    spec.digest = md;
+    spec.pem()
 }
 
 /// A fresh EC P-256 CSR PEM.
@@ -183,7 +178,7 @@ pub async fn create_raw(api: &LocalApi, user: &str, obj: &Value) -> Value {
 pub fn cert_pem(cn: &str, ca: bool) -> Vec<u8> {
     use openssl::x509::extension::BasicConstraints;
     let key = ec_key();
-    let mut name = X509NameBuilder::new().unwrap();
+    let mut name = openssl::x509::X509NameBuilder::new().unwrap();
     name.append_entry_by_text("CN", cn).unwrap();
     let name = name.build();
     let mut b = openssl::x509::X509::builder().unwrap();

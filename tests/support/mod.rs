@@ -1,4 +1,6 @@
-//! Shared helpers for the engine's black-box tests: throwaway CAs and CSRs built with OpenSSL.
+//! The one test-support module of every test and bench: the signerName they sign for, throwaway CAs, and
+//! CSRs built with OpenSSL (`CsrSpec`). Other helper modules (controller_support, local_api_common) build
+//! on it; benches include it with `#[path = "../tests/support/mod.rs"]`.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -11,6 +13,9 @@ use openssl::pkey::{PKey, Private};
 use openssl::stack::Stack;
 use openssl::x509::extension::{BasicConstraints, SubjectAlternativeName};
 use openssl::x509::{X509Extension, X509NameBuilder, X509Req, X509ReqBuilder, X509};
+
+/// The signerName the tests and benches sign for.
+pub const SIGNER: &str = "example.com/mtls";
 
 /// A CA on disk in a temporary directory.
 pub struct TestCa {
