@@ -29,6 +29,9 @@
 #[path = "../tests/kube_support/mod.rs"]
 mod kube_support;
 
+#[path = "../tests/support/mod.rs"]
+mod support;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -45,9 +48,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::ByteString;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
-use openssl::x509::{X509NameBuilder, X509ReqBuilder};
 
-const SIGNER: &str = "example.com/mtls";
+use support::SIGNER;
 const SIGNER_USER: &str = "system:serviceaccount:csr-signer:csr-signer";
 const QPS: u32 = 5000;
 const WORKERS: usize = 4;
@@ -104,15 +106,8 @@ fn fixture() -> Fixture {
         intermediate: false,
     })
     .expect("ca");
-    let key = ca_init::generate_key(KeyType::P256).expect("key");
-    let mut b = X509ReqBuilder::new().expect("req");
-    let mut name = X509NameBuilder::new().expect("name");
-    name.append_entry_by_text("CN", "developer").expect("cn");
-    b.set_subject_name(&name.build()).expect("subject");
-    b.set_pubkey(&key).expect("pubkey");
-    b.sign(&key, openssl::hash::MessageDigest::sha256())
-        .expect("sign");
-    let request_pem = b.build().to_pem().expect("pem");
+    let request_pem =
+        support::CsrSpec::new(support::key(KeyType::P256), &[("CN", "developer")]).pem();
     let cert_b64 =
         base64::engine::general_purpose::STANDARD.encode(std::fs::read(&ca.cert).expect("ca cert"));
     let started = Instant::now();
