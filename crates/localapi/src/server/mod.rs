@@ -1,0 +1,457 @@
+//! The HTTP side: request parsing (k8s RequestInfo rules), authentication, authorization, and the
+//! create / get / list / watch / update / patch / delete handlers over the store.
+
+use std::convert::Infallible;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::response::Response;
+use http::{HeaderMap, Method};
+use serde_json::{json, Value};
+
+use super::auth::{Attributes, User};
+use super::csr::{self, WritePath};
+use super::faults::{Faults, Injected};
+use super::resources::{self, Behaviour, ResourceDef};
+use super::response::{error_response, json_response, now_rfc3339, text_response};
+use super::selectors::{FieldSelector, LabelSelector};
+use super::status::{quote, ApiError, FieldError};
+use super::store::{name_of, Change, EventType, Filter, Store, WatchMsg};
+use super::{discovery, protobuf, table};
+
+mod create;
+mod read;
+mod update;
+
+use create::*;
+use read::*;
+use update::*;
+
+/// State shared by all request handlers.
+pub struct Shared {
+    pub store: Arc<Store>,
+    pub users: RwLock<Vec<User>>,
+    pub faults: Faults,
+    pub server_address: String,
+    pub started: Instant,
+}
+
+const MAX_BODY: usize = 3 * 1024 * 1024;
+
+/// Query string → (key, value) pairs, percent-decoded.
+fn parse_query(q: Option<&str>) -> Vec<(String, String)> {
+    let Some(q) = q else { return Vec::new() };
+    q.split('&')
+        .filter(|s| !s.is_empty())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                let h = std::str::from_utf8(&b[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                match h {
+                    Some(x) => {
+                        out.push(x);
+                        i += 3;
+                    }
+                    None => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+struct Query(Vec<(String, String)>);
+
+impl Query {
+    fn get(&self, k: &str) -> Option<&str> {
+        self.0.iter().find(|(a, _)| a == k).map(|(_, v)| v.as_str())
+    }
+    fn flag(&self, k: &str) -> bool {
+        matches!(self.get(k), Some("1") | Some("true") | Some("")) && self.get(k).is_some()
+    }
+}
+
+/// A resource request after path parsing.
+struct ResReq {
+    def: &'static ResourceDef,
+    version: String,
+    namespace: String,
+    name: String,
+    subresource: String,
+    watch_path: bool,
+    /// A "force conflict on next write" fault matched this request.
+    force_conflict: bool,
+    /// Field manager for managedFields (fieldManager param, else the User-Agent product).
+    manager: String,
+    /// `force=true` on an apply patch.
+    force: bool,
+}
+
+enum Route {
+    NonResource,
+    Resource(ResReq),
+    NotFound,
+}
+
+fn route(path: &str) -> Route {
+    let segs: Vec<&str> = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
+    let (group, version, rest) = match segs.as_slice() {
+        ["api", v, rest @ ..] if !rest.is_empty() => ("", *v, rest),
+        ["apis", g, v, rest @ ..] if !rest.is_empty() => (*g, *v, rest),
+        _ => return Route::NonResource,
+    };
+    let mut rest: Vec<&str> = rest.to_vec();
+    let mut watch_path = false;
+    if rest.first() == Some(&"watch") {
+        watch_path = true;
+        rest.remove(0);
+    }
+    let mut namespace = "";
+    if rest.first() == Some(&"namespaces") && rest.len() > 1 {
+        namespace = rest[1];
+        if rest.len() > 2 && !matches!(rest[2], "status" | "finalize") {
+            rest.drain(0..2);
+        } else {
+            // The namespaces resource itself: /namespaces/<name>[/status].
+            namespace = "";
+        }
+    }
+    let resource = rest.first().copied().unwrap_or("");
+    let Some(def) = resources::find(group, version, resource) else {
+        return Route::NotFound;
+    };
+    // Namespaced resources may be listed/watched across namespaces; cluster-scoped ones never
+    // live in a namespace.
+    let scope_ok = if def.namespaced {
+        !namespace.is_empty() || rest.len() == 1
+    } else {
+        namespace.is_empty()
+    };
+    if !scope_ok {
+        return Route::NotFound;
+    }
+    if rest.len() > 3 {
+        return Route::NotFound;
+    }
+    let sub = rest.get(2).copied().unwrap_or("");
+    if !sub.is_empty() && !def.subresources.contains(&sub) {
+        return Route::NotFound;
+    }
+    Route::Resource(ResReq {
+        def,
+        version: version.to_string(),
+        namespace: namespace.to_string(),
+        name: rest.get(1).map(|s| percent_decode(s)).unwrap_or_default(),
+        subresource: sub.to_string(),
+        watch_path,
+        force_conflict: false,
+        manager: String::new(),
+        force: false,
+    })
+}
+
+/// Who sent a request (kube-apiserver's bearer-token authenticator, then the anonymous one).
+enum Auth {
+    User(User),
+    /// A bearer token that matches nobody: 401 on every path.
+    Invalid,
+}
+
+fn authenticate(sh: &Shared, headers: &HeaderMap) -> Auth {
+    let Some(h) = headers.get("authorization") else {
+        return Auth::User(User::anonymous());
+    };
+    let Ok(h) = h.to_str() else {
+        return Auth::Invalid;
+    };
+    let mut parts = h.trim().splitn(3, ' ');
+    let scheme = parts.next().unwrap_or("");
+    let token = parts.next().unwrap_or("");
+    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
+        // Not for the token authenticator: the request is anonymous.
+        return Auth::User(User::anonymous());
+    }
+    let users = sh.users.read().unwrap_or_else(|p| p.into_inner());
+    match users.iter().find(|u| u.token == token) {
+        Some(u) => Auth::User(u.clone()),
+        None => Auth::Invalid,
+    }
+}
+
+/// The single entry point for every request.
+pub async fn handle(State(sh): State<Arc<Shared>>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let method = parts.method.clone();
+    let path = parts.uri.path().to_string();
+    let query = Query(parse_query(parts.uri.query()));
+    let raw_query = parts.uri.query().unwrap_or_default().to_string();
+    // For the request log only: tests check who asked for what (e.g. that the signer's lists and
+    // watches always carry its field selector).
+    let user = match authenticate(&sh, &parts.headers) {
+        Auth::User(u) => u.name,
+        Auth::Invalid => String::new(),
+    };
+    let _in_flight = sh.faults.enter();
+
+    match sh.faults.check(&method, &path) {
+        Injected::None => {}
+        Injected::Latency(d) => tokio::time::sleep(d).await,
+        Injected::Fail(e, d) => {
+            tokio::time::sleep(d).await;
+            sh.faults.record(&method, &path, &raw_query, &user, e.code);
+            return error_response(&e);
+        }
+    }
+
+    let body = match axum::body::to_bytes(body, MAX_BODY).await {
+        Ok(b) => b,
+        Err(_) => {
+            return error_response(&ApiError::new(
+                413,
+                "RequestEntityTooLarge",
+                "Request entity too large: limit is 3145728",
+                None,
+            ))
+        }
+    };
+
+    let resp = dispatch(&sh, &method, &path, &query, &parts.headers, body).await;
+    sh.faults
+        .record(&method, &path, &raw_query, &user, resp.status().as_u16());
+    resp
+}
+
+async fn dispatch(
+    sh: &Arc<Shared>,
+    method: &Method,
+    path: &str,
+    query: &Query,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Response {
+    let user = match authenticate(sh, headers) {
+        Auth::User(u) => u,
+        Auth::Invalid => return error_response(&ApiError::unauthorized()),
+    };
+    // system:public-info-viewer (everyone, anonymous included).
+    if matches!(path, "/healthz" | "/livez" | "/readyz") {
+        return text_response(200, "ok");
+    }
+    if path == "/version" {
+        return json_response(200, &discovery::version());
+    }
+    let r = match route(path) {
+        Route::NonResource => {
+            // Discovery and OpenAPI: system:discovery, bound to authenticated users only.
+            if user.is_anonymous() {
+                return error_response(&ApiError::forbidden_path(&format!(
+                    "User {:?} cannot {} path {:?}",
+                    user.name,
+                    method.as_str().to_lowercase(),
+                    path
+                )));
+            }
+            return match discovery::non_resource(path, headers, &sh.server_address) {
+                Some(resp) => resp,
+                None => text_response(404, "404 page not found\n"),
+            };
+        }
+        Route::NotFound => return error_response(&ApiError::resource_not_found()),
+        Route::Resource(mut r) => {
+            if matches!(*method, Method::PUT | Method::PATCH) {
+                r.force_conflict = sh.faults.take_conflict(method, path);
+            }
+            r.manager = match query.get("fieldManager").filter(|m| !m.is_empty()) {
+                Some(m) => m.to_string(),
+                None => headers
+                    .get("user-agent")
+                    .and_then(|h| h.to_str().ok())
+                    .and_then(|ua| ua.split('/').next())
+                    .filter(|m| !m.is_empty())
+                    .unwrap_or("unknown")
+                    .to_string(),
+            };
+            r.force = query.get("force") == Some("true");
+            r
+        }
+    };
+    let is_watch = r.watch_path || query.flag("watch");
+    let verb = match (method, r.name.is_empty()) {
+        (&Method::GET, _) if is_watch => "watch",
+        (&Method::GET, false) => "get",
+        (&Method::GET, true) => "list",
+        (&Method::POST, true) => "create",
+        (&Method::PUT, false) => "update",
+        (&Method::PATCH, false) => "patch",
+        (&Method::DELETE, false) => "delete",
+        (&Method::DELETE, true) => "deletecollection",
+        _ => return error_response(&ApiError::method_not_allowed()),
+    };
+    if !r.subresource.is_empty() && !matches!(verb, "get" | "update" | "patch") {
+        return error_response(&ApiError::method_not_allowed());
+    }
+    if r.def.behaviour == Behaviour::AccessReview && !user.is_anonymous() {
+        // Every authenticated user may ask about itself (system:basic-user).
+        if verb != "create" {
+            return error_response(&ApiError::method_not_allowed());
+        }
+        return match decode_body(headers, &body) {
+            Ok(v) => json_response(201, &access_review(&user, v)),
+            Err(e) => error_response(&e),
+        };
+    }
+    let attrs = Attributes {
+        verb,
+        group: r.def.group,
+        resource: r.def.resource,
+        subresource: &r.subresource,
+        name: &r.name,
+        namespace: &r.namespace,
+    };
+    if !user.allowed(&attrs) {
+        let msg = attrs.forbidden_message(&user.name);
+        return error_response(&ApiError::forbidden(r.def.gr(), &r.name, &msg));
+    }
+    let want_table = headers
+        .get("accept")
+        .and_then(|h| h.to_str().ok())
+        .is_some_and(|a| a.contains("as=Table"));
+    let result = match verb {
+        "get" => get(sh, &r, want_table, query),
+        "list" => list(sh, &r, query, want_table),
+        "watch" => return watch(sh, &r, query, want_table),
+        "create" => {
+            let obj = match decode_body(headers, &body) {
+                Ok(v) => v,
+                Err(e) => return error_response(&e),
+            };
+            create(sh, &r, obj, &user, query, None)
+        }
+        "update" => {
+            let obj = match decode_body(headers, &body) {
+                Ok(v) => v,
+                Err(e) => return error_response(&e),
+            };
+            update(sh, &r, Input::Put(obj), &user, query)
+        }
+        "patch" => patch(sh, &r, headers, &body, &user, query),
+        "delete" => delete(sh, &r, &body, query),
+        "deletecollection" => delete_collection(sh, &r, query),
+        _ => Err(ApiError::method_not_allowed()),
+    };
+    match result {
+        Ok((code, v)) => json_response(code, &v),
+        Err(e) => error_response(&e),
+    }
+}
+
+/// Answers a SelfSubjectAccessReview from the caller's rules.
+fn access_review(user: &User, mut review: Value) -> Value {
+    let ra = &review["spec"]["resourceAttributes"];
+    let allowed = if ra.is_object() {
+        let s = |k: &str| ra[k].as_str().unwrap_or("").to_string();
+        let (verb, group, resource, sub, name, ns) = (
+            s("verb"),
+            s("group"),
+            s("resource"),
+            s("subresource"),
+            s("name"),
+            s("namespace"),
+        );
+        let a = Attributes {
+            verb: &verb,
+            group: &group,
+            resource: &resource,
+            subresource: &sub,
+            name: &name,
+            namespace: &ns,
+        };
+        user.allowed(&a)
+    } else {
+        // Non-resource URLs: discovery, version and health are open to every authenticated user.
+        let path = review["spec"]["nonResourceAttributes"]["path"]
+            .as_str()
+            .unwrap_or("");
+        user.is_master()
+            || [
+                "/api", "/apis", "/version", "/healthz", "/livez", "/readyz", "/openapi",
+            ]
+            .iter()
+            .any(|p| path == *p || path.starts_with(&format!("{p}/")))
+    };
+    review["kind"] = json!("SelfSubjectAccessReview");
+    review["apiVersion"] = json!("authorization.k8s.io/v1");
+    review["metadata"] = json!({"creationTimestamp": null});
+    review["status"] = json!({"allowed": allowed});
+    review
+}
+
+fn content_type(headers: &HeaderMap) -> String {
+    headers
+        .get("content-type")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("application/json")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
+fn decode_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
+    let ct = content_type(headers);
+    let v: Value =
+        match ct.as_str() {
+            "application/json" | "" | "*/*" => serde_json::from_slice(body)
+                .map_err(|e| ApiError::bad_request(format!("json: {e}")))?,
+            "application/yaml" => serde_yaml::from_slice(body)
+                .map_err(|e| ApiError::bad_request(format!("yaml: {e}")))?,
+            "application/vnd.kubernetes.protobuf" => protobuf::decode(body)
+                .map_err(|e| ApiError::bad_request(format!("protobuf: {e}")))?,
+            other => return Err(ApiError::unsupported_media_type(other)),
+        };
+    if !v.is_object() {
+        return Err(ApiError::bad_request(
+            "Object 'Kind' is missing in the request body",
+        ));
+    }
+    Ok(v)
+}
+
+/// Sets kind/apiVersion for the version the client asked for.
+fn with_gvk(v: &Value, def: &ResourceDef, version: &str) -> Value {
+    let mut v = v.clone();
+    v["kind"] = json!(def.kind);
+    v["apiVersion"] = json!(def.api_version(version));
+    v
+}
