@@ -15,17 +15,9 @@ use controller_support::*;
 use csr_signer::ca_init::KeyType;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
-use support::{key, CsrSpec, TestCa};
+use support::{free_port, key, CsrSpec, TestCa};
 
 const USAGES: &[&str] = &["digital signature", "client auth"];
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A `csr-signer run` subprocess whose stderr (logs) is captured to a file.
 struct Signer {

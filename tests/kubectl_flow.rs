@@ -7,78 +7,17 @@
 mod local_api_common;
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::PathBuf;
 
 use csr_signer::dev::{self, LocalApi, LocalApiConfig};
 use kube::api::{Patch, PatchParams};
 use local_api_common::*;
 use serde_json::json;
-use tokio::io::AsyncWriteExt;
-use tokio::process::Command;
+use support::kubectl::{manifest, run, sh};
 
 const KUBECTL_127: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.27";
 const KUBECTL_132: &str = "/usr/bin/kubectl";
 const KUBECTL_133: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.33";
-
-struct Out {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-async fn run(bin: &str, kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Out {
-    let mut cmd = Command::new(bin);
-    cmd.args(args)
-        .env("KUBECONFIG", kubeconfig)
-        .env("HOME", kubeconfig.parent().unwrap())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("{bin} must exist: {e}"));
-    let mut pipe = child.stdin.take().unwrap();
-    if let Some(s) = stdin {
-        pipe.write_all(s.as_bytes()).await.unwrap();
-    }
-    drop(pipe);
-    let o = child.wait_with_output().await.unwrap();
-    Out {
-        ok: o.status.success(),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
-}
-
-async fn sh(dir: &Path, cmd: &str) -> String {
-    let o = Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .current_dir(dir)
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "{cmd}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn manifest(
-    name: &str,
-    request_b64: &str,
-    signer: &str,
-    expiration: &str,
-    usages: &[&str],
-) -> String {
-    let usages: String = usages.iter().map(|u| format!("  - {u}\n")).collect();
-    format!(
-        "apiVersion: certificates.k8s.io/v1\nkind: CertificateSigningRequest\nmetadata:\n  name: {name}\nspec:\n  request: {request_b64}\n  signerName: {signer}\n  expirationSeconds: {expiration}  # one day\n  usages:\n{usages}"
-    )
-}
 
 struct Env {
     api: LocalApi,

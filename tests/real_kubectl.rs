@@ -24,9 +24,8 @@ use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
 use kube_support::ControlPlane;
-use support::TestCa;
-use tokio::io::AsyncWriteExt;
-use tokio::process::Command;
+use support::kubectl::{manifest, run, sh};
+use support::{free_port, TestCa};
 
 const KUBECTL_127: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.27";
 const KUBECTL_132: &str = "/usr/bin/kubectl";
@@ -34,80 +33,12 @@ const KUBECTL_133: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.33";
 
 use support::SIGNER;
 
-struct Out {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-async fn run(bin: &str, kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Out {
-    let mut cmd = Command::new(bin);
-    cmd.args(args)
-        .env("KUBECONFIG", kubeconfig)
-        .env("HOME", kubeconfig.parent().unwrap())
-        .current_dir(kubeconfig.parent().unwrap())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("{bin} must exist: {e}"));
-    let mut pipe = child.stdin.take().unwrap();
-    if let Some(s) = stdin {
-        pipe.write_all(s.as_bytes()).await.unwrap();
-    }
-    drop(pipe);
-    let o = child.wait_with_output().await.unwrap();
-    Out {
-        ok: o.status.success(),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
-}
-
-async fn sh(dir: &Path, cmd: &str) -> String {
-    let o = Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .current_dir(dir)
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "{cmd}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn manifest(
-    name: &str,
-    request_b64: &str,
-    signer: &str,
-    expiration: &str,
-    usages: &[&str],
-) -> String {
-    let usages: String = usages.iter().map(|u| format!("  - {u}\n")).collect();
-    format!(
-        "apiVersion: certificates.k8s.io/v1\nkind: CertificateSigningRequest\nmetadata:\n  name: {name}\nspec:\n  request: {request_b64}\n  signerName: {signer}\n  expirationSeconds: {expiration}  # one day\n  usages:\n{usages}"
-    )
-}
-
 /// The rows of `kubectl get csr` (header first), split on whitespace.
 fn rows(table: &str) -> Vec<Vec<String>> {
     table
         .lines()
         .map(|l| l.split_whitespace().map(str::to_string).collect())
         .collect()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// `csr-signer run` as a subprocess, as the signer ServiceAccount (token in its own kubeconfig).

@@ -14,6 +14,17 @@ use openssl::stack::Stack;
 use openssl::x509::extension::{BasicConstraints, SubjectAlternativeName};
 use openssl::x509::{X509Extension, X509NameBuilder, X509Req, X509ReqBuilder, X509};
 
+pub mod kubectl;
+
+/// A free TCP port on loopback (for a listener a subprocess binds).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
 /// The signerName the tests and benches sign for.
 pub const SIGNER: &str = "example.com/mtls";
 
