@@ -41,11 +41,7 @@ use criterion::Criterion;
 use csr_signer::ca_init::{self, KeyType};
 use csr_signer::config::Settings;
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::certificates::v1::{
-    CertificateSigningRequest, CertificateSigningRequestCondition, CertificateSigningRequestSpec,
-};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use k8s_openapi::ByteString;
+use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 
@@ -152,35 +148,17 @@ fn settings(f: &Fixture, listen: &str) -> String {
 }
 
 fn csr(name: &str, pem: &[u8]) -> CertificateSigningRequest {
-    CertificateSigningRequest {
-        metadata: ObjectMeta {
-            name: Some(name.to_string()),
-            ..Default::default()
-        },
-        spec: CertificateSigningRequestSpec {
-            request: ByteString(pem.to_vec()),
-            signer_name: SIGNER.to_string(),
-            usages: Some(vec!["digital signature".into(), "client auth".into()]),
-            ..Default::default()
-        },
-        status: None,
-    }
+    support::csr_object(
+        name,
+        SIGNER,
+        pem,
+        &["digital signature", "client auth"],
+        None,
+    )
 }
 
 async fn approve(api: &Api<CertificateSigningRequest>, name: &str) {
-    let cond = CertificateSigningRequestCondition {
-        type_: "Approved".into(),
-        status: "True".into(),
-        reason: Some("Bench".into()),
-        ..Default::default()
-    };
-    api.patch_approval(
-        name,
-        &PatchParams::default(),
-        &Patch::Merge(serde_json::json!({"status": {"conditions": [cond]}})),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("approve {name}: {e}"));
+    support::approve_now(api, name).await
 }
 
 /// Creates `n` CSRs named `<prefix>-<i>` as the developer, approved by the admin when `approved`.

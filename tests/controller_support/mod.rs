@@ -2,18 +2,14 @@
 //! for its users, the signer service in-process or as a subprocess, and CSR helpers.
 #![allow(dead_code, clippy::unwrap_used)]
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use csr_signer::config::Settings;
 use csr_signer::service::{self, RunOptions, Service};
 use k8s_openapi::api::certificates::v1::{
-    CertificateSigningRequest, CertificateSigningRequestCondition, CertificateSigningRequestSpec,
-    CertificateSigningRequestStatus,
+    CertificateSigningRequest, CertificateSigningRequestCondition, CertificateSigningRequestStatus,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use k8s_openapi::ByteString;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 
 #[path = "../kube_support/mod.rs"]
@@ -471,40 +467,8 @@ pub fn settings_yaml(
     )
 }
 
-pub fn csr_object(
-    name: &str,
-    signer: &str,
-    pem: &[u8],
-    usages: &[&str],
-    expiration: Option<i32>,
-) -> CertificateSigningRequest {
-    CertificateSigningRequest {
-        metadata: ObjectMeta {
-            name: Some(name.to_string()),
-            ..Default::default()
-        },
-        spec: CertificateSigningRequestSpec {
-            request: ByteString(pem.to_vec()),
-            signer_name: signer.to_string(),
-            usages: Some(usages.iter().map(|s| s.to_string()).collect()),
-            expiration_seconds: expiration,
-            ..Default::default()
-        },
-        status: None,
-    }
-}
-
-pub fn with_annotation(
-    mut csr: CertificateSigningRequest,
-    k: &str,
-    v: &str,
-) -> CertificateSigningRequest {
-    csr.metadata
-        .annotations
-        .get_or_insert_with(BTreeMap::new)
-        .insert(k.to_string(), v.to_string());
-    csr
-}
+#[allow(unused_imports)]
+pub use crate::support::{csr_object, with_annotation};
 
 pub fn has_certificate(csr: &CertificateSigningRequest) -> bool {
     csr.status

@@ -257,3 +257,59 @@ pub fn openssl_verify(chain_pem: &str, root: &Path, dir: &Path) -> Result<(), St
         ))
     }
 }
+
+/// A CertificateSigningRequest object as a requester creates it.
+pub fn csr_object(
+    name: &str,
+    signer: &str,
+    pem: &[u8],
+    usages: &[&str],
+    expiration: Option<i32>,
+) -> k8s_openapi::api::certificates::v1::CertificateSigningRequest {
+    k8s_openapi::api::certificates::v1::CertificateSigningRequest {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            name: Some(name.to_string()),
+            ..Default::default()
+        },
+        spec: k8s_openapi::api::certificates::v1::CertificateSigningRequestSpec {
+            request: k8s_openapi::ByteString(pem.to_vec()),
+            signer_name: signer.to_string(),
+            usages: Some(usages.iter().map(|s| s.to_string()).collect()),
+            expiration_seconds: expiration,
+            ..Default::default()
+        },
+        status: None,
+    }
+}
+
+pub fn with_annotation(
+    mut csr: k8s_openapi::api::certificates::v1::CertificateSigningRequest,
+    k: &str,
+    v: &str,
+) -> k8s_openapi::api::certificates::v1::CertificateSigningRequest {
+    csr.metadata
+        .annotations
+        .get_or_insert_with(std::collections::BTreeMap::new)
+        .insert(k.to_string(), v.to_string());
+    csr
+}
+
+/// Approves `name` with one merge patch on `/approval` (no resourceVersion: for fresh CSRs in benches).
+pub async fn approve_now(
+    api: &kube::Api<k8s_openapi::api::certificates::v1::CertificateSigningRequest>,
+    name: &str,
+) {
+    let cond = k8s_openapi::api::certificates::v1::CertificateSigningRequestCondition {
+        type_: "Approved".into(),
+        status: "True".into(),
+        reason: Some("Bench".into()),
+        ..Default::default()
+    };
+    api.patch_approval(
+        name,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(serde_json::json!({"status": {"conditions": [cond]}})),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("approve {name}: {e}"));
+}
