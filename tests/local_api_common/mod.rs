@@ -467,7 +467,7 @@ impl Srv {
 }
 
 /// Replaces the values that legitimately differ between two servers (identifiers, resource versions,
-/// timestamps, continue tokens, generated names) with placeholders, so two answers can be compared.
+/// timestamps and the Table Age cells computed from them, continue tokens, generated names) with placeholders, so two answers can be compared.
 pub fn normalized(v: &Value) -> Value {
     fn walk(v: &mut Value) {
         match v {
@@ -503,6 +503,28 @@ pub fn normalized(v: &Value) -> Value {
     }
     let mut v = v.clone();
     walk(&mut v);
+    // A Table's Age cells are computed from creationTimestamp at the moment of the answer.
+    if v["kind"] == "Table" {
+        let ages: Vec<usize> = v["columnDefinitions"]
+            .as_array()
+            .map(|cols| {
+                cols.iter()
+                    .enumerate()
+                    .filter(|(_, c)| c["name"] == "Age")
+                    .map(|(i, _)| i)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Some(rows) = v["rows"].as_array_mut() {
+            for row in rows {
+                for &i in &ages {
+                    if let Some(cell) = row["cells"].get_mut(i) {
+                        *cell = json!("<age>");
+                    }
+                }
+            }
+        }
+    }
     v
 }
 
