@@ -24,7 +24,7 @@ use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
 use kube_support::ControlPlane;
-use support::kubectl::{manifest, run, sh};
+use support::kubectl::{manifest, run, sh, Out};
 use support::{free_port, TestCa};
 
 const KUBECTL_127: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.27";
@@ -396,25 +396,7 @@ async fn tutorial(bin: &str) {
 
     // A CSR the policy refuses: the developer asks for CN=admin. Approval is a person's decision;
     // the signer still checks the subject against who asked.
-    sh(
-        d,
-        "openssl genrsa -out admin.key 2048 && openssl req -new -key admin.key -subj \"/CN=admin\" -out admin.csr",
-    )
-    .await;
-    let req = sh(d, "base64 -w0 < admin.csr").await;
-    std::fs::write(
-        d.join("admin.yaml"),
-        manifest("admin", &req, SIGNER, "86400", &["client auth"]),
-    )
-    .unwrap();
-    let o = run(
-        bin,
-        &kc,
-        &["--context", "developer", "apply", "-f", "admin.yaml"],
-        None,
-    )
-    .await;
-    assert!(o.ok, "apply: {}", o.stderr);
+    request(bin, &kc, "developer", "admin", "/CN=admin").await;
     describe_with_event(bin, &kc, "admin", "WaitingForApproval").await;
     let o = run(
         bin,
@@ -577,8 +559,8 @@ async fn assert_unauthorized(bin: &str, kc: &Path, user: &str) {
 }
 
 /// Creates a CSR for `subject` (openssl, RSA 2048) from the manifest file `NAME.yaml` with `kubectl
-/// --context CONTEXT apply`, and has the approver approve it.
-async fn request_and_approve(bin: &str, kc: &Path, context: &str, name: &str, subject: &str) {
+/// --context CONTEXT apply`; returns kubectl's answer.
+async fn request(bin: &str, kc: &Path, context: &str, name: &str, subject: &str) -> Out {
     let d = kc.parent().unwrap();
     sh(
         d,
@@ -599,6 +581,12 @@ async fn request_and_approve(bin: &str, kc: &Path, context: &str, name: &str, su
     )
     .await;
     assert!(o.ok, "apply: {}", o.stderr);
+    o
+}
+
+/// `request`, then the approver approves it.
+async fn request_and_approve(bin: &str, kc: &Path, context: &str, name: &str, subject: &str) {
+    request(bin, kc, context, name, subject).await;
     let o = run(
         bin,
         kc,
