@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::policy::{Policy, PolicySettings};
+pub use crate::trust::TrustBundleSettings;
 
 /// A validated `spec.signerName` (k8s-csr-rules §3.C V-6): `<domain>/<path>`, lower-case DNS labels.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -88,6 +89,8 @@ struct RawSettings {
     server: ServerSettings,
     #[serde(default)]
     log: LogSettings,
+    #[serde(default)]
+    trust_bundles: TrustBundleSettings,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -230,6 +233,8 @@ pub struct Settings {
     pub controller: ControllerSettings,
     pub server: ServerSettings,
     pub log: LogSettings,
+    /// ClusterTrustBundle publishing (`trustBundles`).
+    pub trust_bundles: TrustBundleSettings,
     /// Where the settings came from, for messages.
     pub source: String,
 }
@@ -356,11 +361,15 @@ impl Settings {
         }
         tracing_subscriber::EnvFilter::try_new(&raw.log.level)
             .map_err(|e| err("log.level".into(), e.to_string()))?;
+        raw.trust_bundles
+            .validate()
+            .map_err(|(k, m)| err(format!("trustBundles.{k}"), m))?;
         Ok(Settings {
             signers,
             controller: raw.controller,
             server: raw.server,
             log: raw.log,
+            trust_bundles: raw.trust_bundles,
             source,
         })
     }
@@ -376,6 +385,7 @@ impl Settings {
             "controller": self.controller,
             "server": self.server,
             "log": self.log,
+            "trustBundles": self.trust_bundles,
         });
         serde_yaml::to_string(&view).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }

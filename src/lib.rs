@@ -29,6 +29,7 @@ pub mod policy;
 pub mod refusal;
 pub mod server;
 pub mod service;
+pub mod trust;
 pub mod usage;
 
 pub use error::{Error, Result};

@@ -90,6 +90,9 @@ pub struct Metrics {
     pub api_errors: IntCounterVec,
     pub leader: IntGauge,
     pub build_info: IntGaugeVec,
+    pub trust_bundle_published: GaugeVec,
+    pub trust_bundle_errors: IntCounterVec,
+    pub trust_bundle_missing_anchor: IntGaugeVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -188,6 +191,27 @@ impl Metrics {
                 Opts::new("csr_signer_build_info", "Build information; always 1."),
                 &["version"],
             )?,
+            trust_bundle_published: GaugeVec::new(
+                Opts::new(
+                    "csr_signer_trust_bundle_published_timestamp_seconds",
+                    "When the signer's ClusterTrustBundle was last confirmed up to date on the apiserver.",
+                ),
+                &["signer"],
+            )?,
+            trust_bundle_errors: IntCounterVec::new(
+                Opts::new(
+                    "csr_signer_trust_bundle_errors_total",
+                    "Failed attempts to publish a signer's ClusterTrustBundle, by reason.",
+                ),
+                &["signer", "reason"],
+            )?,
+            trust_bundle_missing_anchor: IntGaugeVec::new(
+                Opts::new(
+                    "csr_signer_trust_bundle_missing_anchor",
+                    "1 while the published ClusterTrustBundle lacks the anchor of the signing CA (certificates it issues do not verify against the bundle); must be 0.",
+                ),
+                &["signer"],
+            )?,
             registry,
         };
         m.registry.register(Box::new(m.signing_duration.clone()))?;
@@ -204,6 +228,12 @@ impl Metrics {
         m.registry.register(Box::new(m.api_errors.clone()))?;
         m.registry.register(Box::new(m.leader.clone()))?;
         m.registry.register(Box::new(m.build_info.clone()))?;
+        m.registry
+            .register(Box::new(m.trust_bundle_published.clone()))?;
+        m.registry
+            .register(Box::new(m.trust_bundle_errors.clone()))?;
+        m.registry
+            .register(Box::new(m.trust_bundle_missing_anchor.clone()))?;
         m.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
@@ -294,6 +324,27 @@ impl Metrics {
     /// New CA files that were rejected (counted once per breakage).
     pub fn record_ca_reload_error(&self, signer: &str) {
         self.ca_reload_errors.with_label_values(&[signer]).inc();
+    }
+
+    /// The signer's ClusterTrustBundle was confirmed up to date at `unix_seconds`.
+    pub fn record_trust_bundle_published(&self, signer: &str, unix_seconds: f64) {
+        self.trust_bundle_published
+            .with_label_values(&[signer])
+            .set(unix_seconds);
+    }
+
+    /// One failed publish attempt; `reason` comes from a fixed set (see `trust::publish`).
+    pub fn record_trust_bundle_error(&self, signer: &str, reason: &str) {
+        self.trust_bundle_errors
+            .with_label_values(&[signer, reason])
+            .inc();
+    }
+
+    /// Whether the published bundle lacks the signing CA's anchor.
+    pub fn set_trust_bundle_missing_anchor(&self, signer: &str, missing: bool) {
+        self.trust_bundle_missing_anchor
+            .with_label_values(&[signer])
+            .set(i64::from(missing));
     }
 
     /// The Prometheus text exposition of every metric.

@@ -137,6 +137,16 @@ pub async fn start(
     if let Some(p) = opts.ca_poll_interval {
         cfg.ca_poll_interval = p;
     }
+    let publisher = settings.trust_bundles.enabled.then(|| {
+        crate::trust::publish::Publisher::new(
+            client.clone(),
+            engine.clone(),
+            settings.trust_bundles.clone(),
+            metrics.clone(),
+            cfg.ca_poll_interval,
+        )
+    });
+    let publisher_leader = leader_rx.clone();
     let controller = Controller::new(
         client,
         engine,
@@ -154,6 +164,8 @@ pub async fn start(
                 e
             })
         });
+        let publisher_task =
+            publisher.map(|p| tokio::spawn(p.run(publisher_leader, stop_rx.clone())));
         let controller_task = tokio::spawn(controller.run(stop_rx));
         shutdown.await;
         tracing::info!("shutdown requested");
@@ -162,6 +174,9 @@ pub async fn start(
             .await
             .map_err(|e| crate::Error::Service(format!("controller task: {e}")))
             .and_then(|r| r);
+        if let Some(t) = publisher_task {
+            let _ = t.await;
+        }
         if let Some(t) = elector_task {
             match t.await {
                 Ok(mut e) => {

@@ -13,12 +13,21 @@ use tokio::process::{Child, Command};
 const KUBECTL: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.33";
 
 async fn start(kc: &Path, state: &Path) -> (Child, String) {
+    start_with(kc, state, &["--no-signer"]).await
+}
+
+async fn start_with(kc: &Path, state: &Path, extra: &[&str]) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_csr-signer"))
-        .args(["dev", "--no-signer", "--port", "0", "--kubeconfig-out"])
+        .arg("dev")
+        .args(extra)
+        .args(["--port", "0", "--kubeconfig-out"])
         .arg(kc)
         .arg("--state")
         .arg(state)
+        .arg("--state-dir")
+        .arg(state.parent().unwrap())
         .stdout(Stdio::piped())
+        .kill_on_drop(true)
         .spawn()
         .expect("binary runs");
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -69,6 +78,83 @@ async fn terminate(mut child: Child) {
     assert!(st.success());
     let status = child.wait().await.unwrap();
     assert!(status.success(), "clean exit on SIGTERM, got {status:?}");
+}
+
+/// The command `csr-signer dev` prints for the CA to trust works, and what it prints is the anchor of the
+/// certificates the dev signer issues (`openssl verify` with nothing else).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_command_publishes_the_ca_as_a_cluster_trust_bundle() {
+    let dir = tempfile::tempdir().unwrap();
+    let kc = dir.path().join("kubeconfig");
+    let (child, printed) = start_with(&kc, &dir.path().join("state.json"), &[]).await;
+    let hint = printed
+        .lines()
+        .find(|l| l.contains("clustertrustbundle"))
+        .unwrap_or_else(|| panic!("no trust bundle hint in:\n{printed}"));
+    let command = hint.trim().split("   #").next().unwrap();
+    let args: Vec<String> = command
+        .split_whitespace()
+        .skip(1)
+        .map(|a| a.replace('\'', ""))
+        .collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut bundle = String::new();
+    for _ in 0..100 {
+        let (ok, out, _) = kubectl(&kc, &args, None).await;
+        if ok && out.contains("BEGIN CERTIFICATE") {
+            bundle = out;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(!bundle.is_empty(), "`{command}` never printed a bundle");
+
+    let pem = support::CsrSpec::new(
+        support::key(csr_signer::ca_init::KeyType::P256),
+        &[("CN", "developer")],
+    )
+    .pem();
+    use base64::Engine;
+    let req = base64::engine::general_purpose::STANDARD.encode(pem);
+    let manifest = format!("apiVersion: certificates.k8s.io/v1\nkind: CertificateSigningRequest\nmetadata:\n  name: tb\nspec:\n  request: {req}\n  signerName: example.com/mtls\n  usages: [client auth]\n");
+    let (ok, _, err) = kubectl(
+        &kc,
+        &["--context", "developer", "apply", "-f", "-"],
+        Some(&manifest),
+    )
+    .await;
+    assert!(ok, "{err}");
+    let (ok, _, err) = kubectl(
+        &kc,
+        &["--context", "approver", "certificate", "approve", "tb"],
+        None,
+    )
+    .await;
+    assert!(ok, "{err}");
+    let mut chain = String::new();
+    for _ in 0..100 {
+        let (_, out, _) = kubectl(
+            &kc,
+            &["get", "csr", "tb", "-o", "jsonpath={.status.certificate}"],
+            None,
+        )
+        .await;
+        if !out.is_empty() {
+            chain = String::from_utf8(
+                base64::engine::general_purpose::STANDARD
+                    .decode(out.trim())
+                    .unwrap(),
+            )
+            .unwrap();
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(!chain.is_empty(), "tb was never issued");
+    let anchors = dir.path().join("bundle.pem");
+    std::fs::write(&anchors, &bundle).unwrap();
+    support::openssl_verify(&chain, &anchors, dir.path()).unwrap();
+    terminate(child).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

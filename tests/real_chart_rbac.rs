@@ -3,7 +3,8 @@
 //! (leader election, a pending CSR, an issued one, a refused one, events, SIGTERM releasing the Lease; then
 //! two replicas without leader election racing for the same CSRs, so status writes meet 409 Conflicts and
 //! the loser re-reads the CSR), and the apiserver's audit log of its requests is compared with the chart's
-//! grants. A verb the signer needed
+//! grants. The signer also publishes its ClusterTrustBundle (apply-create, a stale bundle deleted, an edit
+//! patched back). A verb the signer needed
 //! but lacked fails the flow (403); a granted verb it never used fails the comparison.
 #![allow(clippy::unwrap_used)]
 
@@ -19,6 +20,7 @@ use csr_signer::ca_init::KeyType;
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
 };
+use k8s_openapi::api::certificates::v1::{ClusterTrustBundle, ClusterTrustBundleSpec};
 use kube::api::{Api, PostParams};
 use support::{key, CsrSpec, TestCa};
 
@@ -116,9 +118,40 @@ async fn the_chart_grants_exactly_the_verbs_the_signer_uses_on_the_real_apiserve
     let config = env.dir.path().join("signer.yaml");
     std::fs::write(
         &config,
-        settings_yaml(&ca.cert, &ca.key, "", true, "127.0.0.1:0"),
+        format!(
+            "{}trustBundles: {{enabled: true, resyncSeconds: 1}}\n",
+            settings_yaml(&ca.cert, &ca.key, "", true, "127.0.0.1:0")
+        ),
     )
     .unwrap();
+    // One of our bundles under an earlier stage name, so the signer lists and deletes a stale bundle.
+    let bundles: Api<ClusterTrustBundle> = Api::all(env.admin.clone());
+    for b in bundles.list(&Default::default()).await.unwrap().items {
+        let _ = bundles
+            .delete(b.metadata.name.as_deref().unwrap(), &Default::default())
+            .await;
+    }
+    let stale = ClusterTrustBundle {
+        metadata: kube::api::ObjectMeta {
+            name: Some("example.com:mtls:old".into()),
+            labels: Some(
+                [(
+                    "app.kubernetes.io/managed-by".to_string(),
+                    "csr-signer".to_string(),
+                )]
+                .into(),
+            ),
+            ..Default::default()
+        },
+        spec: ClusterTrustBundleSpec {
+            signer_name: Some(SIGNER.into()),
+            trust_bundle: std::fs::read_to_string(&ca.root).unwrap(),
+        },
+    };
+    bundles
+        .create(&PostParams::default(), &stale)
+        .await
+        .unwrap();
     let log = env.dir.path().join("signer.log");
     let mut signer = spawn_signer(&env, &config, &log, "rbac-replica");
 
@@ -131,6 +164,55 @@ async fn the_chart_grants_exactly_the_verbs_the_signer_uses_on_the_real_apiserve
     env.approve("rbac-good").await;
     env.approve("rbac-refused").await;
     env.wait_certificate("rbac-good").await;
+    // The trust bundle is published (get, create through apply, then a second apply after a CA change
+    // would patch: the resync re-reads it) and the stale one deleted.
+    for _ in 0..400 {
+        if bundles
+            .get_opt("example.com:mtls:live")
+            .await
+            .unwrap()
+            .is_some()
+            && bundles
+                .get_opt("example.com:mtls:old")
+                .await
+                .unwrap()
+                .is_none()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(bundles
+        .get_opt("example.com:mtls:old")
+        .await
+        .unwrap()
+        .is_none());
+    // Someone edits our bundle's labels away from what we set: the next resync patches it back.
+    let live = bundles.get("example.com:mtls:live").await.unwrap();
+    let mut edited = live.clone();
+    edited
+        .metadata
+        .labels
+        .get_or_insert_with(Default::default)
+        .insert("csr-signer/stage".into(), "edited".into());
+    bundles
+        .replace("example.com:mtls:live", &PostParams::default(), &edited)
+        .await
+        .unwrap();
+    for _ in 0..400 {
+        let now = bundles.get("example.com:mtls:live").await.unwrap();
+        if now
+            .metadata
+            .labels
+            .unwrap_or_default()
+            .get("csr-signer/stage")
+            .map(String::as_str)
+            == Some("live")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     env.wait_for("rbac-refused", "Failed", |c| {
         !failed_conditions(c).is_empty()
     })
@@ -213,9 +295,13 @@ async fn the_chart_grants_exactly_the_verbs_the_signer_uses_on_the_real_apiserve
     );
     // `sign` on signers is checked inside the status write (CertificateSigning admission), not requested
     // on its own; it is checked by name below.
+    // Likewise `create` on clustertrustbundles is checked inside the apply that creates the bundle (the
+    // audit log records a patch); without it that apply is refused (seen while writing this test), and
+    // the bundle above was created.
     let granted: BTreeSet<Grant> = granted_by_chart()
         .into_iter()
         .filter(|(_, r, _)| r != "signers")
+        .filter(|(_, r, v)| !(r == "clustertrustbundles" && v == "create"))
         .collect();
     let excess: Vec<_> = granted.difference(&used).collect();
     let missing: Vec<_> = used.difference(&granted).collect();
@@ -229,6 +315,8 @@ async fn the_chart_grants_exactly_the_verbs_the_signer_uses_on_the_real_apiserve
     );
 
     assert!(can(&env, "sign", "signers", SIGNER).await);
+    assert!(can(&env, "attest", "signers", SIGNER).await);
+    assert!(!can(&env, "attest", "signers", "example.com/other").await);
     for other in ["example.com/other", "kubernetes.io/kube-apiserver-client"] {
         assert!(
             !can(&env, "sign", "signers", other).await,

@@ -70,12 +70,14 @@ pub fn dev_ca(state_dir: &Path) -> csr_signer::Result<DevCa> {
 }
 
 /// Settings for the dev signer: the default mTLS policy (identity-bound subjects and SANs,
-/// client/server auth usages, 10 min – 30 d lifetimes), no leader election (one process).
+/// client/server auth usages, 10 min – 30 d lifetimes), no leader election (one process), and the
+/// CA published as a ClusterTrustBundle.
 pub fn dev_settings(ca: &DevCa, listen: std::net::SocketAddr) -> csr_signer::Result<Settings> {
     let yaml = format!(
         "signers:\n- name: {DEV_SIGNER}\n  ca: {{certFile: {}, keyFile: {}}}\n\
          controller: {{qps: 50, burst: 100, workers: 2, events: true, leaderElection: {{enabled: false}}}}\n\
-         server: {{listen: \"{listen}\"}}\n",
+         server: {{listen: \"{listen}\"}}\n\
+         trustBundles: {{enabled: true}}\n",
         ca.cert.display(),
         ca.key.display()
     );
@@ -397,6 +399,12 @@ pub async fn run(cmd: DevCommand) -> csr_signer::Result<()> {
         writeln!(
             out,
             "  kubectl get csr <name> -o jsonpath='{{.status.certificate}}' | base64 -d"
+        )
+        .map_err(io)?;
+        let bundle = csr_signer::trust::bundle_name(DEV_SIGNER, "live");
+        writeln!(
+            out,
+            "  kubectl get clustertrustbundle {bundle} -o jsonpath='{{.spec.trustBundle}}'   # the CA to trust"
         )
         .map_err(io)?;
         writeln!(out, "Press Ctrl-C to stop.").map_err(io)?;

@@ -59,7 +59,7 @@ def test_toggles_off_render_only_the_workload(rendered_sets):
     assert r.config()["controller"]["leaderElection"]["enabled"] is False
 
 
-CONFIG_KEYS = {"signers", "controller", "server", "log"}
+CONFIG_KEYS = {"signers", "controller", "server", "log", "trustBundles"}
 CONTROLLER_KEYS = {"qps", "burst", "workers", "leaderElection", "events"}
 LEADER_KEYS = {"enabled", "leaseName", "namespace", "leaseDurationSeconds", "renewDeadlineSeconds", "retryPeriodSeconds"}
 CA_KEYS = {"certFile", "keyFile", "chainFile", "passphraseFile"}

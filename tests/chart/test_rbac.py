@@ -7,15 +7,21 @@ from chart_support import NAMESPACE, RELEASE, render
 FULLNAME = f"{RELEASE}-csr-signer"
 
 
-def signer_rules(signer_names):
-    return [
+def signer_rules(signer_names, trust_bundles=True):
+    rules = [
         {"apiGroups": ["certificates.k8s.io"], "resources": ["certificatesigningrequests"], "verbs": ["get", "list", "watch"]},
         {"apiGroups": ["certificates.k8s.io"], "resources": ["certificatesigningrequests/status"], "verbs": ["patch"]},
-        {"apiGroups": ["certificates.k8s.io"], "resources": ["signers"], "resourceNames": signer_names, "verbs": ["sign"]},
-        # The controller records core v1 Events (src/controller/events.rs), create only. That these are exactly
-        # the verbs the signer uses is judged on the real apiserver by tests/real_chart_rbac.rs.
-        {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+        {"apiGroups": ["certificates.k8s.io"], "resources": ["signers"], "resourceNames": signer_names,
+         "verbs": ["sign", "attest"] if trust_bundles else ["sign"]},
     ]
+    if trust_bundles:
+        # ClusterTrustBundle publishing (src/trust/publish.rs); create is checked inside the apply that creates.
+        rules.append({"apiGroups": ["certificates.k8s.io"], "resources": ["clustertrustbundles"],
+                      "verbs": ["get", "list", "create", "patch", "delete"]})
+    # The controller records core v1 Events (src/controller/events.rs), create only. That these are exactly
+    # the verbs the signer uses is judged on the real apiserver by tests/real_chart_rbac.rs.
+    rules.append({"apiGroups": [""], "resources": ["events"], "verbs": ["create"]})
+    return rules
 
 
 def lease_rules(lease_name):
@@ -44,6 +50,13 @@ def test_signer_cluster_role_names_every_configured_signer_and_nothing_else(rend
     role = r.one("ClusterRole", FULLNAME)
     assert role["rules"] == signer_rules(["example.com/mtls", "example.com/web", "internal.example.org/spiffe"])
     assert_no_wildcards(role)
+
+
+def test_without_trust_bundles_there_is_no_attest_and_no_bundle_access():
+    r = render({"trustBundles": {"enabled": False}})
+    role = r.one("ClusterRole", FULLNAME)
+    assert role["rules"] == signer_rules(["example.com/mtls"], trust_bundles=False)
+    assert r.config()["trustBundles"]["enabled"] is False
 
 
 def test_sign_is_never_unrestricted():

@@ -49,6 +49,9 @@ pub struct Options {
     pub kcm_args: Vec<String>,
     /// Further CAs the apiserver accepts client certificates from.
     pub extra_client_ca: Option<PathBuf>,
+    /// Further kube-apiserver flags, after the harness's own (e.g. a `--runtime-config` that turns an API
+    /// off).
+    pub apiserver_args: Vec<String>,
 }
 
 pub struct ControlPlane {
@@ -100,6 +103,9 @@ impl ControlPlane {
         }
         if let Some(ca) = &opts.extra_client_ca {
             cmd.arg(format!("--extra-client-ca={}", ca.display()));
+        }
+        if !opts.apiserver_args.is_empty() {
+            cmd.arg("--").args(&opts.apiserver_args);
         }
         let mut child = cmd
             .stdin(Stdio::piped())
@@ -167,7 +173,18 @@ impl ControlPlane {
     /// harness's signer account) for `signers` and applies its ServiceAccount and RBAC objects as the admin.
     /// The signer then has exactly the permissions a `helm install` would give it.
     pub async fn apply_chart_rbac(&self, signers: &[&str], lease_name: &str) {
-        let objects = render_chart(SIGNER_NAMESPACE, SIGNER_NAMESPACE, signers, lease_name);
+        self.apply_chart_rbac_with(signers, lease_name, &[]).await
+    }
+
+    /// `apply_chart_rbac` with further `render.py` arguments.
+    pub async fn apply_chart_rbac_with(&self, signers: &[&str], lease_name: &str, extra: &[&str]) {
+        let objects = render_chart_with(
+            SIGNER_NAMESPACE,
+            SIGNER_NAMESPACE,
+            signers,
+            lease_name,
+            extra,
+        );
         let admin = self.client("admin").await;
         for obj in objects {
             apply(&admin, obj).await;
@@ -244,6 +261,17 @@ pub fn render_chart(
     signers: &[&str],
     lease_name: &str,
 ) -> Vec<serde_json::Value> {
+    render_chart_with(release, namespace, signers, lease_name, &[])
+}
+
+/// `render_chart` with further `render.py` arguments (e.g. `--no-trust-bundles`).
+pub fn render_chart_with(
+    release: &str,
+    namespace: &str,
+    signers: &[&str],
+    lease_name: &str,
+    extra: &[&str],
+) -> Vec<serde_json::Value> {
     let python = Command::new(repo_root().join("tests/chart/venv.sh"))
         .stderr(Stdio::inherit())
         .output()
@@ -258,6 +286,7 @@ pub fn render_chart(
     for s in signers {
         cmd.args(["--signer", s]);
     }
+    cmd.args(extra);
     let out = cmd.output().expect("render.py");
     assert!(
         out.status.success(),
