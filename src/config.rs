@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::audit::AuditSettings;
 use crate::error::{Error, Result};
 use crate::policy::{Policy, PolicySettings};
 
@@ -88,6 +89,8 @@ struct RawSettings {
     server: ServerSettings,
     #[serde(default)]
     log: LogSettings,
+    #[serde(default)]
+    audit: AuditSettings,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -230,6 +233,7 @@ pub struct Settings {
     pub controller: ControllerSettings,
     pub server: ServerSettings,
     pub log: LogSettings,
+    pub audit: AuditSettings,
     /// Where the settings came from, for messages.
     pub source: String,
 }
@@ -356,11 +360,15 @@ impl Settings {
         }
         tracing_subscriber::EnvFilter::try_new(&raw.log.level)
             .map_err(|e| err("log.level".into(), e.to_string()))?;
+        raw.audit
+            .validate()
+            .map_err(|(k, m)| err(format!("audit.{k}"), m))?;
         Ok(Settings {
             signers,
             controller: raw.controller,
             server: raw.server,
             log: raw.log,
+            audit: raw.audit,
             source,
         })
     }
@@ -376,6 +384,7 @@ impl Settings {
             "controller": self.controller,
             "server": self.server,
             "log": self.log,
+            "audit": self.audit,
         });
         serde_yaml::to_string(&view).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }

@@ -67,6 +67,10 @@ pub async fn start(
     opts: RunOptions,
 ) -> crate::Result<Service> {
     let metrics = Arc::new(Metrics::new()?);
+    // Before anything runs: a signer that cannot keep its audit trail must not start.
+    let audit = crate::audit::AuditFile::open(&settings.audit)
+        .map_err(|e| crate::Error::Service(crate::error::chain(&e)))?
+        .map(Arc::new);
     let readiness = Arc::new(Readiness::new(settings.signers.len()));
     let engine = {
         let s = settings.clone();
@@ -134,6 +138,7 @@ pub async fn start(
     };
 
     let mut cfg = ControllerConfig::from_settings(&settings.controller, identity.clone());
+    cfg.audit = audit;
     if let Some(p) = opts.ca_poll_interval {
         cfg.ca_poll_interval = p;
     }

@@ -18,6 +18,9 @@ pub fn init_tracing(format: LogFormat, level: &str) {
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+        // Values come from API users: escape control characters so none can start a line.
+        LogFormat::Text => builder
+            .fmt_fields(csr_signer::logging::EscapingFields)
+            .init(),
     }
 }
