@@ -187,9 +187,9 @@ impl Metrics {
             api_retries: IntCounterVec::new(
                 Opts::new(
                     "csr_signer_api_retries_total",
-                    "kube-apiserver answers (429, 503, 504) the client retried by itself; each retry also counts in api_errors_total.",
+                    "kube-apiserver answers (429, 503, 504) the client retried by itself; each also counts in api_errors_total.",
                 ),
-                &["code"],
+                &["operation", "code"],
             )?,
             watch_restarts: IntCounterVec::new(
                 Opts::new(
@@ -245,6 +245,9 @@ impl Metrics {
         m.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+        for event in ["signed", "issued"] {
+            m.audit_write_errors.with_label_values(&[event]);
+        }
         Ok(m)
     }
 
@@ -280,9 +283,9 @@ impl Metrics {
     }
 
     /// Counts one answer the client retried by itself (429, 503 or 504).
-    pub fn api_retry(&self, code: u16) {
+    pub fn api_retry(&self, op: ApiOperation, code: u16) {
         self.api_retries
-            .with_label_values(&[code.to_string().as_str()])
+            .with_label_values(&[op.as_str(), code.to_string().as_str()])
             .inc();
     }
 

@@ -20,6 +20,7 @@
 
 pub mod backoff;
 mod ca_reload;
+pub mod client;
 pub mod events;
 pub mod phase;
 pub mod plan;
