@@ -204,12 +204,20 @@ async fn an_audit_file_that_cannot_be_written_stops_issuance_until_it_can() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(
-        sample(&text, "csr_signer_audit_write_errors_total{event=\"signed\"}").is_some_and(|v| v >= 2.0),
+        sample(
+            &text,
+            "csr_signer_audit_write_errors_total{event=\"signed\"}"
+        )
+        .is_some_and(|v| v >= 2.0),
         "{text}"
     );
     assert!(sample(&text, SIGNED).is_some_and(|v| v >= 2.0), "{text}");
     assert_eq!(sample(&text, ISSUED), Some(0.0));
-    assert_eq!(env.status_write_attempts(&names[0]).await, 0, "nothing unrecorded left the process");
+    assert_eq!(
+        env.status_write_attempts(&names[0]).await,
+        0,
+        "nothing unrecorded left the process"
+    );
     stop.send(()).unwrap();
     svc.wait().await.unwrap();
 
@@ -236,8 +244,12 @@ async fn after_an_apiserver_outage_the_signer_resumes_within_its_watch_backoff_c
 
     // Outage: every list and watch of CSRs fails with 500 (not retried inside the client), long enough
     // for the watch backoff to reach its cap (250 ms doubling to 5 s: about 13 s).
-    let csr_reads = Match::new(Some(Method::GET), "/apis/certificates.k8s.io/v1/certificatesigningrequests");
-    env.faults().fail_next(1_000_000, csr_reads, Failure::InternalError);
+    let csr_reads = Match::new(
+        Some(Method::GET),
+        "/apis/certificates.k8s.io/v1/certificatesigningrequests",
+    );
+    env.faults()
+        .fail_next(1_000_000, csr_reads, Failure::InternalError);
     env.faults().close_watches();
     tokio::time::sleep(Duration::from_secs(20)).await;
     let restarts_during = sample(
@@ -252,7 +264,10 @@ async fn after_an_apiserver_outage_the_signer_resumes_within_its_watch_backoff_c
     let resumed = back.elapsed();
     // The cap is 5 s with +20 % jitter; 12 s leaves room for a slow machine and still fails kube's
     // default (30 s cap), which by now would wait 25 s or more.
-    assert!(resumed < Duration::from_secs(12), "resumed after {resumed:?}");
+    assert!(
+        resumed < Duration::from_secs(12),
+        "resumed after {resumed:?}"
+    );
     // Retrying, not spinning: at most one attempt per 250 ms, at least one per cap.
     assert!(
         (4.0..=80.0).contains(&restarts_during),

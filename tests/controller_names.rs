@@ -108,3 +108,89 @@ on_both_servers! {
         svc.wait().await.unwrap();
     }
 }
+
+/// A CSR name that, printed raw, would forge a whole log line.
+const FORGER: &str =
+    "x\n2026-01-01T00:00:00.000000Z  INFO csr_signer::controller::worker: certificate issued csr=victim";
+
+/// Runs `csr-signer run` with `format` until `name` is issued; returns its log (stderr).
+async fn binary_log(env: &Env, ca: &TestCa, format: &str, name: &str) -> String {
+    let dir = env.dir.path();
+    let config = dir.join(format!("{format}.yaml"));
+    std::fs::write(
+        &config,
+        settings_yaml(&ca.cert, &ca.key, "", false, "127.0.0.1:0"),
+    )
+    .unwrap();
+    let log = dir.join(format!("{format}.log"));
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_csr-signer"))
+        .args(["run", "--log-format", format, "--config"])
+        .arg(&config)
+        .arg("--kubeconfig")
+        .arg(env.signer_kubeconfig())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let pem = CsrSpec::new(key(KeyType::P256), &[("CN", "developer")]).pem();
+    env.create(name, SIGNER, &pem, USAGES, None).await;
+    env.approve(name).await;
+    env.wait_certificate(name).await;
+    // The log line follows the write; give it a moment, then stop the signer.
+    let mut text = String::new();
+    for _ in 0..200 {
+        text = std::fs::read_to_string(&log).unwrap();
+        if text.contains("certificate issued") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newline_in_a_name_cannot_forge_a_log_line() {
+    let ca = TestCa::new(KeyType::P256);
+    let env = Env::start().await;
+
+    let text = binary_log(&env, &ca, "text", FORGER).await;
+    assert!(
+        !text.lines().any(|l| l.starts_with("2026-01-01T00:00:00")),
+        "a forged line:\n{text}"
+    );
+    let escaped = FORGER.replace('\n', "\\n");
+    assert!(
+        !text.contains('\u{1b}'),
+        "no terminal escapes in a log file"
+    );
+    let issued: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(&format!(": certificate issued csr={escaped} ")))
+        .collect();
+    assert_eq!(issued.len(), 1, "{text}");
+    let signed: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            l.contains(&format!(
+                ": certificate signed audit=\"signed\" csr={escaped} "
+            ))
+        })
+        .collect();
+    assert_eq!(signed.len(), 1, "{text}");
+
+    // JSON escapes by itself: every line parses, and the name comes back exactly.
+    let name = format!("{FORGER}-json");
+    let text = binary_log(&env, &ca, "json", &name).await;
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let issued: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|v| v["fields"]["message"] == "certificate issued")
+        .collect();
+    assert_eq!(issued.len(), 1, "{text}");
+    assert_eq!(issued[0]["fields"]["csr"], name.as_str());
+}
