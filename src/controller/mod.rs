@@ -164,7 +164,7 @@ impl Shared {
             signer,
             name: Arc::from(name),
         };
-        if phase_of(csr) != Phase::Approved && phase_of(csr) != Phase::Pending {
+        if !matches!(phase_of(csr), Phase::Approved | Phase::Pending) {
             self.settle_unconfirmed(&key, csr, via);
         }
         match self.store.observe(&key, csr, SystemTime::now()) {
