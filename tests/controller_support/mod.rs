@@ -508,6 +508,83 @@ pub fn failed_conditions(
         .collect()
 }
 
+/// The audit file's records (`audit.file`), one JSON object per line.
+pub fn audit_records(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// Checks the audit file against the API: every CSR in `names` has exactly one `issued` record, naming the
+/// certificate on it (SHA-256 by openssl's own fingerprint, serial, uid, requester) and a `signed` record
+/// made for that serial; no serial was signed twice; the `signed` records are as many as the signer counted
+/// in `signed_total`. Returns how many issuances were confirmed other than by the write's own answer.
+pub async fn assert_audit_trail(
+    env: &Env,
+    path: &Path,
+    names: &[String],
+    signed_total: Option<f64>,
+) -> usize {
+    let recs = audit_records(path);
+    let mut issued: std::collections::HashMap<String, Vec<&serde_json::Value>> = Default::default();
+    let mut signed = std::collections::HashSet::new();
+    for r in &recs {
+        assert_eq!(r["signer"], SIGNER, "{r}");
+        assert!(!r["uid"].as_str().unwrap().is_empty(), "{r}");
+        match r["event"].as_str().unwrap() {
+            "signed" => assert!(
+                signed.insert(r["serial"].as_str().unwrap().to_string()),
+                "signed twice: {r}"
+            ),
+            "issued" => issued
+                .entry(r["csr"].as_str().unwrap().to_string())
+                .or_default()
+                .push(r),
+            other => panic!("unknown event {other}"),
+        }
+    }
+    assert_eq!(
+        signed_total,
+        Some(signed.len() as f64),
+        "signed records vs certificates_signed_total"
+    );
+    let mut late = 0;
+    for n in names {
+        let csr = env.csrs().get(&seg(n)).await.unwrap();
+        let leaf = openssl::x509::X509::from_pem(certificate(&csr).unwrap().as_bytes()).unwrap();
+        let sha256: String = leaf
+            .digest(openssl::hash::MessageDigest::sha256())
+            .unwrap()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let serial = leaf
+            .serial_number()
+            .to_bn()
+            .unwrap()
+            .to_hex_str()
+            .unwrap()
+            .to_lowercase();
+        let mine = issued.get(n).cloned().unwrap_or_default();
+        assert_eq!(mine.len(), 1, "{n}: exactly one issued record: {mine:?}");
+        let r = mine[0];
+        assert_eq!(r["sha256"], sha256.as_str(), "{n}");
+        assert_eq!(r["serial"], serial.as_str(), "{n}");
+        assert_eq!(r["uid"], csr.metadata.uid.as_deref().unwrap(), "{n}");
+        assert_eq!(r["requester"], csr.spec.username.as_deref().unwrap(), "{n}");
+        assert!(
+            signed.contains(&serial),
+            "{n}: the signature was recorded when made"
+        );
+        if r["confirmedBy"] != "write" {
+            late += 1;
+        }
+    }
+    late
+}
+
 /// Fetches /metrics from a running signer.
 pub async fn scrape(addr: std::net::SocketAddr) -> String {
     reqwest::get(format!("http://{addr}/metrics"))
