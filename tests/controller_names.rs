@@ -95,6 +95,33 @@ on_both_servers! {
         assert!(sibling_after.status.as_ref().is_none_or(|s| s.certificate.is_none()
             && s.conditions.as_ref().is_none_or(|c| c.is_empty())));
 
+        // Their events exist too (an Event's own name must be a DNS subdomain; it names the CSR in
+        // involvedObject). Events are best effort: wait for them generously.
+        let uids: Vec<String> = {
+            let mut v = Vec::new();
+            for name in HOSTILE {
+                v.push(env.csrs().get(&seg(name)).await.unwrap().metadata.uid.unwrap());
+            }
+            v
+        };
+        let events: kube::Api<k8s_openapi::api::core::v1::Event> =
+            kube::Api::namespaced(env.admin.clone(), "default");
+        let mut missing = uids.clone();
+        for _ in 0..400 {
+            let list = events.list(&Default::default()).await.unwrap();
+            missing.retain(|uid| {
+                !list.items.iter().any(|e| {
+                    e.involved_object.uid.as_deref() == Some(uid.as_str())
+                        && e.reason.as_deref() == Some("Issued")
+                })
+            });
+            if missing.is_empty() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(missing.is_empty(), "no Issued event for {missing:?}");
+
         let text = scrape(svc.listen).await;
         assert_eq!(
             sample(&text, "csr_signer_requests_total{outcome=\"issued\",reason=\"None\",signer=\"example.com/mtls\"}"),
@@ -140,7 +167,10 @@ async fn binary_log(env: &Env, ca: &TestCa, format: &str, name: &str) -> String 
     let mut text = String::new();
     for _ in 0..200 {
         text = std::fs::read_to_string(&log).unwrap();
-        if text.contains("certificate issued") {
+        // The name itself says "certificate issued": wait for the line's own message.
+        if text.contains(": certificate issued csr=")
+            || text.contains("\"message\":\"certificate issued\"")
+        {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;

@@ -96,3 +96,53 @@ fn operation(req: &Request<Body>) -> ApiOperation {
         ApiOperation::Get
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn req(method: http::Method, uri: &str) -> Request<Body> {
+        Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(Body::from(Vec::new()))
+            .unwrap()
+    }
+
+    #[test]
+    fn requests_map_to_the_operations_of_api_errors_total() {
+        use http::Method;
+        let csrs = "/apis/certificates.k8s.io/v1/certificatesigningrequests";
+        for (m, uri, op) in [
+            (
+                Method::GET,
+                format!("{csrs}?fieldSelector=x"),
+                ApiOperation::List,
+            ),
+            (
+                Method::GET,
+                format!("{csrs}?watch=true&resourceVersion=5"),
+                ApiOperation::Watch,
+            ),
+            (Method::GET, format!("{csrs}/a%3Fb"), ApiOperation::Get),
+            (
+                Method::PATCH,
+                format!("{csrs}/a%3Fb/status"),
+                ApiOperation::UpdateStatus,
+            ),
+            (
+                Method::POST,
+                "/api/v1/namespaces/default/events".to_string(),
+                ApiOperation::CreateEvent,
+            ),
+            (
+                Method::PUT,
+                "/apis/coordination.k8s.io/v1/namespaces/pki/leases/csr-signer".to_string(),
+                ApiOperation::Lease,
+            ),
+        ] {
+            assert_eq!(operation(&req(m, &uri)), op, "{uri}");
+        }
+    }
+}

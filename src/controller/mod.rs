@@ -471,3 +471,27 @@ async fn gauges(shared: Arc<Shared>) {
         shared.update_gauges();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::WatchBackoff;
+    use kube::runtime::utils::Backoff as _;
+    use std::time::Duration;
+
+    #[test]
+    fn watch_backoff_doubles_to_its_cap_and_starts_over_after_a_success() {
+        let mut b = WatchBackoff::new(Duration::from_secs(5));
+        let delays: Vec<Duration> = (0..10).filter_map(|_| b.next()).collect();
+        // 250 ms, 500 ms, 1 s, 2 s, 4 s, then 5 s, each within ±20 %.
+        let nominal = [250, 500, 1000, 2000, 4000, 5000, 5000, 5000, 5000, 5000];
+        for (d, n) in delays.iter().zip(nominal) {
+            let n = Duration::from_millis(n);
+            assert!(
+                *d >= n.mul_f64(0.8) && *d <= n.mul_f64(1.2),
+                "{d:?} vs {n:?}"
+            );
+        }
+        b.reset();
+        assert!(b.next().is_some_and(|d| d <= Duration::from_millis(300)));
+    }
+}

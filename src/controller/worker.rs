@@ -188,6 +188,7 @@ async fn sign(
     let work = snap.work.clone();
     let name = signer.to_string();
     let audit_file = shared.audit.clone();
+    let metrics = shared.metrics.clone();
     let mut record = Record {
         time: String::new(),
         event: Event::Signed,
@@ -220,12 +221,21 @@ async fn sign(
         // Recorded here, on the blocking pool, the moment the signature exists.
         let audited = match &d {
             Ok(Decision::Issued(issued)) => {
+                // A record without the hash would not identify the certificate: treated like any
+                // signing failure (transient, the certificate is dropped).
+                record.sha256 =
+                    audit::leaf_sha256(issued.certificate_pem.as_bytes()).map_err(|error| {
+                        metrics.record_signed(&name);
+                        tracing::error!(csr = %record.csr, signer = %name, serial = %issued.serial, "certificate signed but not hashed for its audit record; discarded");
+                        crate::Error::Crypto {
+                            context: "hashing the issued certificate for the audit record",
+                            error,
+                        }
+                    })?;
                 record.time = audit::timestamp(SystemTime::now());
                 record.serial = issued.serial.clone();
                 record.not_before = audit::timestamp(issued.not_before);
                 record.not_after = humantime::format_rfc3339_seconds(issued.not_after).to_string();
-                record.sha256 = audit::leaf_sha256(issued.certificate_pem.as_bytes())
-                    .unwrap_or_else(|e| format!("unavailable: {e}"));
                 let written = audit_file.as_ref().map(|f| f.append(&record));
                 Some((record, written))
             }
