@@ -45,6 +45,15 @@ pub enum ApiOperation {
 }
 
 impl ApiOperation {
+    pub const ALL: [ApiOperation; 6] = [
+        ApiOperation::List,
+        ApiOperation::Watch,
+        ApiOperation::Get,
+        ApiOperation::UpdateStatus,
+        ApiOperation::CreateEvent,
+        ApiOperation::Lease,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ApiOperation::List => "list",
@@ -247,6 +256,12 @@ impl Metrics {
             .set(1);
         for event in ["signed", "issued"] {
             m.audit_write_errors.with_label_values(&[event]);
+        }
+        // Throttling shows as a rise from zero, not as a series appearing.
+        for op in ApiOperation::ALL {
+            for code in ["429", "503", "504"] {
+                m.api_retries.with_label_values(&[op.as_str(), code]);
+            }
         }
         Ok(m)
     }
