@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::audit::AuditSettings;
 use crate::error::{Error, Result};
 use crate::policy::{Policy, PolicySettings};
 pub use crate::trust::TrustBundleSettings;
@@ -91,6 +92,8 @@ struct RawSettings {
     log: LogSettings,
     #[serde(default)]
     trust_bundles: TrustBundleSettings,
+    #[serde(default)]
+    audit: AuditSettings,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -235,6 +238,7 @@ pub struct Settings {
     pub log: LogSettings,
     /// ClusterTrustBundle publishing (`trustBundles`).
     pub trust_bundles: TrustBundleSettings,
+    pub audit: AuditSettings,
     /// Where the settings came from, for messages.
     pub source: String,
 }
@@ -364,12 +368,16 @@ impl Settings {
         raw.trust_bundles
             .validate()
             .map_err(|(k, m)| err(format!("trustBundles.{k}"), m))?;
+        raw.audit
+            .validate()
+            .map_err(|(k, m)| err(format!("audit.{k}"), m))?;
         Ok(Settings {
             signers,
             controller: raw.controller,
             server: raw.server,
             log: raw.log,
             trust_bundles: raw.trust_bundles,
+            audit: raw.audit,
             source,
         })
     }
@@ -386,6 +394,7 @@ impl Settings {
             "server": self.server,
             "log": self.log,
             "trustBundles": self.trust_bundles,
+            "audit": self.audit,
         });
         serde_yaml::to_string(&view).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }

@@ -20,6 +20,7 @@ use kube::api::{Api, PostParams};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::controller::path_segment;
 use crate::metrics::{status_code, ApiOperation, Metrics};
 use crate::server::Readiness;
 
@@ -79,7 +80,7 @@ impl LeaderElector {
         readiness: Arc<Readiness>,
     ) -> (LeaderElector, watch::Receiver<bool>) {
         let (leader_tx, leader_rx) = watch::channel(false);
-        let api = Api::namespaced(client, &cfg.namespace);
+        let api = Api::namespaced(client, &path_segment(&cfg.namespace));
         (
             LeaderElector {
                 api,
@@ -153,7 +154,7 @@ impl LeaderElector {
         let duration_secs = i32::try_from(self.cfg.lease_duration.as_secs()).unwrap_or(i32::MAX);
         let current = self
             .api
-            .get_opt(&self.cfg.lease_name)
+            .get_opt(&path_segment(&self.cfg.lease_name))
             .await
             .map_err(|e| self.api_error("get lease", e))?;
         let Some(mut lease) = current else {
@@ -199,7 +200,11 @@ impl LeaderElector {
         spec.lease_duration_seconds = Some(duration_secs);
         match self
             .api
-            .replace(&self.cfg.lease_name, &PostParams::default(), &lease)
+            .replace(
+                &path_segment(&self.cfg.lease_name),
+                &PostParams::default(),
+                &lease,
+            )
             .await
         {
             Ok(updated) => {
@@ -259,7 +264,7 @@ impl LeaderElector {
         self.set_leader(false);
         let Some(mut lease) = self
             .api
-            .get_opt(&self.cfg.lease_name)
+            .get_opt(&path_segment(&self.cfg.lease_name))
             .await
             .map_err(|e| self.api_error("get lease", e))?
         else {
@@ -277,7 +282,11 @@ impl LeaderElector {
         spec.renew_time = Some(now.clone());
         spec.acquire_time = Some(now);
         self.api
-            .replace(&self.cfg.lease_name, &PostParams::default(), &lease)
+            .replace(
+                &path_segment(&self.cfg.lease_name),
+                &PostParams::default(),
+                &lease,
+            )
             .await
             .map_err(|e| self.api_error("release lease", e))?;
         tracing::info!(identity = %self.cfg.identity, lease = %self.cfg.lease_name, "released lease");

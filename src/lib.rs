@@ -12,6 +12,7 @@
 //! `engine` glues csr → policy → issue per signerName, `metrics`/`server` expose what SREs watch, and
 //! `dev` (feature `dev`) re-exports the in-memory Kubernetes certificates API of crates/localapi.
 
+pub mod audit;
 pub mod ca;
 pub mod ca_init;
 pub mod config;
@@ -24,6 +25,7 @@ pub mod engine;
 pub mod error;
 pub mod issue;
 pub mod leader;
+pub mod logging;
 pub mod metrics;
 pub mod policy;
 pub mod refusal;

@@ -45,6 +45,15 @@ pub enum ApiOperation {
 }
 
 impl ApiOperation {
+    pub const ALL: [ApiOperation; 6] = [
+        ApiOperation::List,
+        ApiOperation::Watch,
+        ApiOperation::Get,
+        ApiOperation::UpdateStatus,
+        ApiOperation::CreateEvent,
+        ApiOperation::Lease,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ApiOperation::List => "list",
@@ -88,6 +97,10 @@ pub struct Metrics {
     pub approved_not_issued: IntGaugeVec,
     pub oldest_approved_not_issued: GaugeVec,
     pub api_errors: IntCounterVec,
+    pub api_retries: IntCounterVec,
+    pub watch_restarts: IntCounterVec,
+    pub certificates_signed: IntCounterVec,
+    pub audit_write_errors: IntCounterVec,
     pub leader: IntGauge,
     pub build_info: IntGaugeVec,
     pub trust_bundle_published: GaugeVec,
@@ -183,6 +196,34 @@ impl Metrics {
                 Opts::new("csr_signer_api_errors_total", "Failed kube-apiserver requests."),
                 &["operation", "code"],
             )?,
+            api_retries: IntCounterVec::new(
+                Opts::new(
+                    "csr_signer_api_retries_total",
+                    "kube-apiserver answers (429, 503, 504) the client retried by itself; each also counts in api_errors_total.",
+                ),
+                &["operation", "code"],
+            )?,
+            watch_restarts: IntCounterVec::new(
+                Opts::new(
+                    "csr_signer_watch_restarts_total",
+                    "Watch streams that failed or ended and were restarted (a relist when history expired).",
+                ),
+                &["signer"],
+            )?,
+            certificates_signed: IntCounterVec::new(
+                Opts::new(
+                    "csr_signer_certificates_signed_total",
+                    "Signatures the CA made, counted when made, whether or not the certificate then reached the CSR.",
+                ),
+                &["signer"],
+            )?,
+            audit_write_errors: IntCounterVec::new(
+                Opts::new(
+                    "csr_signer_audit_write_errors_total",
+                    "Audit records that could not be written to audit.file (event: signed, issued).",
+                ),
+                &["event"],
+            )?,
             leader: IntGauge::new(
                 "csr_signer_leader",
                 "1 if this replica holds the leader lease, else 0.",
@@ -226,6 +267,12 @@ impl Metrics {
         m.registry
             .register(Box::new(m.oldest_approved_not_issued.clone()))?;
         m.registry.register(Box::new(m.api_errors.clone()))?;
+        m.registry.register(Box::new(m.api_retries.clone()))?;
+        m.registry.register(Box::new(m.watch_restarts.clone()))?;
+        m.registry
+            .register(Box::new(m.certificates_signed.clone()))?;
+        m.registry
+            .register(Box::new(m.audit_write_errors.clone()))?;
         m.registry.register(Box::new(m.leader.clone()))?;
         m.registry.register(Box::new(m.build_info.clone()))?;
         m.registry
@@ -237,6 +284,15 @@ impl Metrics {
         m.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
+        for event in ["signed", "issued"] {
+            m.audit_write_errors.with_label_values(&[event]);
+        }
+        // Throttling shows as a rise from zero, not as a series appearing.
+        for op in ApiOperation::ALL {
+            for code in ["429", "503", "504"] {
+                m.api_retries.with_label_values(&[op.as_str(), code]);
+            }
+        }
         Ok(m)
     }
 
@@ -251,6 +307,8 @@ impl Metrics {
             self.lifetime_requests.with_label_values(&[signer, result]);
         }
         self.ca_reload_errors.with_label_values(&[signer]);
+        self.certificates_signed.with_label_values(&[signer]);
+        self.watch_restarts.with_label_values(&[signer]);
         self.approved_not_issued.with_label_values(&[signer]).set(0);
         self.oldest_approved_not_issued
             .with_label_values(&[signer])
@@ -267,6 +325,27 @@ impl Metrics {
         self.api_errors
             .with_label_values(&[op.as_str(), code.as_str()])
             .inc();
+    }
+
+    /// Counts one answer the client retried by itself (429, 503 or 504).
+    pub fn api_retry(&self, op: ApiOperation, code: u16) {
+        self.api_retries
+            .with_label_values(&[op.as_str(), code.to_string().as_str()])
+            .inc();
+    }
+
+    /// Counts one signature made by a signer's CA.
+    pub fn record_signed(&self, signer: &str) {
+        self.certificates_signed.with_label_values(&[signer]).inc();
+    }
+
+    /// Counts one audit record that did not reach the file.
+    pub fn audit_write_error(&self, event: crate::audit::Event) {
+        let event = match event {
+            crate::audit::Event::Signed => "signed",
+            crate::audit::Event::Issued => "issued",
+        };
+        self.audit_write_errors.with_label_values(&[event]).inc();
     }
 
     /// Counts one decision. `reason` is "None" for issued, the refusal reason for failed, the error

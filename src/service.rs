@@ -66,7 +66,22 @@ pub async fn start(
     shutdown: impl Future<Output = ()> + Send + 'static,
     opts: RunOptions,
 ) -> crate::Result<Service> {
-    let metrics = Arc::new(Metrics::new()?);
+    start_with_metrics(settings, client, shutdown, opts, Arc::new(Metrics::new()?)).await
+}
+
+/// `start` with metrics made beforehand: the client built by `controller::client::build` counts its
+/// retries in them.
+pub async fn start_with_metrics(
+    settings: Settings,
+    client: kube::Client,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    opts: RunOptions,
+    metrics: Arc<Metrics>,
+) -> crate::Result<Service> {
+    // Before anything runs: a signer that cannot keep its audit trail must not start.
+    let audit = crate::audit::AuditFile::open(&settings.audit)
+        .map_err(|e| crate::Error::Service(crate::error::chain(&e)))?
+        .map(Arc::new);
     let readiness = Arc::new(Readiness::new(settings.signers.len()));
     let engine = {
         let s = settings.clone();
@@ -134,6 +149,7 @@ pub async fn start(
     };
 
     let mut cfg = ControllerConfig::from_settings(&settings.controller, identity.clone());
+    cfg.audit = audit;
     if let Some(p) = opts.ca_poll_interval {
         cfg.ca_poll_interval = p;
     }

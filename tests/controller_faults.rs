@@ -35,9 +35,10 @@ async fn assert_exactly_once(env: &Env, names: &[String]) {
 async fn api_faults_leave_every_approved_csr_with_exactly_one_certificate() {
     let ca = TestCa::new(KeyType::P256);
     let env = Env::start().await;
-    let (svc, stop) = env
-        .start_signer(env.settings(&ca.cert, &ca.key, "", false), "replica-a")
-        .await;
+    let audit = env.dir.path().join("audit.jsonl");
+    let mut settings = env.settings(&ca.cert, &ca.key, "", false);
+    settings.audit.file = Some(audit.clone());
+    let (svc, stop) = env.start_signer(settings, "replica-a").await;
     let status_writes = Match::new(Some(Method::PATCH), "/status");
     let mut all = Vec::new();
 
@@ -140,6 +141,17 @@ async fn api_faults_leave_every_approved_csr_with_exactly_one_certificate() {
         sample(&text, "csr_signer_requests_total{outcome=\"issued\",reason=\"None\",signer=\"example.com/mtls\"}"),
         Some(all.len() as f64)
     );
+    // Every signature made under these faults is in the audit file, and each certificate once as issued.
+    assert_audit_trail(
+        &env,
+        &audit,
+        &all,
+        sample(
+            &text,
+            "csr_signer_certificates_signed_total{signer=\"example.com/mtls\"}",
+        ),
+    )
+    .await;
     // The gauge is refreshed once a second: wait for it to drain (liveness, not timing).
     let mut gauge = None;
     for _ in 0..600 {

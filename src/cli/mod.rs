@@ -13,11 +13,16 @@ use csr_signer::config::LogFormat;
 pub fn init_tracing(format: LogFormat, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour only for a person at a terminal: a collected log file gets no escape sequences.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+        // Values come from API users: escape control characters so none can start a line.
+        LogFormat::Text => builder
+            .fmt_fields(csr_signer::logging::EscapingFields)
+            .init(),
     }
 }

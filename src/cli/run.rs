@@ -23,10 +23,10 @@ pub struct RunArgs {
     pub listen: Option<std::net::SocketAddr>,
 }
 
-pub async fn kube_client(
+pub async fn kube_config(
     kubeconfig: Option<&std::path::Path>,
     context: Option<&str>,
-) -> anyhow::Result<kube::Client> {
+) -> anyhow::Result<kube::Config> {
     let options = kube::config::KubeConfigOptions {
         context: context.map(str::to_string),
         ..Default::default()
@@ -46,7 +46,7 @@ pub async fn kube_client(
             .await
             .context("no kubeconfig (KUBECONFIG, ~/.kube/config) and not in a cluster")?,
     };
-    Ok(kube::Client::try_from(config)?)
+    Ok(config)
 }
 
 pub fn run(args: &RunArgs, overrides: &Overrides) -> anyhow::Result<ExitCode> {
@@ -58,8 +58,19 @@ pub fn run(args: &RunArgs, overrides: &Overrides) -> anyhow::Result<ExitCode> {
     super::init_tracing(settings.log.format, &settings.log.level);
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
-        let client = kube_client(args.kubeconfig.as_deref(), args.context.as_deref()).await?;
-        csr_signer::service::run(settings, client, csr_signer::service::shutdown_signal()).await?;
+        let config = kube_config(args.kubeconfig.as_deref(), args.context.as_deref()).await?;
+        let metrics = std::sync::Arc::new(csr_signer::metrics::Metrics::new()?);
+        let client = csr_signer::controller::client::build(config, metrics.clone())?;
+        csr_signer::service::start_with_metrics(
+            settings,
+            client,
+            csr_signer::service::shutdown_signal(),
+            csr_signer::service::RunOptions::default(),
+            metrics,
+        )
+        .await?
+        .wait()
+        .await?;
         Ok(ExitCode::SUCCESS)
     })
 }

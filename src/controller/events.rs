@@ -121,9 +121,16 @@ fn build_event(ev: &CsrEvent, instance: &str) -> Event {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
-    // client-go names events "<object>.<hex nanos>"; keep within the 253-character name limit.
-    let mut prefix = ev.csr_name.clone();
+    // client-go names events "<object>.<hex nanos>"; keep within the 253-character name limit. An Event's
+    // name must be a DNS subdomain while a CSR's may be any path segment (`a b`, `a?b`): such a CSR's events
+    // get a fixed prefix (they still name the CSR in involvedObject, which is what `kubectl describe` uses).
+    let mut prefix = if is_subdomain_prefix(&ev.csr_name) {
+        ev.csr_name.clone()
+    } else {
+        "csr".to_string()
+    };
     prefix.truncate(230);
+    let prefix = prefix.trim_end_matches(['.', '-']);
     Event {
         metadata: ObjectMeta {
             name: Some(format!("{prefix}.{nanos:x}")),
@@ -159,10 +166,48 @@ fn build_event(ev: &CsrEvent, instance: &str) -> Event {
     }
 }
 
+/// A DNS-1123 subdomain's shape: dot-separated labels of lower-case letters, digits and `-`, each starting
+/// and ending with a letter or digit (the length is capped by the caller).
+fn is_subdomain_prefix(name: &str) -> bool {
+    let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    name.split('.').all(|label| {
+        let b = label.as_bytes();
+        b.first().is_some_and(|&c| alnum(c))
+            && b.last().is_some_and(|&c| alnum(c))
+            && b.iter().all(|&c| alnum(c) || c == b'-')
+    })
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_csr_name_that_is_no_dns_subdomain_gets_a_valid_event_name() {
+        for (csr, prefix) in [
+            ("node-csr-abc.x", "node-csr-abc.x."),
+            ("a b", "csr."),
+            ("a?b", "csr."),
+            ("A", "csr."),
+            ("a\nb", "csr."),
+            ("-a", "csr."),
+            ("a..b", "csr."),
+            ("a-.b", "csr."),
+        ] {
+            let ev = CsrEvent {
+                csr_name: csr.into(),
+                csr_uid: "u".into(),
+                type_: EventType::Normal,
+                reason: "Issued",
+                message: String::new(),
+            };
+            let e = build_event(&ev, "pod-a");
+            let name = e.metadata.name.unwrap();
+            assert!(name.starts_with(prefix), "{csr:?} -> {name}");
+            assert_eq!(e.involved_object.name.as_deref(), Some(csr));
+        }
+    }
 
     #[test]
     fn event_refers_to_the_csr_and_has_a_bounded_unique_name() {

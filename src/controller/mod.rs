@@ -20,6 +20,7 @@
 
 pub mod backoff;
 mod ca_reload;
+pub mod client;
 pub mod events;
 pub mod phase;
 pub mod plan;
@@ -29,7 +30,7 @@ mod store;
 mod worker;
 mod write;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -40,6 +41,7 @@ use kube::runtime::watcher;
 use kube::runtime::WatchStreamExt;
 use tokio::sync::watch;
 
+use crate::audit::{AuditFile, Confirmed, Record};
 use crate::engine::Engine;
 use crate::metrics::{status_code, ApiOperation, Metrics};
 use crate::server::Readiness;
@@ -49,6 +51,7 @@ pub use phase::{phase_of, Phase};
 use queue::WorkQueue;
 use ratelimit::TokenBucket;
 use store::{Key, Observed, Store};
+pub use write::path_segment;
 use write::StatusWriter;
 
 /// Controller tuning, from `ControllerSettings`.
@@ -64,6 +67,11 @@ pub struct ControllerConfig {
     pub ca_poll_interval: Duration,
     pub backoff_base: Duration,
     pub backoff_max: Duration,
+    /// Cap of the watch's reconnect backoff: how long after the apiserver returns the signer may still
+    /// be waiting to notice.
+    pub watch_backoff_max: Duration,
+    /// The audit file (`audit.file`), opened at startup.
+    pub audit: Option<Arc<AuditFile>>,
 }
 
 impl ControllerConfig {
@@ -77,6 +85,8 @@ impl ControllerConfig {
             ca_poll_interval: Duration::from_secs(2),
             backoff_base: Duration::from_millis(200),
             backoff_max: Duration::from_secs(300),
+            watch_backoff_max: Duration::from_secs(5),
+            audit: None,
         }
     }
 }
@@ -95,6 +105,22 @@ struct Shared {
     events: EventRecorder,
     leader: watch::Receiver<bool>,
     watch_api: Api<CertificateSigningRequest>,
+    watch_backoff_max: Duration,
+    audit: Option<Arc<AuditFile>>,
+    /// Reported in audit records.
+    identity: String,
+    /// Certificates written without a success answer, until the CSR is seen again.
+    unconfirmed: Mutex<HashMap<Key, Unconfirmed>>,
+}
+
+/// A certificate whose status write failed: it may be on the CSR all the same.
+pub(crate) struct Unconfirmed {
+    /// The chain as written.
+    certificate: Vec<u8>,
+    snap: store::Snapshot,
+    plan: plan::Plan,
+    record: Record,
+    started: std::time::Instant,
 }
 
 impl Shared {
@@ -106,8 +132,27 @@ impl Shared {
         *self.leader.borrow()
     }
 
+    fn remember_unconfirmed(&self, key: &Key, u: Unconfirmed) {
+        self.unconfirmed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.clone(), u);
+    }
+
+    fn take_unconfirmed(&self, key: &Key) -> Option<Unconfirmed> {
+        self.unconfirmed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key)
+    }
+
     /// Folds one observed version of a CSR into the store and queues it when it needs a decision.
     fn apply(&self, signer: usize, csr: &CertificateSigningRequest) {
+        self.observe(signer, csr, Confirmed::Watch);
+    }
+
+    /// `apply`, saying how the version was obtained (for a certificate confirmed by it).
+    fn observe(&self, signer: usize, csr: &CertificateSigningRequest, via: Confirmed) {
         let Some(name) = csr.metadata.name.as_deref() else {
             return;
         };
@@ -119,6 +164,9 @@ impl Shared {
             signer,
             name: Arc::from(name),
         };
+        if !matches!(phase_of(csr), Phase::Approved | Phase::Pending) {
+            self.settle_unconfirmed(&key, csr, via);
+        }
         match self.store.observe(&key, csr, SystemTime::now()) {
             Observed::Stale => {}
             Observed::Queue => self.queue.add(key),
@@ -140,7 +188,28 @@ impl Shared {
         }
     }
 
+    /// The CSR reached a final state: a certificate we wrote without an answer is issued if it is the
+    /// one there; otherwise it was never used (its `signed` record says what was signed).
+    fn settle_unconfirmed(&self, key: &Key, csr: &CertificateSigningRequest, via: Confirmed) {
+        let Some(u) = self.take_unconfirmed(key) else {
+            return;
+        };
+        let on_csr = csr.status.as_ref().and_then(|s| s.certificate.as_ref());
+        if on_csr.is_some_and(|c| c.0 == u.certificate) {
+            worker::confirm_unconfirmed(self, key, u, via);
+        } else {
+            tracing::info!(
+                csr = %key.name,
+                signer = %self.signer_names[key.signer],
+                serial = %u.record.serial,
+                sha256 = %u.record.sha256,
+                "a certificate signed for this CSR was not used: the CSR holds another or none"
+            );
+        }
+    }
+
     fn remove(&self, key: &Key) {
+        self.take_unconfirmed(key);
         self.store.remove(key);
         self.backoff().forget(key);
     }
@@ -220,6 +289,10 @@ impl Controller {
             events,
             leader,
             watch_api: Api::all(client),
+            watch_backoff_max: cfg.watch_backoff_max,
+            audit: cfg.audit.clone(),
+            identity: cfg.identity.clone(),
+            unconfirmed: Mutex::new(HashMap::new()),
         });
         Controller {
             shared,
@@ -280,7 +353,11 @@ async fn watch_signer(shared: Arc<Shared>, signer: usize) {
     let name = shared.signer_names[signer].clone();
     let api = shared.watch_api.clone();
     let cfg = watcher::Config::default().fields(&format!("spec.signerName={name}"));
-    let mut stream = watcher(api, cfg).default_backoff().boxed();
+    // Not `default_backoff()`: client-go's reflector numbers (0.8 s doubling to 30 s, reset only after
+    // two quiet minutes) leave a signer idle for up to 30 s after the apiserver is back.
+    let mut stream = watcher(api, cfg)
+        .backoff(WatchBackoff::new(shared.watch_backoff_max))
+        .boxed();
     let mut synced = false;
     let mut relist: Option<HashSet<String>> = None;
     while let Some(ev) = stream.next().await {
@@ -303,6 +380,9 @@ async fn watch_signer(shared: Arc<Shared>, signer: usize) {
             }
             Ok(watcher::Event::InitDone) => {
                 if let Some(seen) = relist.take() {
+                    if synced {
+                        tracing::info!(signer = %name, csrs = seen.len(), "relisted after a watch failure");
+                    }
                     // CSRs deleted while the watch was down never sent a Delete.
                     shared.store.retain_listed(signer, &seen);
                 }
@@ -322,14 +402,53 @@ async fn watch_signer(shared: Arc<Shared>, signer: usize) {
                     watcher::Error::NoResourceVersion => (ApiOperation::Watch, 0),
                 };
                 shared.metrics.api_error(op, code);
+                shared
+                    .metrics
+                    .watch_restarts
+                    .with_label_values(&[name.as_str()])
+                    .inc();
                 // 410 Gone is routine (history compacted): the watcher relists by itself.
                 if code == 410 {
-                    tracing::debug!(signer = %name, error = %e, "watch expired; relisting");
+                    tracing::info!(signer = %name, error = %e, "watch expired; relisting");
                 } else {
                     tracing::warn!(signer = %name, error = %e, "watch failed; retrying");
                 }
             }
         }
+    }
+}
+
+/// Watch reconnect delays: 250 ms doubling up to `max`, with ±20 % jitter so replicas do not reconnect in
+/// step; back to 250 ms as soon as the watch yields again.
+struct WatchBackoff {
+    next: Duration,
+    max: Duration,
+}
+
+impl WatchBackoff {
+    const FIRST: Duration = Duration::from_millis(250);
+
+    fn new(max: Duration) -> WatchBackoff {
+        WatchBackoff {
+            next: Self::FIRST.min(max),
+            max,
+        }
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let d = self.next;
+        self.next = (d * 2).min(self.max);
+        Some(d.mul_f64(rand::random_range(0.8..1.2)))
+    }
+}
+
+impl kube::runtime::utils::Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.next = Self::FIRST.min(self.max);
     }
 }
 
@@ -350,5 +469,29 @@ async fn gauges(shared: Arc<Shared>) {
     loop {
         tick.tick().await;
         shared.update_gauges();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::WatchBackoff;
+    use kube::runtime::utils::Backoff as _;
+    use std::time::Duration;
+
+    #[test]
+    fn watch_backoff_doubles_to_its_cap_and_starts_over_after_a_success() {
+        let mut b = WatchBackoff::new(Duration::from_secs(5));
+        let delays: Vec<Duration> = (0..10).filter_map(|_| b.next()).collect();
+        // 250 ms, 500 ms, 1 s, 2 s, 4 s, then 5 s, each within ±20 %.
+        let nominal = [250, 500, 1000, 2000, 4000, 5000, 5000, 5000, 5000, 5000];
+        for (d, n) in delays.iter().zip(nominal) {
+            let n = Duration::from_millis(n);
+            assert!(
+                *d >= n.mul_f64(0.8) && *d <= n.mul_f64(1.2),
+                "{d:?} vs {n:?}"
+            );
+        }
+        b.reset();
+        assert!(b.next().is_some_and(|d| d <= Duration::from_millis(300)));
     }
 }

@@ -9,9 +9,13 @@ use tokio::sync::watch;
 use super::events::CsrEvent;
 use super::plan::{self, AfterWriteError, Plan, Signed, Subject, API_ERROR};
 use super::store::{Key, Snapshot};
-use super::Shared;
-use crate::engine::SignRequest;
+use super::{Shared, Unconfirmed};
+use crate::audit::{self, Confirmed, Event, Record};
+use crate::engine::{Decision, SignRequest};
 use crate::metrics::Outcome;
+
+/// The error class of a signature dropped because its audit record could not be written.
+pub const AUDIT_UNAVAILABLE: &str = "AuditUnavailable";
 
 /// What happened to one queued key.
 enum Step {
@@ -73,40 +77,89 @@ async fn process(shared: &Arc<Shared>, key: &Key) -> Step {
     }
     let signer = shared.signer_names[key.signer].as_str();
     let started = Instant::now();
-    let signed = sign(shared, signer, &snap).await;
+    let (signed, record) = sign(shared, key, signer, &snap).await;
     let Some(plan) = make_plan(shared, &snap, &signed) else {
         return Step::Done;
     };
     let Some(patch) = &plan.write else {
         return transient(shared, key, &snap, &plan, started);
     };
+    // A certificate from an earlier attempt that never showed up is superseded by this one.
+    shared.take_unconfirmed(key);
     match shared.writer.write(&key.name, patch).await {
         Ok(written) => {
-            record_written(shared, key, &snap, &plan, started);
+            record_written(
+                shared,
+                key,
+                &snap,
+                &plan,
+                started,
+                record.as_ref(),
+                Confirmed::Write,
+            );
             shared.apply(key.signer, &written);
             Step::Done
         }
-        Err((code, e)) => match plan::after_write_error(code) {
-            AfterWriteError::Reread => {
-                tracing::debug!(csr = %key.name, signer = %signer, "conflict on status write; re-reading");
-                match shared.writer.reread(&key.name).await {
-                    Ok(Some(csr)) => {
-                        shared.apply(key.signer, &csr);
-                        Step::Again
-                    }
-                    Ok(None) => {
-                        shared.remove(key);
-                        Step::Done
-                    }
-                    Err(e) => api_trouble(shared, key, &snap, e, started),
+        Err((code, e)) => {
+            // The write may have been applied even though it failed (the answer was lost, a 5xx after
+            // the commit, or a 409 on the client's own retry of such a write): until the CSR is seen
+            // again, remember what we sent, so finding it there counts it as issued, once.
+            if let (Signed::Decision(Decision::Issued(issued)), Some(record)) = (&signed, &record) {
+                shared.remember_unconfirmed(
+                    key,
+                    Unconfirmed {
+                        certificate: issued.certificate_pem.clone().into_bytes(),
+                        snap: snap.clone(),
+                        plan: plan.clone(),
+                        record: record.clone(),
+                        started,
+                    },
+                );
+            }
+            match plan::after_write_error(code) {
+                AfterWriteError::Forget => {
+                    shared.remove(key);
+                    Step::Done
                 }
+                AfterWriteError::Reread => {
+                    tracing::debug!(csr = %key.name, signer = %signer, "conflict on status write; re-reading");
+                    reread(shared, key, &snap, e, started, Step::Again).await
+                }
+                AfterWriteError::Retry if record.is_some() => {
+                    // Did the certificate land? One read tells, and settles the count now.
+                    reread(shared, key, &snap, e, started, Step::Retry).await
+                }
+                AfterWriteError::Retry => api_trouble(shared, key, &snap, e, started),
             }
-            AfterWriteError::Forget => {
-                shared.remove(key);
-                Step::Done
+        }
+    }
+}
+
+/// Reads the CSR again after a failed write; `then` when it still waits for a decision.
+async fn reread(
+    shared: &Arc<Shared>,
+    key: &Key,
+    snap: &Snapshot,
+    write_error: kube::Error,
+    started: Instant,
+    then: Step,
+) -> Step {
+    match shared.writer.reread(&key.name).await {
+        Ok(Some(csr)) => {
+            shared.observe(key.signer, &csr, Confirmed::Reread);
+            match then {
+                Step::Retry if plan::wants_decision(super::phase_of(&csr)) => {
+                    api_trouble(shared, key, snap, write_error, started)
+                }
+                Step::Retry => Step::Done,
+                other => other,
             }
-            AfterWriteError::Retry => api_trouble(shared, key, &snap, e, started),
-        },
+        }
+        Ok(None) => {
+            shared.remove(key);
+            Step::Done
+        }
+        Err(e) => api_trouble(shared, key, snap, e, started),
     }
 }
 
@@ -123,11 +176,33 @@ fn make_plan(shared: &Shared, snap: &Snapshot, signed: &Signed) -> Option<Plan> 
     )
 }
 
-/// Runs the engine for one snapshot on the blocking pool (signing is CPU work).
-async fn sign(shared: &Shared, signer: &str, snap: &Snapshot) -> Signed {
+/// Runs the engine for one snapshot on the blocking pool (signing is CPU work). A certificate comes back
+/// only once its `signed` audit record exists: logged, counted and, with an audit file, synced to it.
+async fn sign(
+    shared: &Shared,
+    key: &Key,
+    signer: &str,
+    snap: &Snapshot,
+) -> (Signed, Option<Record>) {
     let engine = shared.engine.clone();
     let work = snap.work.clone();
     let name = signer.to_string();
+    let audit_file = shared.audit.clone();
+    let metrics = shared.metrics.clone();
+    let mut record = Record {
+        time: String::new(),
+        event: Event::Signed,
+        signer: signer.to_string(),
+        csr: key.name.to_string(),
+        uid: snap.uid.clone(),
+        requester: snap.work.username.clone(),
+        serial: String::new(),
+        not_before: String::new(),
+        not_after: String::new(),
+        sha256: String::new(),
+        replica: shared.identity.clone(),
+        confirmed_by: None,
+    };
     let res = tokio::task::spawn_blocking(move || {
         let s = engine
             .signer(&name)
@@ -142,23 +217,117 @@ async fn sign(shared: &Shared, signer: &str, snap: &Snapshot) -> Signed {
         };
         let t = Instant::now();
         let d = s.sign(&req, SystemTime::now());
-        Ok::<_, crate::Error>((d, t.elapsed()))
+        let took = t.elapsed();
+        // Recorded here, on the blocking pool, the moment the signature exists.
+        let audited = match &d {
+            Ok(Decision::Issued(issued)) => {
+                // A record without the hash would not identify the certificate: treated like any
+                // signing failure (transient, the certificate is dropped).
+                record.sha256 =
+                    audit::leaf_sha256(issued.certificate_pem.as_bytes()).map_err(|error| {
+                        metrics.record_signed(&name);
+                        tracing::error!(csr = %record.csr, signer = %name, serial = %issued.serial, "certificate signed but not hashed for its audit record; discarded");
+                        crate::Error::Crypto {
+                            context: "hashing the issued certificate for the audit record",
+                            error,
+                        }
+                    })?;
+                record.time = audit::timestamp(SystemTime::now());
+                record.serial = issued.serial.clone();
+                record.not_before = audit::timestamp(issued.not_before);
+                record.not_after = humantime::format_rfc3339_seconds(issued.not_after).to_string();
+                let written = audit_file.as_ref().map(|f| f.append(&record));
+                Some((record, written))
+            }
+            _ => None,
+        };
+        Ok::<_, crate::Error>((d, took, audited))
     })
     .await;
     match res {
-        Ok(Ok((Ok(decision), took))) => {
+        Ok(Ok((Ok(decision), took, audited))) => {
             shared.metrics.record_signing(signer, took);
-            Signed::Decision(decision)
+            let Some((record, written)) = audited else {
+                return (Signed::Decision(decision), None);
+            };
+            shared.metrics.record_signed(signer);
+            log_record(&record, "certificate signed");
+            match written {
+                Some(Err(e)) => {
+                    // Fail closed: the certificate never leaves the process; the CSR is retried.
+                    shared.metrics.audit_write_error(Event::Signed);
+                    tracing::error!(
+                        csr = %record.csr,
+                        signer = %signer,
+                        serial = %record.serial,
+                        error = %crate::error::chain(&e),
+                        "audit record not written; certificate discarded, will retry"
+                    );
+                    (
+                        Signed::Error {
+                            class: AUDIT_UNAVAILABLE,
+                            message: "the audit file cannot be written".to_string(),
+                        },
+                        None,
+                    )
+                }
+                _ => (Signed::Decision(decision), Some(record)),
+            }
         }
-        Ok(Ok((Err(e), _))) | Ok(Err(e)) => Signed::Error {
-            class: error_class(&e),
-            message: crate::error::chain(&e),
-        },
-        Err(join) => Signed::Error {
-            class: "Internal",
-            message: join.to_string(),
-        },
+        Ok(Ok((Err(e), _, _))) | Ok(Err(e)) => (
+            Signed::Error {
+                class: error_class(&e),
+                message: crate::error::chain(&e),
+            },
+            None,
+        ),
+        Err(join) => (
+            Signed::Error {
+                class: "Internal",
+                message: join.to_string(),
+            },
+            None,
+        ),
     }
+}
+
+/// The log line of an audit record (the same fields as the file's JSON).
+fn log_record(r: &Record, message: &'static str) {
+    tracing::info!(
+        audit = match r.event {
+            Event::Signed => "signed",
+            Event::Issued => "issued",
+        },
+        csr = %r.csr,
+        uid = %r.uid,
+        signer = %r.signer,
+        requester = %r.requester,
+        serial = %r.serial,
+        not_before = %r.not_before,
+        not_after = %r.not_after,
+        sha256 = %r.sha256,
+        confirmed_by = r.confirmed_by.map(Confirmed::as_str),
+        "{message}"
+    );
+}
+
+/// Writes the `issued` record to the audit file (off the async threads); a failure is counted and
+/// logged, it cannot take the certificate back.
+fn audit_issued(shared: &Shared, record: &Record, via: Confirmed) {
+    let mut r = record.clone();
+    r.event = Event::Issued;
+    r.time = audit::timestamp(SystemTime::now());
+    r.confirmed_by = Some(via);
+    let Some(file) = shared.audit.clone() else {
+        return;
+    };
+    let metrics = shared.metrics.clone();
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = file.append(&r) {
+            metrics.audit_write_error(Event::Issued);
+            tracing::error!(csr = %r.csr, serial = %r.serial, error = %crate::error::chain(&e), "audit record of an issued certificate not written");
+        }
+    });
 }
 
 /// Error class for the `reason` label of `outcome="error"`.
@@ -209,10 +378,21 @@ fn transient(shared: &Shared, key: &Key, snap: &Snapshot, plan: &Plan, started: 
     Step::Retry
 }
 
-fn record_written(shared: &Shared, key: &Key, snap: &Snapshot, plan: &Plan, started: Instant) {
+fn record_written(
+    shared: &Shared,
+    key: &Key,
+    snap: &Snapshot,
+    plan: &Plan,
+    started: Instant,
+    record: Option<&Record>,
+    via: Confirmed,
+) {
     let signer = shared.signer_names[key.signer].as_str();
     match (&plan.issued, plan.outcome) {
         (Some(facts), _) => {
+            if let Some(r) = record {
+                audit_issued(shared, r, via);
+            }
             let latency = issuance_latency(snap, SystemTime::now());
             shared
                 .metrics
@@ -223,8 +403,11 @@ fn record_written(shared: &Shared, key: &Key, snap: &Snapshot, plan: &Plan, star
                 requester = %snap.work.username,
                 outcome = "issued",
                 reason = plan.reason,
+                uid = %snap.uid,
                 serial = %facts.serial,
                 not_after = %facts.not_after,
+                sha256 = record.map(|r| r.sha256.as_str()),
+                confirmed_by = via.as_str(),
                 granted_seconds = facts.granted_seconds,
                 // Left out of the line when the request named no lifetime.
                 requested_seconds = facts.requested_seconds,
@@ -248,6 +431,19 @@ fn record_written(shared: &Shared, key: &Key, snap: &Snapshot, plan: &Plan, star
         }
     }
     record_event(shared, key, snap, plan);
+}
+
+/// A certificate whose write failed turned up on the CSR: it is issued, and counted as such now.
+pub(super) fn confirm_unconfirmed(shared: &Shared, key: &Key, u: Unconfirmed, via: Confirmed) {
+    record_written(
+        shared,
+        key,
+        &u.snap,
+        &u.plan,
+        u.started,
+        Some(&u.record),
+        via,
+    );
 }
 
 fn record_event(shared: &Shared, key: &Key, snap: &Snapshot, plan: &Plan) {

@@ -28,6 +28,7 @@ REQUIRED_ALERTS = {
     "CsrSignerIssuanceLatencyHigh": ("warning", "csr_signer_issuance_latency_seconds_bucket"),
     "CsrSignerNoLeader": ("critical", "csr_signer_leader"),
     "CsrSignerTargetDown": ("warning", "up"),
+    "CsrSignerAuditTrailFailing": ("critical", "csr_signer_audit_write_errors_total"),
 }
 
 
@@ -111,6 +112,7 @@ def test_unit_tests_fail_when_an_alert_fires_too_eagerly(alert, promtool, tmp_pa
                 "CsrSignerIssuanceLatencyHigh": "sum by (signer) (csr_signer_issuance_latency_seconds_bucket)",
                 "CsrSignerNoLeader": "max(csr_signer_leader) or absent(csr_signer_leader)",
                 "CsrSignerTargetDown": 'up{job="csr-signer"}',
+                "CsrSignerAuditTrailFailing": "sum by (event) (csr_signer_audit_write_errors_total)",
             }[alert]
     _assert_unit_tests_catch(promtool, tmp_path, rules, alert)
 

@@ -59,7 +59,7 @@ def test_toggles_off_render_only_the_workload(rendered_sets):
     assert r.config()["controller"]["leaderElection"]["enabled"] is False
 
 
-CONFIG_KEYS = {"signers", "controller", "server", "log", "trustBundles"}
+CONFIG_KEYS = {"signers", "controller", "server", "log", "trustBundles", "audit"}
 CONTROLLER_KEYS = {"qps", "burst", "workers", "leaderElection", "events"}
 LEADER_KEYS = {"enabled", "leaseName", "namespace", "leaseDurationSeconds", "renewDeadlineSeconds", "retryPeriodSeconds"}
 CA_KEYS = {"certFile", "keyFile", "chainFile", "passphraseFile"}
@@ -91,6 +91,21 @@ def test_config_reflects_values(rendered_sets):
     assert "policy" not in cfg["signers"][0]
     # Default lease name is the release's full name.
     assert rendered_sets["defaults"].config()["controller"]["leaderElection"]["leaseName"] == f"{RELEASE}-csr-signer"
+
+
+def test_audit_file_is_off_by_default_and_on_a_writable_volume_when_enabled(rendered_sets):
+    cfg = rendered_sets["defaults"].config()
+    assert cfg["audit"] == {"file": None, "maxSizeMegabytes": 100, "maxBackups": 10}
+    assert "/var/lib/csr-signer/audit" not in _mounts(rendered_sets["defaults"])
+    r = render({"audit": {"enabled": True, "maxSizeMegabytes": 20, "maxBackups": 3,
+                          "volume": {"ephemeral": {"volumeClaimTemplate": {"spec": {
+                              "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}}}}})
+    assert r.config()["audit"] == {"file": "/var/lib/csr-signer/audit/audit.jsonl", "maxSizeMegabytes": 20,
+                                   "maxBackups": 3}
+    mount = _mounts(r)["/var/lib/csr-signer/audit"]
+    assert not mount["_mount"].get("readOnly"), "the signer appends to it"
+    assert "ephemeral" in mount
+    assert render({"audit": {"enabled": True}}).pod_spec()["volumes"][-1] == {"name": "audit", "emptyDir": {}}
 
 
 def _mounts(r):

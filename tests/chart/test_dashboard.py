@@ -13,7 +13,7 @@ from chart_promql import DASHBOARD_FILE, dashboard, dashboard_exprs, dashboard_p
 
 CHART_DASHBOARD = CHART / "files" / "csr-signer.json"
 # Metrics without a signer label (the contract): their queries cannot filter by $signer.
-NO_SIGNER_LABEL = {"csr_signer_api_errors_total", "csr_signer_leader", "csr_signer_build_info", "up"}
+NO_SIGNER_LABEL = {"csr_signer_api_errors_total", "csr_signer_api_retries_total", "csr_signer_audit_write_errors_total", "csr_signer_leader", "csr_signer_build_info", "up"}
 
 REQUIRED_PANELS = {
     "Issuance rate by outcome": {"csr_signer_requests_total"},

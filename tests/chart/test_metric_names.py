@@ -24,6 +24,10 @@ CONTRACT = {
     "csr_signer_approved_not_issued": ("gauge", {"signer"}),
     "csr_signer_oldest_approved_not_issued_seconds": ("gauge", {"signer"}),
     "csr_signer_api_errors_total": ("counter", {"operation", "code"}),
+    "csr_signer_api_retries_total": ("counter", {"operation", "code"}),
+    "csr_signer_watch_restarts_total": ("counter", {"signer"}),
+    "csr_signer_certificates_signed_total": ("counter", {"signer"}),
+    "csr_signer_audit_write_errors_total": ("counter", {"event"}),
     "csr_signer_leader": ("gauge", set()),
     "csr_signer_build_info": ("gauge", {"version"}),
 }

@@ -238,6 +238,7 @@ impl Env {
 
     async fn add_approval_condition(&self, name: &str, type_: &str, reason: &str) {
         let api = self.csrs();
+        let name = &seg(name);
         for _ in 0..20 {
             let mut csr = api.get(name).await.unwrap();
             let status = csr
@@ -281,7 +282,7 @@ impl Env {
         let api = self.csrs();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
         loop {
-            let csr = api.get(name).await.unwrap();
+            let csr = api.get(&seg(name)).await.unwrap();
             if pred(&csr) {
                 return csr;
             }
@@ -470,6 +471,12 @@ pub fn settings_yaml(
 #[allow(unused_imports)]
 pub use crate::support::{csr_object, with_annotation};
 
+/// `name` as a URL path segment for kube-rs, which puts names into paths as given. Deliberately not the
+/// signer's own encoder: every byte but ASCII letters and digits is escaped.
+pub fn seg(name: &str) -> String {
+    percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
 pub fn has_certificate(csr: &CertificateSigningRequest) -> bool {
     csr.status
         .as_ref()
@@ -499,6 +506,83 @@ pub fn failed_conditions(
         .into_iter()
         .filter(|c| c.type_ == "Failed")
         .collect()
+}
+
+/// The audit file's records (`audit.file`), one JSON object per line.
+pub fn audit_records(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// Checks the audit file against the API: every CSR in `names` has exactly one `issued` record, naming the
+/// certificate on it (SHA-256 by openssl's own fingerprint, serial, uid, requester) and a `signed` record
+/// made for that serial; no serial was signed twice; the `signed` records are as many as the signer counted
+/// in `signed_total`. Returns how many issuances were confirmed other than by the write's own answer.
+pub async fn assert_audit_trail(
+    env: &Env,
+    path: &Path,
+    names: &[String],
+    signed_total: Option<f64>,
+) -> usize {
+    let recs = audit_records(path);
+    let mut issued: std::collections::HashMap<String, Vec<&serde_json::Value>> = Default::default();
+    let mut signed = std::collections::HashSet::new();
+    for r in &recs {
+        assert_eq!(r["signer"], SIGNER, "{r}");
+        assert!(!r["uid"].as_str().unwrap().is_empty(), "{r}");
+        match r["event"].as_str().unwrap() {
+            "signed" => assert!(
+                signed.insert(r["serial"].as_str().unwrap().to_string()),
+                "signed twice: {r}"
+            ),
+            "issued" => issued
+                .entry(r["csr"].as_str().unwrap().to_string())
+                .or_default()
+                .push(r),
+            other => panic!("unknown event {other}"),
+        }
+    }
+    assert_eq!(
+        signed_total,
+        Some(signed.len() as f64),
+        "signed records vs certificates_signed_total"
+    );
+    let mut late = 0;
+    for n in names {
+        let csr = env.csrs().get(&seg(n)).await.unwrap();
+        let leaf = openssl::x509::X509::from_pem(certificate(&csr).unwrap().as_bytes()).unwrap();
+        let sha256: String = leaf
+            .digest(openssl::hash::MessageDigest::sha256())
+            .unwrap()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let serial = leaf
+            .serial_number()
+            .to_bn()
+            .unwrap()
+            .to_hex_str()
+            .unwrap()
+            .to_lowercase();
+        let mine = issued.get(n).cloned().unwrap_or_default();
+        assert_eq!(mine.len(), 1, "{n}: exactly one issued record: {mine:?}");
+        let r = mine[0];
+        assert_eq!(r["sha256"], sha256.as_str(), "{n}");
+        assert_eq!(r["serial"], serial.as_str(), "{n}");
+        assert_eq!(r["uid"], csr.metadata.uid.as_deref().unwrap(), "{n}");
+        assert_eq!(r["requester"], csr.spec.username.as_deref().unwrap(), "{n}");
+        assert!(
+            signed.contains(&serial),
+            "{n}: the signature was recorded when made"
+        );
+        if r["confirmedBy"] != "write" {
+            late += 1;
+        }
+    }
+    late
 }
 
 /// Fetches /metrics from a running signer.
