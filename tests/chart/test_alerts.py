@@ -29,6 +29,8 @@ REQUIRED_ALERTS = {
     "CsrSignerNoLeader": ("critical", "csr_signer_leader"),
     "CsrSignerTargetDown": ("warning", "up"),
     "CsrSignerAuditTrailFailing": ("critical", "csr_signer_audit_write_errors_total"),
+    "CsrSignerTrustBundleMissingAnchor": ("critical", "csr_signer_trust_bundle_missing_anchor"),
+    "CsrSignerTrustBundlePublishFailing": ("warning", "csr_signer_trust_bundle_errors_total"),
 }
 
 
@@ -111,6 +113,8 @@ def test_unit_tests_fail_when_an_alert_fires_too_eagerly(alert, promtool, tmp_pa
                 "CsrSignerHighFailureRatio": "sum by (signer) (csr_signer_requests_total)",
                 "CsrSignerIssuanceLatencyHigh": "sum by (signer) (csr_signer_issuance_latency_seconds_bucket)",
                 "CsrSignerNoLeader": "max(csr_signer_leader) or absent(csr_signer_leader)",
+                "CsrSignerTrustBundleMissingAnchor": "max by (signer) (csr_signer_trust_bundle_missing_anchor)",
+                "CsrSignerTrustBundlePublishFailing": "sum by (signer, reason) (csr_signer_trust_bundle_errors_total)",
                 "CsrSignerTargetDown": 'up{job="csr-signer"}',
                 "CsrSignerAuditTrailFailing": "sum by (event) (csr_signer_audit_write_errors_total)",
             }[alert]
