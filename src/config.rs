@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::policy::{Policy, PolicySettings};
+use crate::policy::{is_dns_label, Policy, PolicySettings};
 
 /// A validated `spec.signerName` (k8s-csr-rules §3.C V-6): `<domain>/<path>`, lower-case DNS labels.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -40,7 +40,7 @@ impl SignerName {
             ));
         }
         for label in domain.split('.').chain(path.split('.')) {
-            if !is_dns1123_label(label) {
+            if !is_dns_label(label) {
                 return Err(format!(
                     "{s:?}: {label:?} must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character"
                 ));
@@ -61,15 +61,6 @@ impl std::fmt::Display for SignerName {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
     }
-}
-
-fn is_dns1123_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
 }
 
 // ---------------------------------------------------------------------------------------------

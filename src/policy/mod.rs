@@ -32,7 +32,8 @@ pub use settings::{
     EcdsaSettings, KeySettings, LifetimeSettings, PolicyError, PolicySettings, RsaSettings,
     SanSettings, SubjectSettings, UsageSettings,
 };
-pub use template::Template;
+pub(crate) use template::is_dns_label;
+pub use template::{Field, Template};
 
 // Transitional: `Reason` and `Refusal` live in `crate::refusal`; this re-export keeps code written
 // against the old path compiling (src/controller/plan_tests.rs) until it imports `crate::refusal`.
@@ -54,6 +55,8 @@ pub struct Policy {
     require_common_name: bool,
     /// Allowed organizations (`None`: any).
     organizations: Option<Vec<String>>,
+    /// Whether CN and O may hold `system:` names other than the requester's own.
+    allow_system_identities: bool,
     dns: Vec<Template>,
     allow_wildcard_dns: bool,
     allow_ip: bool,
