@@ -126,14 +126,27 @@ pub enum LifetimeOutcome {
     Clamped,
     /// Nothing requested: granted the default.
     Defaulted,
+    /// The certificate would have outlived the CA: it ends at the CA's NotAfter instead. Decided at
+    /// issuance (the policy does not know the CA), whatever the policy decided before.
+    CappedByCa,
 }
 
 impl LifetimeOutcome {
+    /// Every outcome, for metric pre-registration.
+    pub const ALL: [LifetimeOutcome; 4] = [
+        LifetimeOutcome::Honoured,
+        LifetimeOutcome::Clamped,
+        LifetimeOutcome::Defaulted,
+        LifetimeOutcome::CappedByCa,
+    ];
+
+    /// The `result` metric label, log field and the word in the Issued event.
     pub fn as_str(self) -> &'static str {
         match self {
             LifetimeOutcome::Honoured => "honoured",
             LifetimeOutcome::Clamped => "clamped",
             LifetimeOutcome::Defaulted => "defaulted",
+            LifetimeOutcome::CappedByCa => "capped by the CA",
         }
     }
 }
