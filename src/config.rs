@@ -702,8 +702,120 @@ mod tests {
         let e = Settings::from_yaml(&text, "t.yaml")
             .expect_err("invalid")
             .to_string();
-        assert!(e.starts_with("t.yaml:"), "{e}");
-        assert!(e.contains("polcy"), "{e}");
+        assert!(
+            e.starts_with("t.yaml: signers[0].polcy: unknown key (expected one of `name`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn environment_variable_names_map_to_key_paths() {
+        for (var, key) in [
+            ("CSR_SIGNER__CONTROLLER__QPS", "controller.qps"),
+            (
+                "CSR_SIGNER__SIGNERS__0__CA__KEY_FILE",
+                "signers[0].ca.keyFile",
+            ),
+            (
+                "CSR_SIGNER__CONTROLLER__LEADER_ELECTION__LEASE_DURATION_SECONDS",
+                "controller.leaderElection.leaseDurationSeconds",
+            ),
+            (
+                "CSR_SIGNER__SIGNERS__1__POLICY__SANS__DNS__0",
+                "signers[1].policy.sans.dns[0]",
+            ),
+            (
+                "CSR_SIGNER__SIGNERS__0__POLICY__KEYS__ECDSA__P256",
+                "signers[0].policy.keys.ecdsa.p256",
+            ),
+        ] {
+            assert_eq!(key_path(&env_steps(var).expect(var)), key, "{var}");
+        }
+        for bad in [
+            "CSR_SIGNER__",
+            "CSR_SIGNER__LOG____LEVEL",
+            "CSR_SIGNER__LOG__LEVEL_",
+            "CSR_SIGNER__SIGNERS__99999999999999999999999",
+        ] {
+            assert!(env_steps(bad).is_err(), "{bad}");
+        }
+    }
+
+    fn env(vars: &[(&str, &str)]) -> Vec<(String, String)> {
+        vars.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn environment_values_override_the_file_and_build_lists() {
+        let dir = tempfile::tempdir().expect("dir");
+        let file = dir.path().join("c.yaml");
+        std::fs::write(&file, MINIMAL).expect("write");
+        let s = Settings::load_from(
+            Some(&file),
+            &env(&[
+                ("CSR_SIGNER__CONTROLLER__QPS", "7"),
+                (
+                    "CSR_SIGNER__CONTROLLER__LEADER_ELECTION__LEASE_NAME",
+                    "\"007\"",
+                ),
+                ("CSR_SIGNER__SERVER__LISTEN", "[::1]:9000"),
+                (
+                    "CSR_SIGNER__SIGNERS__0__POLICY__TRUSTED_REQUESTERS__0",
+                    "istiod",
+                ),
+                ("CSR_SIGNER__SIGNERS__1__NAME", "example.com/b"),
+                ("CSR_SIGNER__SIGNERS__1__CA__CERT_FILE", "b.crt"),
+                ("CSR_SIGNER__SIGNERS__1__CA__KEY_FILE", "/abs/b.key"),
+            ]),
+            &Overrides {
+                log_level: Some("debug".into()),
+                ..Overrides::default()
+            },
+        )
+        .expect("valid");
+        assert_eq!(s.controller.qps, 7.0);
+        assert_eq!(s.controller.leader_election.lease_name, "007");
+        assert_eq!(s.server.listen, "[::1]:9000".parse().expect("addr"));
+        assert_eq!(s.log.level, "debug");
+        assert_eq!(
+            s.signers[0].policy.describe()["trustedRequesters"][0],
+            "istiod"
+        );
+        assert_eq!(s.signers[1].name.as_str(), "example.com/b");
+        // From the file: relative to its folder. From the environment: as given.
+        assert_eq!(s.signers[0].ca.cert_file, dir.path().join("ca.crt"));
+        assert_eq!(s.signers[1].ca.cert_file, PathBuf::from("b.crt"));
+        assert_eq!(
+            s.origin_of("signers[1].ca.keyFile"),
+            "environment variable CSR_SIGNER__SIGNERS__1__CA__KEY_FILE"
+        );
+        assert_eq!(
+            s.origin_of("signers[0].ca.keyFile"),
+            file.display().to_string()
+        );
+        assert_eq!(s.origin_of("log.level"), "flag --log-level");
+    }
+
+    #[test]
+    #[rustfmt::skip]
+    fn errors_name_what_set_the_key() {
+        let cases: [(&[(&str, &str)], &str); 7] = [
+            (&[("CSR_SIGNER__CONTROLLER__QPS", "fast")], "environment variable CSR_SIGNER__CONTROLLER__QPS: controller.qps: invalid type: string \"fast\""),
+            (&[("CSR_SIGNER__CONTROLLER__WORKERS", "0")], "environment variable CSR_SIGNER__CONTROLLER__WORKERS: controller.workers: must be at least 1"),
+            (&[("CSR_SIGNER__CONTROLLER__QPSS", "1")], "environment variable CSR_SIGNER__CONTROLLER__QPSS: controller.qpss: unknown key"),
+            (&[("CSR_SIGNER__SIGNERS__0__POLICY__LIFETIME__MIN", "1m")], "environment variable CSR_SIGNER__SIGNERS__0__POLICY__LIFETIME__MIN: signers[0].policy.lifetime.min: must be at least 10m"),
+            (&[("CSR_SIGNER__SIGNERS__2__NAME", "example.com/c")], "environment variable CSR_SIGNER__SIGNERS__2__NAME: signers[2].name: index 2 is past the end of a list of 1"),
+            (&[("CSR_SIGNER__SIGNERS__1__NAME", "example.com/b")], "signers[1].ca: required, but not set"),
+            (&[("CSR_SIGNER__LOG__LEVEL__X", "1")], "environment variable CSR_SIGNER__LOG__LEVEL__X: log.level.x: cannot set \"x\" inside a value that is not a map"),
+        ];
+        for (vars, expected) in cases {
+            let e = Settings::load_from(None, &env(&[("CSR_SIGNER__SIGNERS__0__NAME", "example.com/a"), ("CSR_SIGNER__SIGNERS__0__CA__CERT_FILE", "a"), ("CSR_SIGNER__SIGNERS__0__CA__KEY_FILE", "b"), ("CSR_SIGNER__LOG__LEVEL", "info")]).into_iter().chain(env(vars)).collect::<Vec<_>>(), &Overrides::default())
+                .expect_err(expected)
+                .to_string();
+            assert!(e.starts_with(expected) || e.ends_with(expected), "{e}\nwanted {expected}");
+        }
     }
 
     #[test]
