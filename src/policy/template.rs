@@ -498,6 +498,47 @@ mod tests {
         ));
     }
 
+    /// Expands `t` for an identity by plain substitution (what a requester would ask for).
+    fn expand(t: &str, ns: &str, sa: &str, user: &str) -> String {
+        t.replace("{namespace}", ns)
+            .replace("{serviceaccount}", sa)
+            .replace("{username}", user)
+    }
+
+    proptest::proptest! {
+        /// Whatever two identities are (dots and dashes included), a name one of them is granted
+        /// through a pattern is never granted to the other through it, unless they agree on every
+        /// placeholder the pattern uses.
+        #[test]
+        fn a_granted_name_names_one_identity(
+            which in 0usize..6,
+            a in ("[ab.-]{1,4}", "[ab.-]{1,4}", "[ab.-]{1,4}"),
+            b in ("[ab.-]{1,4}", "[ab.-]{1,4}", "[ab.-]{1,4}"),
+        ) {
+            let patterns = [
+                "{namespace}.{serviceaccount}.x",
+                "{serviceaccount}.{namespace}.svc",
+                "{namespace}-x.{serviceaccount}",
+                "x{namespace}.{serviceaccount}y",
+                "{username}.{namespace}",
+                "{username}.x-{serviceaccount}.{namespace}.u",
+            ];
+            let t = patterns[which];
+            let template = Template::parse(t, Field::Dns).expect("pattern");
+            let (na, sa_a, ua) = a;
+            let (nb, sa_b, ub) = b;
+            let who_a = Binding::Identity { username: &ua, service_account: Some((&na, &sa_a)) };
+            let who_b = Binding::Identity { username: &ub, service_account: Some((&nb, &sa_b)) };
+            let value = expand(t, &na, &sa_a, &ua);
+            if template.fit(&value, &who_a) == Fit::Yes && template.fit(&value, &who_b) == Fit::Yes {
+                let uses = |p: &str| t.contains(p);
+                proptest::prop_assert!(!uses("{namespace}") || na == nb, "{t}: {value}");
+                proptest::prop_assert!(!uses("{serviceaccount}") || sa_a == sa_b, "{t}: {value}");
+                proptest::prop_assert!(!uses("{username}") || ua == ub, "{t}: {value}");
+            }
+        }
+    }
+
     /// What a trusted requester fills a placeholder with must be what the placeholder names: a
     /// DNS label in DNS names, a clean path segment in URIs, a valid namespace or service account.
     #[test]
