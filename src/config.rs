@@ -274,7 +274,7 @@ impl Origins {
     }
 
     /// Whether `key` was set by the file (not overridden), so a relative path in it is the file's.
-    fn from_file(&self, key: &str) -> bool {
+    fn set_by_the_file(&self, key: &str) -> bool {
         self.file.is_some() && !self.set.iter().any(|(k, _)| k == key)
     }
 
@@ -564,7 +564,7 @@ impl Settings {
         for (i, s) in self.signers.iter_mut().enumerate() {
             let origins = &self.origins;
             let resolve = |name: &str, p: &mut PathBuf| {
-                if p.is_relative() && origins.from_file(&format!("signers[{i}].ca.{name}")) {
+                if p.is_relative() && origins.set_by_the_file(&format!("signers[{i}].ca.{name}")) {
                     *p = dir.join(&*p);
                 }
             };
