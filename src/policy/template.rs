@@ -151,7 +151,10 @@ impl Template {
         for w in wildcards.windows(2) {
             let ((i, a), (j, b)) = (w[0], w[1]);
             let between: String = pieces[i + 1..j].iter().map(Piece::written).collect();
-            if !between.contains(sep) {
+            // Two `*` take anything either way, so how they split a value names no one; they only
+            // need something between them to bound the matching work.
+            let both_stars = *a == Piece::Star && *b == Piece::Star;
+            if between.is_empty() || (!both_stars && !between.contains(sep)) {
                 return Err(format!(
                     "{s:?}: {} and {} must be separated by text containing {sep:?} (with {:?} between them, two different identities can expand to the same name)",
                     a.written(),
@@ -417,6 +420,7 @@ mod tests {
             ("spiffe://td/{namespace}.{serviceaccount}", Field::Uri),
             ("spiffe://td/{namespace}-x-{serviceaccount}", Field::Uri),
             ("{username}:{namespace}", Field::CommonName),
+            ("**.x", Field::Dns),
         ] {
             let e = Template::parse(t, field).expect_err(t);
             assert!(
@@ -431,6 +435,7 @@ mod tests {
             ("spiffe://td/ns/{namespace}/sa/{serviceaccount}", Field::Uri),
             ("*.{namespace}.svc", Field::Dns),
             ("spiffe://td/{namespace}.x/{serviceaccount}", Field::Uri),
+            ("*@*.*", Field::CommonName),
         ] {
             assert!(Template::parse(t, field).is_ok(), "{t}");
         }
