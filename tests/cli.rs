@@ -387,3 +387,67 @@ fn relative_ca_paths_follow_the_config_file() {
     let o = from_env(ca.dir.path());
     assert!(o.status.success(), "{}", text(&o.stderr));
 }
+
+/// The identity rules through `sign`, as an operator reproduces a decision: each refusal exits 2
+/// with one reason and a message naming the value; a node's own system: names are issued.
+#[test]
+fn sign_applies_one_name_one_identity_and_system_names() {
+    let ca = TestCa::new(KeyType::P256);
+    let istiod = "system:serviceaccount:istio-system:istiod";
+    let config = ca.write_settings(&format!("trustedRequesters: [\"{istiod}\"]"));
+    let csr = ca.dir.path().join("x.csr");
+    // (subject, SANs, requester, groups, expected stderr beginning; None: issued)
+    type Case<'a> = (
+        &'a [(&'a str, &'a str)],
+        &'a [&'a str],
+        &'a str,
+        &'a str,
+        Option<&'a str>,
+    );
+    let cases: [Case; 6] = [
+        (&[], &["URI:spiffe://cluster.local/ns/-a/sa/app"], istiod, "", Some("SanNotAllowed: URI subjectAltName \"spiffe://cluster.local/ns/-a/sa/app\": {namespace} would be \"-a\", which is not a valid namespace name")),
+        (&[], &["DNS:my.app.team-a.svc"], "system:serviceaccount:team-a:my.app", "", Some("SanNotAllowed: DNS subjectAltName \"my.app.team-a.svc\": {serviceaccount} would be \"my.app\", which contains '.'")),
+        (&[("CN", "app.team-a.svc")], &[], "app.team-a.svc", "", Some("IdentityMismatch: subject commonName \"app.team-a.svc\" fits \"{username}\" for requester \"app.team-a.svc\" but \"{serviceaccount}.{namespace}.svc\" for another identity")),
+        (&[("CN", "developer"), ("O", "system:nodes")], &[], "developer", "system:authenticated", Some("SubjectNotAllowed: subject organization \"system:nodes\" is a Kubernetes system: name that is not the requester's own group")),
+        (&[("CN", "system:node:node-1")], &[], istiod, "", Some("SubjectNotAllowed: subject commonName \"system:node:node-1\" is a Kubernetes system: name that is not the requester's own username")),
+        (&[("CN", "system:node:node-1"), ("O", "system:nodes")], &[], "system:node:node-1", "system:nodes,system:authenticated", None),
+    ];
+    for (subject, sans, requester, groups, expected) in cases {
+        std::fs::write(
+            &csr,
+            CsrSpec::new(key(KeyType::P256), subject).sans(sans).pem(),
+        )
+        .expect("csr");
+        let o = run(bin()
+            .args([
+                "sign",
+                "--signer",
+                "example.com/mtls",
+                "--usages",
+                "digital signature,client auth",
+            ])
+            .args(["--requester", requester, "--groups", groups, "--config"])
+            .arg(&config)
+            .arg("--csr")
+            .arg(&csr));
+        match expected {
+            Some(refusal) => {
+                assert_eq!(
+                    o.status.code(),
+                    Some(2),
+                    "{requester} {subject:?} {sans:?}: {}",
+                    text(&o.stderr)
+                );
+                assert!(
+                    text(&o.stderr).starts_with(refusal),
+                    "got    {}wanted {refusal}",
+                    text(&o.stderr)
+                );
+            }
+            None => {
+                assert!(o.status.success(), "{}", text(&o.stderr));
+                assert!(text(&o.stdout).contains("BEGIN CERTIFICATE"));
+            }
+        }
+    }
+}
