@@ -197,17 +197,9 @@ impl SigningCa {
                 )))
             }
         };
-        let cert_der = cert
-            .to_der()
-            .map_err(|e| cert_err(format!("cannot encode certificate: {e}")))?;
-        let parsed = Certificate::from_der(&cert_der)
-            .map_err(|e| cert_err(format!("cannot parse certificate: {e}")))?;
+        let (cert_der, parsed) = der_and_parsed(cert).map_err(&cert_err)?;
         let tbs = parsed.tbs_certificate();
-
-        let bc: Option<(bool, BasicConstraints)> = tbs
-            .get_extension()
-            .map_err(|e| cert_err(format!("malformed basicConstraints: {e}")))?;
-        if !bc.is_some_and(|(_, bc)| bc.ca) {
+        if !is_ca(tbs).map_err(&cert_err)? {
             return Err(cert_err(
                 "not a CA certificate: basicConstraints CA:TRUE is required".into(),
             ));
@@ -385,6 +377,24 @@ impl SigningCa {
     }
 }
 
+/// The certificate's DER and its parse, for the checks OpenSSL's API does not offer.
+fn der_and_parsed(c: &X509Ref) -> std::result::Result<(Vec<u8>, Certificate), String> {
+    let der = c
+        .to_der()
+        .map_err(|e| format!("cannot encode certificate: {e}"))?;
+    let parsed =
+        Certificate::from_der(&der).map_err(|e| format!("cannot parse certificate: {e}"))?;
+    Ok((der, parsed))
+}
+
+/// basicConstraints CA:TRUE.
+fn is_ca(tbs: &x509_cert::TbsCertificate) -> std::result::Result<bool, String> {
+    let bc: Option<(bool, BasicConstraints)> = tbs
+        .get_extension()
+        .map_err(|e| format!("malformed basicConstraints: {e}"))?;
+    Ok(bc.is_some_and(|(_, bc)| bc.ca))
+}
+
 fn is_self_issued(c: &X509Ref) -> bool {
     c.subject_name().to_der().ok() == c.issuer_name().to_der().ok()
 }
@@ -437,16 +447,10 @@ fn chain_above(signing: &X509Ref, path: &Path, bytes: &[u8], now: SystemTime) ->
                 describe(c)
             )));
         }
-        let der = c
-            .to_der()
-            .map_err(|e| err(format!("certificate {n}: cannot encode: {e}")))?;
-        let parsed = Certificate::from_der(&der)
-            .map_err(|e| err(format!("certificate {n}: cannot parse: {e}")))?;
+        let in_n = |m: String| err(format!("certificate {n}: {m}"));
+        let (_, parsed) = der_and_parsed(c).map_err(in_n)?;
         let tbs = parsed.tbs_certificate();
-        let bc: Option<(bool, BasicConstraints)> = tbs
-            .get_extension()
-            .map_err(|e| err(format!("certificate {n}: malformed basicConstraints: {e}")))?;
-        if !bc.is_some_and(|(_, bc)| bc.ca) {
+        if !is_ca(tbs).map_err(in_n)? {
             return Err(err(format!(
                 "certificate {n} {} is not a CA certificate (basicConstraints CA:TRUE)",
                 describe(c)

@@ -17,6 +17,16 @@ fn run(cmd: &mut Command) -> Output {
     cmd.output().expect("run csr-signer")
 }
 
+/// `csr-signer sign --signer example.com/mtls --config CONFIG --csr CSR ARGS…`.
+fn sign(config: &Path, csr: &Path, args: &[&str]) -> Output {
+    run(bin()
+        .args(["sign", "--signer", "example.com/mtls", "--config"])
+        .arg(config)
+        .arg("--csr")
+        .arg(csr)
+        .args(args))
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -79,22 +89,18 @@ fn sign_prints_a_certificate_openssl_verifies() {
         .pem(),
     )
     .expect("csr");
-    let o = run(bin()
-        .args([
-            "sign",
-            "--signer",
-            "example.com/mtls",
+    let o = sign(
+        &config,
+        &csr,
+        &[
             "--usages",
             "digital signature,client auth",
             "--expiration-seconds",
             "86400",
             "--requester",
             "developer",
-            "--config",
-        ])
-        .arg(&config)
-        .arg("--csr")
-        .arg(&csr));
+        ],
+    );
     assert!(o.status.success(), "{}", text(&o.stderr));
     let crt = ca.dir.path().join("dev.crt");
     std::fs::write(&crt, &o.stdout).expect("write");
@@ -418,18 +424,18 @@ fn sign_applies_one_name_one_identity_and_system_names() {
             CsrSpec::new(key(KeyType::P256), subject).sans(sans).pem(),
         )
         .expect("csr");
-        let o = run(bin()
-            .args([
-                "sign",
-                "--signer",
-                "example.com/mtls",
+        let o = sign(
+            &config,
+            &csr,
+            &[
                 "--usages",
                 "digital signature,client auth",
-            ])
-            .args(["--requester", requester, "--groups", groups, "--config"])
-            .arg(&config)
-            .arg("--csr")
-            .arg(&csr));
+                "--requester",
+                requester,
+                "--groups",
+                groups,
+            ],
+        );
         match expected {
             Some(refusal) => {
                 assert_eq!(
