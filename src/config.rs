@@ -244,7 +244,7 @@ pub const ENV_PREFIX: &str = "CSR_SIGNER__";
 /// Where each key came from, so that every error names the file, environment variable or flag that
 /// set the offending key.
 #[derive(Debug, Clone, Default)]
-pub struct Origins {
+struct Origins {
     /// The YAML file, if any.
     file: Option<PathBuf>,
     /// `(key, what set it)` for environment variables and flags, in the order applied.
@@ -254,7 +254,7 @@ pub struct Origins {
 impl Origins {
     /// What set `key` (or something under it): the last environment variable or flag that did,
     /// else the file.
-    pub fn of(&self, key: &str) -> String {
+    fn of(&self, key: &str) -> String {
         let under = |k: &str| {
             k == key
                 || k.strip_prefix(key)
