@@ -11,13 +11,44 @@ use der::Decode;
 use openssl::hash::{hash, MessageDigest};
 use openssl::nid::Nid;
 use openssl::pkey::{Id, PKey, Private};
-use openssl::x509::X509;
+use openssl::x509::{X509Ref, X509};
 use x509_cert::ext::pkix::{BasicConstraints, KeyUsage, KeyUsages, SubjectKeyIdentifier};
 use x509_cert::Certificate;
 
 use crate::config::CaSettings;
 use crate::error::crypto;
 use crate::error::{Error, Result};
+
+/// One of the files a signer's `ca:` settings name, for errors that must say which key named it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CaFile {
+    Cert,
+    Key,
+    Chain,
+    Passphrase,
+}
+
+impl CaFile {
+    /// The key under `ca:` (`keyFile`).
+    pub fn key(self) -> &'static str {
+        match self {
+            CaFile::Cert => "certFile",
+            CaFile::Key => "keyFile",
+            CaFile::Chain => "chainFile",
+            CaFile::Passphrase => "passphraseFile",
+        }
+    }
+
+    /// An error about this file.
+    fn error(self, path: &Path, message: impl Into<String>) -> Error {
+        Error::Ca {
+            file: self,
+            path: path.to_owned(),
+            message: message.into(),
+            source: None,
+        }
+    }
+}
 
 /// The signature algorithm a CA key signs with (k8s-csr-rules §2.3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -115,21 +146,25 @@ impl std::fmt::Debug for CaFiles {
     }
 }
 
-fn read(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|error| Error::Io {
+fn read(file: CaFile, path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|error| Error::Ca {
+        file,
         path: path.to_owned(),
-        error,
+        message: "cannot read".into(),
+        source: Some(error),
     })
 }
 
 impl CaFiles {
     /// Reads every file named by the settings.
     pub fn read(settings: &CaSettings) -> Result<CaFiles> {
+        let optional =
+            |file, path: &Option<PathBuf>| path.as_deref().map(|p| read(file, p)).transpose();
         Ok(CaFiles {
-            cert: read(&settings.cert_file)?,
-            key: read(&settings.key_file)?,
-            chain: settings.chain_file.as_deref().map(read).transpose()?,
-            passphrase: settings.passphrase_file.as_deref().map(read).transpose()?,
+            cert: read(CaFile::Cert, &settings.cert_file)?,
+            key: read(CaFile::Key, &settings.key_file)?,
+            chain: optional(CaFile::Chain, &settings.chain_file)?,
+            passphrase: optional(CaFile::Passphrase, &settings.passphrase_file)?,
         })
     }
 }
@@ -149,11 +184,7 @@ impl SigningCa {
         files: &CaFiles,
         now: SystemTime,
     ) -> Result<SigningCa> {
-        let cert_path = settings.cert_file.clone();
-        let cert_err = |message: String| Error::Ca {
-            path: cert_path.clone(),
-            message,
-        };
+        let cert_err = |message: String| CaFile::Cert.error(&settings.cert_file, message);
         let certs = X509::stack_from_pem(&files.cert)
             .map_err(|e| cert_err(format!("cannot parse PEM certificates: {e}")))?;
         let cert = match certs.as_slice() {
@@ -166,17 +197,9 @@ impl SigningCa {
                 )))
             }
         };
-        let cert_der = cert
-            .to_der()
-            .map_err(|e| cert_err(format!("cannot encode certificate: {e}")))?;
-        let parsed = Certificate::from_der(&cert_der)
-            .map_err(|e| cert_err(format!("cannot parse certificate: {e}")))?;
+        let (cert_der, parsed) = der_and_parsed(cert).map_err(&cert_err)?;
         let tbs = parsed.tbs_certificate();
-
-        let bc: Option<(bool, BasicConstraints)> = tbs
-            .get_extension()
-            .map_err(|e| cert_err(format!("malformed basicConstraints: {e}")))?;
-        if !bc.is_some_and(|(_, bc)| bc.ca) {
+        if !is_ca(tbs).map_err(&cert_err)? {
             return Err(cert_err(
                 "not a CA certificate: basicConstraints CA:TRUE is required".into(),
             ));
@@ -212,11 +235,7 @@ impl SigningCa {
             .map_err(|e| cert_err(format!("cannot read the subject: {e}")))?
             .to_vec();
 
-        let key_path = settings.key_file.clone();
-        let key_err = |message: String| Error::Ca {
-            path: key_path.clone(),
-            message,
-        };
+        let key_err = |message: String| CaFile::Key.error(&settings.key_file, message);
         if files.passphrase.is_none() && files.key.windows(9).any(|w| w == b"ENCRYPTED") {
             return Err(key_err(
                 "the private key is encrypted: set passphraseFile".into(),
@@ -312,17 +331,18 @@ impl SigningCa {
             chain_pem.push_str(&ca_pem);
         }
         if let (Some(path), Some(bytes)) = (&settings.chain_file, &files.chain) {
-            let chain = X509::stack_from_pem(bytes).map_err(|e| Error::Ca {
-                path: path.clone(),
-                message: format!("cannot parse PEM certificates: {e}"),
-            })?;
-            for c in chain {
-                let der = c.to_der().map_err(|e| Error::Ca {
-                    path: path.clone(),
-                    message: format!("cannot encode certificate: {e}"),
+            if self_signed {
+                return Err(CaFile::Chain.error(
+                    path,
+                    "the signing CA is a self-signed root: nothing is above it, so chainFile must not be set",
+                ));
+            }
+            for c in chain_above(cert, path, bytes, now)? {
+                let der = c.to_der().map_err(|e| {
+                    CaFile::Chain.error(path, format!("cannot encode certificate: {e}"))
                 })?;
                 // A root in the chain file is the trust anchor: distribute it, never send it.
-                if c.subject_name().to_der().ok() == c.issuer_name().to_der().ok() {
+                if is_self_issued(&c) {
                     cert_pem.push_str(&pem(&der));
                 } else {
                     chain_pem.push_str(&pem(&der));
@@ -360,6 +380,112 @@ impl SigningCa {
     pub fn remaining(&self, now: SystemTime) -> Duration {
         self.not_after.duration_since(now).unwrap_or_default()
     }
+}
+
+/// The certificate's DER and its parse, for the checks OpenSSL's API does not offer.
+fn der_and_parsed(c: &X509Ref) -> std::result::Result<(Vec<u8>, Certificate), String> {
+    let der = c
+        .to_der()
+        .map_err(|e| format!("cannot encode certificate: {e}"))?;
+    let parsed =
+        Certificate::from_der(&der).map_err(|e| format!("cannot parse certificate: {e}"))?;
+    Ok((der, parsed))
+}
+
+/// basicConstraints CA:TRUE.
+fn is_ca(tbs: &x509_cert::TbsCertificate) -> std::result::Result<bool, String> {
+    let bc: Option<(bool, BasicConstraints)> = tbs
+        .get_extension()
+        .map_err(|e| format!("malformed basicConstraints: {e}"))?;
+    Ok(bc.is_some_and(|(_, bc)| bc.ca))
+}
+
+fn is_self_issued(c: &X509Ref) -> bool {
+    c.subject_name().to_der().ok() == c.issuer_name().to_der().ok()
+}
+
+/// `CN=…, O=…` for messages.
+fn describe(c: &X509Ref) -> String {
+    let parts: Vec<String> = c
+        .subject_name()
+        .entries()
+        .map(|e| {
+            let name = e.object().nid().short_name().unwrap_or("?");
+            let value = e.data().to_string().unwrap_or_else(|_| "?".into());
+            format!("{name}={value}")
+        })
+        .collect();
+    format!("\"{}\"", parts.join(", "))
+}
+
+/// The chain file's certificates, checked to be what issued certificates will be verified through:
+/// the first issued the signing CA, each next one issued the one before (name and signature), every
+/// one is a CA still valid at `now`, and a self-signed root, if any, comes last and verifies itself.
+/// A chain in the wrong order or with a stranger in it would be sent to every client.
+fn chain_above(signing: &X509Ref, path: &Path, bytes: &[u8], now: SystemTime) -> Result<Vec<X509>> {
+    let err = |message: String| CaFile::Chain.error(path, message);
+    let chain = X509::stack_from_pem(bytes)
+        .map_err(|e| err(format!("cannot parse PEM certificates: {e}")))?;
+    if chain.is_empty() {
+        return Err(err("holds no certificate".into()));
+    }
+    let mut child: &X509Ref = signing;
+    for (i, c) in chain.iter().enumerate() {
+        let n = i + 1;
+        let what = if i == 0 {
+            format!("the signing CA {}", describe(child))
+        } else {
+            format!("certificate {i} {}", describe(child))
+        };
+        if child.issuer_name().to_der().ok() != c.subject_name().to_der().ok() {
+            return Err(err(format!(
+                "certificate {n} {} is not the issuer of {what}: list the issuers in order, starting with the signing CA's",
+                describe(c)
+            )));
+        }
+        let key = c
+            .public_key()
+            .map_err(|e| err(format!("certificate {n}: cannot read its public key: {e}")))?;
+        if !child.verify(&key).unwrap_or(false) {
+            return Err(err(format!(
+                "the signature of {what} does not verify with the key of certificate {n} {}",
+                describe(c)
+            )));
+        }
+        let in_n = |m: String| err(format!("certificate {n}: {m}"));
+        let (_, parsed) = der_and_parsed(c).map_err(in_n)?;
+        let tbs = parsed.tbs_certificate();
+        if !is_ca(tbs).map_err(in_n)? {
+            return Err(err(format!(
+                "certificate {n} {} is not a CA certificate (basicConstraints CA:TRUE)",
+                describe(c)
+            )));
+        }
+        let not_after = tbs.validity().not_after.to_system_time();
+        if not_after <= now {
+            return Err(err(format!(
+                "certificate {n} {} expired at {}",
+                describe(c),
+                humantime::format_rfc3339_seconds(not_after)
+            )));
+        }
+        if is_self_issued(c) {
+            if n != chain.len() {
+                return Err(err(format!(
+                    "certificate {n} {} is a self-signed root, so it must be the last",
+                    describe(c)
+                )));
+            }
+            if !c.verify(&key).unwrap_or(false) {
+                return Err(err(format!(
+                    "certificate {n} {} names itself as issuer but its signature does not verify with its own key",
+                    describe(c)
+                )));
+            }
+        }
+        child = c;
+    }
+    Ok(chain)
 }
 
 fn trim_newline(b: &[u8]) -> &[u8] {

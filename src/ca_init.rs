@@ -168,8 +168,46 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     Ok(())
 }
 
+/// Longest CA validity `ca init` makes (`Asn1Time` and clients alike choke far beyond it).
+pub const MAX_DAYS: u32 = 36_500;
+
+impl InitOptions {
+    /// Refuses options that would make a useless or broken CA, naming the flag.
+    fn check(&self) -> Result<()> {
+        let invalid =
+            |option: &'static str, message: String| Err(Error::InvalidOption { option, message });
+        // With an intermediate, the intermediate ends a day before the root, so it needs two.
+        let min_days = if self.intermediate { 2 } else { 1 };
+        if self.days < min_days {
+            return invalid(
+                "--days",
+                format!(
+                    "must be at least {min_days}{} (got {})",
+                    if self.intermediate {
+                        " with --intermediate"
+                    } else {
+                        ""
+                    },
+                    self.days
+                ),
+            );
+        }
+        if self.days > MAX_DAYS {
+            return invalid(
+                "--days",
+                format!("must be at most {MAX_DAYS} (got {})", self.days),
+            );
+        }
+        if self.common_name.trim().is_empty() {
+            return invalid("--common-name", "must not be empty".into());
+        }
+        Ok(())
+    }
+}
+
 /// Creates the CA files in `opts.out` (created if missing). Refuses to overwrite anything.
 pub fn init(opts: &InitOptions) -> Result<Created> {
+    opts.check()?;
     std::fs::create_dir_all(&opts.out).map_err(|error| Error::Io {
         path: opts.out.clone(),
         error,
@@ -217,7 +255,7 @@ pub fn init(opts: &InitOptions) -> Result<Created> {
         let int = ca_certificate(
             &int_key,
             &opts.common_name,
-            opts.days.saturating_sub(1).max(1),
+            opts.days - 1,
             Some((&root, &root_key)),
             Some(0),
         )?;

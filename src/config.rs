@@ -1,6 +1,7 @@
-//! Settings: a YAML file < environment (`CSR_SIGNER__SECTION__KEY`) < command-line flags, merged by the
-//! `config` crate, then validated once into newtypes so that the rest of the program cannot hold an
-//! invalid value. Every error names the file and the key.
+//! Settings: a YAML file < environment (`CSR_SIGNER__SECTION__KEY`) < command-line flags, merged into
+//! one YAML tree, deserialized with the path of every value tracked, then validated once into newtypes
+//! so that the rest of the program cannot hold an invalid value. Every error names what set the key
+//! (the file, an environment variable or a flag) and the key (`signers[0].ca.keyFile`).
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -10,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::audit::AuditSettings;
 use crate::error::{Error, Result};
-use crate::policy::{Policy, PolicySettings};
+use crate::policy::{is_dns_label, Policy, PolicySettings};
 pub use crate::trust::TrustBundleSettings;
 
 /// A validated `spec.signerName` (k8s-csr-rules §3.C V-6): `<domain>/<path>`, lower-case DNS labels.
@@ -42,7 +43,7 @@ impl SignerName {
             ));
         }
         for label in domain.split('.').chain(path.split('.')) {
-            if !is_dns1123_label(label) {
+            if !is_dns_label(label) {
                 return Err(format!(
                     "{s:?}: {label:?} must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character"
                 ));
@@ -63,15 +64,6 @@ impl std::fmt::Display for SignerName {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
     }
-}
-
-fn is_dns1123_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -241,6 +233,8 @@ pub struct Settings {
     pub audit: AuditSettings,
     /// Where the settings came from, for messages.
     pub source: String,
+    /// What set each key, for messages about it found later (a CA file that does not load).
+    origins: Origins,
 }
 
 /// Command-line values that override the file and the environment (`None` = not given).
@@ -251,72 +245,362 @@ pub struct Overrides {
     pub log_level: Option<String>,
 }
 
+/// The prefix of environment variables that set keys: `CSR_SIGNER__CONTROLLER__QPS` is `controller.qps`,
+/// `CSR_SIGNER__SIGNERS__0__CA__KEY_FILE` is `signers[0].ca.keyFile` (`__` nests, a number indexes a
+/// list, `_` starts a new word of a camelCase key).
+pub const ENV_PREFIX: &str = "CSR_SIGNER__";
+
+/// Where each key came from, so that every error names the file, environment variable or flag that
+/// set the offending key.
+#[derive(Debug, Clone, Default)]
+struct Origins {
+    /// The YAML file, if any.
+    file: Option<PathBuf>,
+    /// `(key, what set it)` for environment variables and flags, in the order applied.
+    set: Vec<(String, String)>,
+}
+
+impl Origins {
+    /// What set `key` (or something under it): the last environment variable or flag that did,
+    /// else the file.
+    fn of(&self, key: &str) -> String {
+        let under = |k: &str| {
+            k == key
+                || k.strip_prefix(key)
+                    .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
+        };
+        match self.set.iter().rev().find(|(k, _)| under(k)) {
+            Some((_, by)) => by.clone(),
+            None => self.file_name(),
+        }
+    }
+
+    fn file_name(&self) -> String {
+        self.file
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "<defaults>".into())
+    }
+
+    /// Whether `key` was set by the file (not overridden), so a relative path in it is the file's.
+    fn set_by_the_file(&self, key: &str) -> bool {
+        self.file.is_some() && !self.set.iter().any(|(k, _)| k == key)
+    }
+
+    fn error(&self, key: impl Into<String>, message: impl Into<String>) -> Error {
+        let key = key.into();
+        Error::Config {
+            origin: self.of(&key),
+            key,
+            message: message.into(),
+        }
+    }
+}
+
+/// One step of a key path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Step {
+    Key(String),
+    Index(usize),
+}
+
+/// `signers[0].ca.keyFile` for display and lookups.
+fn key_path(steps: &[Step]) -> String {
+    let mut out = String::new();
+    for s in steps {
+        match s {
+            Step::Key(k) if out.is_empty() => out.push_str(k),
+            Step::Key(k) => {
+                out.push('.');
+                out.push_str(k)
+            }
+            Step::Index(i) => out.push_str(&format!("[{i}]")),
+        }
+    }
+    out
+}
+
+/// The key an environment variable sets, or why it names none.
+fn env_steps(name: &str) -> std::result::Result<Vec<Step>, String> {
+    let rest = name.strip_prefix(ENV_PREFIX).unwrap_or(name);
+    rest.split("__")
+        .map(|part| {
+            if part.is_empty() {
+                return Err("empty key segment (use `__` only between keys)".to_string());
+            }
+            if part.bytes().all(|b| b.is_ascii_digit()) {
+                return part
+                    .parse()
+                    .map(Step::Index)
+                    .map_err(|_| format!("index {part} is too large"));
+            }
+            let mut key = String::new();
+            for (i, word) in part.split('_').enumerate() {
+                let word = word.to_ascii_lowercase();
+                let mut chars = word.chars();
+                match chars.next() {
+                    None => return Err(format!("{part:?}: empty word")),
+                    Some(c) if i > 0 => {
+                        key.push(c.to_ascii_uppercase());
+                        key.extend(chars);
+                    }
+                    Some(c) => {
+                        key.push(c);
+                        key.extend(chars);
+                    }
+                }
+            }
+            Ok(Step::Key(key))
+        })
+        .collect()
+}
+
+/// An environment value as YAML would read the scalar (`7`, `true`, `"007"`), else the text as it is
+/// (`[::]:8080` is a listen address, not a YAML list).
+fn env_value(text: &str) -> serde_yaml::Value {
+    use serde_yaml::Value;
+    match serde_yaml::from_str::<Value>(text) {
+        Ok(v @ (Value::Bool(_) | Value::Number(_) | Value::String(_))) => v,
+        _ => Value::String(text.to_owned()),
+    }
+}
+
+/// Sets `value` at `steps` in `tree`, creating maps and appending list entries as needed.
+fn set_at(
+    tree: &mut serde_yaml::Value,
+    steps: &[Step],
+    value: serde_yaml::Value,
+) -> std::result::Result<(), String> {
+    use serde_yaml::Value;
+    let Some((first, rest)) = steps.split_first() else {
+        *tree = value;
+        return Ok(());
+    };
+    match first {
+        Step::Key(k) => {
+            if tree.is_null() {
+                *tree = Value::Mapping(Default::default());
+            }
+            let Value::Mapping(map) = tree else {
+                return Err(format!("cannot set {k:?} inside a value that is not a map"));
+            };
+            let child = map.entry(Value::String(k.clone())).or_insert(Value::Null);
+            set_at(child, rest, value)
+        }
+        Step::Index(i) => {
+            if tree.is_null() {
+                *tree = Value::Sequence(Vec::new());
+            }
+            let Value::Sequence(list) = tree else {
+                return Err(format!(
+                    "cannot index [{i}] into a value that is not a list"
+                ));
+            };
+            if *i == list.len() {
+                list.push(Value::Null);
+            }
+            match list.get_mut(*i) {
+                Some(child) => set_at(child, rest, value),
+                None => Err(format!(
+                    "index {i} is past the end of a list of {} (add entries in order)",
+                    list.len()
+                )),
+            }
+        }
+    }
+}
+
+/// A serde error at `path`, as `(key, message)`: `missing field `x`` and `unknown field `x``
+/// name the key itself rather than the map holding it.
+fn located(path: &serde_path_to_error::Path, message: String) -> (String, String) {
+    let at = match path.to_string() {
+        p if p == "." => String::new(),
+        p => p,
+    };
+    let join = |field: &str| {
+        if at.is_empty() {
+            field.to_owned()
+        } else {
+            format!("{at}.{field}")
+        }
+    };
+    let field_in = |prefix: &str| {
+        message
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.split_once('`'))
+            .map(|(field, rest)| (field.to_owned(), rest.to_owned()))
+    };
+    if let Some((field, _)) = field_in("missing field `") {
+        return (join(&field), "required, but not set".into());
+    }
+    // The path already ends at an unknown key: it was visited before being refused.
+    if let Some((_, rest)) = field_in("unknown field `") {
+        let expected = rest.trim_start_matches(',').trim();
+        return (
+            at,
+            if expected.is_empty() {
+                "unknown key".into()
+            } else {
+                format!("unknown key ({expected})")
+            },
+        );
+    }
+    (at, message)
+}
+
 impl Settings {
     /// Loads `file` (YAML), then `CSR_SIGNER__…` environment variables, then `overrides`, and validates.
     pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Settings> {
-        let source = file
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|| "<defaults>".into());
-        let mut builder = config::Config::builder();
-        if let Some(path) = file {
-            let text = std::fs::read_to_string(path).map_err(|error| Error::Io {
-                path: path.to_owned(),
-                error,
-            })?;
-            builder = builder.add_source(config::File::from_str(&text, config::FileFormat::Yaml));
-        }
-        builder = builder.add_source(
-            config::Environment::with_prefix("CSR_SIGNER")
-                .prefix_separator("__")
-                .separator("__")
-                .convert_case(config::Case::Camel)
-                .try_parsing(true),
-        );
-        if let Some(listen) = overrides.listen {
-            builder = builder
-                .set_override("server.listen", listen.to_string())
-                .map_err(|e| config_error(&source, "server.listen", e))?;
-        }
-        if let Some(format) = overrides.log_format {
-            let value = match format {
-                LogFormat::Text => "text",
-                LogFormat::Json => "json",
+        let mut env = Vec::new();
+        for (name, value) in std::env::vars_os() {
+            let Some(name) = name.to_str().filter(|n| n.starts_with(ENV_PREFIX)) else {
+                continue;
             };
-            builder = builder
-                .set_override("log.format", value)
-                .map_err(|e| config_error(&source, "log.format", e))?;
+            let value = value.into_string().map_err(|_| Error::Config {
+                origin: format!("environment variable {name}"),
+                key: String::new(),
+                message: "the value is not valid UTF-8".into(),
+            })?;
+            env.push((name.to_owned(), value));
         }
-        if let Some(level) = &overrides.log_level {
-            builder = builder
-                .set_override("log.level", level.as_str())
-                .map_err(|e| config_error(&source, "log.level", e))?;
+        // Deterministic: the environment has no order of its own.
+        env.sort();
+        Settings::load_from(file, &env, overrides)
+    }
+
+    /// `load` with the environment given (tests need not touch the process's own).
+    pub fn load_from(
+        file: Option<&Path>,
+        env: &[(String, String)],
+        overrides: &Overrides,
+    ) -> Result<Settings> {
+        let mut origins = Origins {
+            file: file.map(Path::to_owned),
+            set: Vec::new(),
+        };
+        let mut tree = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|error| Error::Io {
+                    path: path.to_owned(),
+                    error,
+                })?;
+                parse_yaml(&text, &origins.file_name())?
+            }
+            None => serde_yaml::Value::Null,
+        };
+        for (name, text) in env {
+            let by = format!("environment variable {name}");
+            let bad = |key: String, message: String| Error::Config {
+                origin: by.clone(),
+                key,
+                message,
+            };
+            let steps = env_steps(name).map_err(|m| bad(String::new(), m))?;
+            let key = key_path(&steps);
+            set_at(&mut tree, &steps, env_value(text)).map_err(|m| bad(key.clone(), m))?;
+            origins.set.push((key, by));
         }
-        let merged = builder.build().map_err(|e| config_error(&source, "", e))?;
-        let raw: RawSettings = merged
-            .try_deserialize()
-            .map_err(|e| config_error(&source, "", e))?;
-        Settings::validate(raw, source)
+        let flags: [(&str, &str, Option<String>); 3] = [
+            (
+                "server.listen",
+                "--listen",
+                overrides.listen.map(|l| l.to_string()),
+            ),
+            (
+                "log.format",
+                "--log-format",
+                overrides.log_format.map(|f| {
+                    match f {
+                        LogFormat::Text => "text",
+                        LogFormat::Json => "json",
+                    }
+                    .to_owned()
+                }),
+            ),
+            ("log.level", "--log-level", overrides.log_level.clone()),
+        ];
+        for (key, flag, value) in flags {
+            let Some(value) = value else { continue };
+            let steps: Vec<Step> = key.split('.').map(|k| Step::Key(k.into())).collect();
+            set_at(&mut tree, &steps, serde_yaml::Value::String(value)).map_err(|m| {
+                Error::Config {
+                    origin: format!("flag {flag}"),
+                    key: key.into(),
+                    message: m,
+                }
+            })?;
+            origins.set.push((key.into(), format!("flag {flag}")));
+        }
+        let settings = Settings::from_tree(tree, origins)?;
+        Ok(settings.with_paths_relative_to_the_file())
     }
 
     /// Parses settings from YAML text (used by tests and `csr-signer dev`).
     pub fn from_yaml(text: &str, source: &str) -> Result<Settings> {
-        let raw: RawSettings = serde_yaml::from_str(text).map_err(|e| Error::Config {
-            file: source.to_owned(),
-            key: e
-                .location()
-                .map(|l| format!("line {} column {}", l.line(), l.column()))
-                .unwrap_or_default(),
-            message: e.to_string(),
-        })?;
-        Settings::validate(raw, source.to_owned())
+        let tree = parse_yaml(text, source)?;
+        let origins = Origins {
+            file: Some(PathBuf::from(source)),
+            set: Vec::new(),
+        };
+        Settings::from_tree(tree, origins)
     }
 
-    fn validate(raw: RawSettings, source: String) -> Result<Settings> {
-        let err = |key: String, message: String| Error::Config {
-            file: source.clone(),
-            key,
-            message,
+    fn from_tree(mut tree: serde_yaml::Value, origins: Origins) -> Result<Settings> {
+        // An empty file is an empty map (every key at its default).
+        if tree.is_null() {
+            tree = serde_yaml::Value::Mapping(Default::default());
+        }
+        let raw: RawSettings = serde_path_to_error::deserialize(tree).map_err(|e| {
+            let (key, message) = located(e.path(), e.inner().to_string());
+            origins.error(key, message)
+        })?;
+        Settings::validate(raw, origins)
+    }
+
+    /// A relative CA (or audit file) path written in the file is relative to the file's folder, wherever the
+    /// signer was started from; one given by an environment variable stays relative to the
+    /// working directory, like any path given to a process.
+    fn with_paths_relative_to_the_file(mut self) -> Settings {
+        let Some(dir) = self
+            .origins
+            .file
+            .as_ref()
+            .and_then(|f| f.parent())
+            .map(Path::to_owned)
+        else {
+            return self;
         };
+        for (i, s) in self.signers.iter_mut().enumerate() {
+            let origins = &self.origins;
+            let resolve = |name: &str, p: &mut PathBuf| {
+                if p.is_relative() && origins.set_by_the_file(&format!("signers[{i}].ca.{name}")) {
+                    *p = dir.join(&*p);
+                }
+            };
+            resolve("certFile", &mut s.ca.cert_file);
+            resolve("keyFile", &mut s.ca.key_file);
+            if let Some(p) = s.ca.chain_file.as_mut() {
+                resolve("chainFile", p);
+            }
+            if let Some(p) = s.ca.passphrase_file.as_mut() {
+                resolve("passphraseFile", p);
+            }
+        }
+        if let Some(p) = self.audit.file.as_mut() {
+            if p.is_relative() && self.origins.set_by_the_file("audit.file") {
+                *p = dir.join(&*p);
+            }
+        }
+        self
+    }
+
+    /// What set `key` (`signers[0].ca.keyFile`): the file, an environment variable or a flag.
+    pub fn origin_of(&self, key: &str) -> String {
+        self.origins.of(key)
+    }
+
+    fn validate(raw: RawSettings, origins: Origins) -> Result<Settings> {
+        let err = |key: String, message: String| origins.error(key, message);
         if raw.signers.is_empty() {
             return Err(err(
                 "signers".into(),
@@ -378,7 +662,8 @@ impl Settings {
             log: raw.log,
             trust_bundles: raw.trust_bundles,
             audit: raw.audit,
-            source,
+            source: origins.file_name(),
+            origins,
         })
     }
 
@@ -405,19 +690,16 @@ impl Settings {
     }
 }
 
-fn config_error(source: &str, key: &str, e: config::ConfigError) -> Error {
-    // The config crate puts the failing key at the end of its message ("… for key `signers[0]`");
-    // move it to the front so every configuration error reads "file: key: problem".
-    let text = e.to_string();
-    let (message, found_key) = match text.rsplit_once(" for key `") {
-        Some((m, k)) => (m.to_owned(), k.trim_end_matches('`').to_owned()),
-        None => (text, key.to_owned()),
-    };
-    Error::Config {
-        file: source.to_owned(),
-        key: found_key,
-        message,
-    }
+/// YAML text as a tree; a syntax error names the line and column.
+fn parse_yaml(text: &str, origin: &str) -> Result<serde_yaml::Value> {
+    serde_yaml::from_str(text).map_err(|e| Error::Config {
+        origin: origin.to_owned(),
+        key: e
+            .location()
+            .map(|l| format!("line {} column {}", l.line(), l.column()))
+            .unwrap_or_default(),
+        message: e.to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -444,8 +726,120 @@ mod tests {
         let e = Settings::from_yaml(&text, "t.yaml")
             .expect_err("invalid")
             .to_string();
-        assert!(e.starts_with("t.yaml:"), "{e}");
-        assert!(e.contains("polcy"), "{e}");
+        assert!(
+            e.starts_with("t.yaml: signers[0].polcy: unknown key (expected one of `name`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn environment_variable_names_map_to_key_paths() {
+        for (var, key) in [
+            ("CSR_SIGNER__CONTROLLER__QPS", "controller.qps"),
+            (
+                "CSR_SIGNER__SIGNERS__0__CA__KEY_FILE",
+                "signers[0].ca.keyFile",
+            ),
+            (
+                "CSR_SIGNER__CONTROLLER__LEADER_ELECTION__LEASE_DURATION_SECONDS",
+                "controller.leaderElection.leaseDurationSeconds",
+            ),
+            (
+                "CSR_SIGNER__SIGNERS__1__POLICY__SANS__DNS__0",
+                "signers[1].policy.sans.dns[0]",
+            ),
+            (
+                "CSR_SIGNER__SIGNERS__0__POLICY__KEYS__ECDSA__P256",
+                "signers[0].policy.keys.ecdsa.p256",
+            ),
+        ] {
+            assert_eq!(key_path(&env_steps(var).expect(var)), key, "{var}");
+        }
+        for bad in [
+            "CSR_SIGNER__",
+            "CSR_SIGNER__LOG____LEVEL",
+            "CSR_SIGNER__LOG__LEVEL_",
+            "CSR_SIGNER__SIGNERS__99999999999999999999999",
+        ] {
+            assert!(env_steps(bad).is_err(), "{bad}");
+        }
+    }
+
+    fn env(vars: &[(&str, &str)]) -> Vec<(String, String)> {
+        vars.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn environment_values_override_the_file_and_build_lists() {
+        let dir = tempfile::tempdir().expect("dir");
+        let file = dir.path().join("c.yaml");
+        std::fs::write(&file, MINIMAL).expect("write");
+        let s = Settings::load_from(
+            Some(&file),
+            &env(&[
+                ("CSR_SIGNER__CONTROLLER__QPS", "7"),
+                (
+                    "CSR_SIGNER__CONTROLLER__LEADER_ELECTION__LEASE_NAME",
+                    "\"007\"",
+                ),
+                ("CSR_SIGNER__SERVER__LISTEN", "[::1]:9000"),
+                (
+                    "CSR_SIGNER__SIGNERS__0__POLICY__TRUSTED_REQUESTERS__0",
+                    "istiod",
+                ),
+                ("CSR_SIGNER__SIGNERS__1__NAME", "example.com/b"),
+                ("CSR_SIGNER__SIGNERS__1__CA__CERT_FILE", "b.crt"),
+                ("CSR_SIGNER__SIGNERS__1__CA__KEY_FILE", "/abs/b.key"),
+            ]),
+            &Overrides {
+                log_level: Some("debug".into()),
+                ..Overrides::default()
+            },
+        )
+        .expect("valid");
+        assert_eq!(s.controller.qps, 7.0);
+        assert_eq!(s.controller.leader_election.lease_name, "007");
+        assert_eq!(s.server.listen, "[::1]:9000".parse().expect("addr"));
+        assert_eq!(s.log.level, "debug");
+        assert_eq!(
+            s.signers[0].policy.describe()["trustedRequesters"][0],
+            "istiod"
+        );
+        assert_eq!(s.signers[1].name.as_str(), "example.com/b");
+        // From the file: relative to its folder. From the environment: as given.
+        assert_eq!(s.signers[0].ca.cert_file, dir.path().join("ca.crt"));
+        assert_eq!(s.signers[1].ca.cert_file, PathBuf::from("b.crt"));
+        assert_eq!(
+            s.origin_of("signers[1].ca.keyFile"),
+            "environment variable CSR_SIGNER__SIGNERS__1__CA__KEY_FILE"
+        );
+        assert_eq!(
+            s.origin_of("signers[0].ca.keyFile"),
+            file.display().to_string()
+        );
+        assert_eq!(s.origin_of("log.level"), "flag --log-level");
+    }
+
+    #[test]
+    #[rustfmt::skip]
+    fn errors_name_what_set_the_key() {
+        let cases: [(&[(&str, &str)], &str); 7] = [
+            (&[("CSR_SIGNER__CONTROLLER__QPS", "fast")], "environment variable CSR_SIGNER__CONTROLLER__QPS: controller.qps: invalid type: string \"fast\""),
+            (&[("CSR_SIGNER__CONTROLLER__WORKERS", "0")], "environment variable CSR_SIGNER__CONTROLLER__WORKERS: controller.workers: must be at least 1"),
+            (&[("CSR_SIGNER__CONTROLLER__QPSS", "1")], "environment variable CSR_SIGNER__CONTROLLER__QPSS: controller.qpss: unknown key"),
+            (&[("CSR_SIGNER__SIGNERS__0__POLICY__LIFETIME__MIN", "1m")], "environment variable CSR_SIGNER__SIGNERS__0__POLICY__LIFETIME__MIN: signers[0].policy.lifetime.min: must be at least 10m"),
+            (&[("CSR_SIGNER__SIGNERS__2__NAME", "example.com/c")], "environment variable CSR_SIGNER__SIGNERS__2__NAME: signers[2].name: index 2 is past the end of a list of 1"),
+            (&[("CSR_SIGNER__SIGNERS__1__NAME", "example.com/b")], "signers[1].ca: required, but not set"),
+            (&[("CSR_SIGNER__LOG__LEVEL__X", "1")], "environment variable CSR_SIGNER__LOG__LEVEL__X: log.level.x: cannot set \"x\" inside a value that is not a map"),
+        ];
+        for (vars, expected) in cases {
+            let e = Settings::load_from(None, &env(&[("CSR_SIGNER__SIGNERS__0__NAME", "example.com/a"), ("CSR_SIGNER__SIGNERS__0__CA__CERT_FILE", "a"), ("CSR_SIGNER__SIGNERS__0__CA__KEY_FILE", "b"), ("CSR_SIGNER__LOG__LEVEL", "info")]).into_iter().chain(env(vars)).collect::<Vec<_>>(), &Overrides::default())
+                .expect_err(expected)
+                .to_string();
+            assert!(e.starts_with(expected) || e.ends_with(expected), "{e}\nwanted {expected}");
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use crate::ca::{CaFiles, SigningCa};
+use crate::ca::{CaFile, CaFiles, SigningCa};
 use crate::config::{CaSettings, Settings, SignerName, SignerSettings};
 use crate::csr;
 use crate::error::{Error, Result};
@@ -68,7 +68,45 @@ pub struct SignerEngine {
     name: SignerName,
     policy: Policy,
     ca_settings: CaSettings,
+    ca_keys: CaKeys,
     current: RwLock<(Arc<SigningCa>, CaFiles)>,
+}
+
+/// Where a signer's `ca:` keys were set, so that an error about a CA file (at startup or on reload)
+/// names the key and what set it: `config.yaml: signers[0].ca.keyFile: /ca/tls.key: …`.
+#[derive(Clone, Debug)]
+struct CaKeys {
+    /// `(file, key, origin)` for each of the `ca:` files.
+    keys: Vec<(CaFile, String, String)>,
+}
+
+impl CaKeys {
+    fn new(settings: &Settings, index: usize) -> CaKeys {
+        let keys = [CaFile::Cert, CaFile::Key, CaFile::Chain, CaFile::Passphrase]
+            .into_iter()
+            .map(|f| {
+                let key = format!("signers[{index}].ca.{}", f.key());
+                let origin = settings.origin_of(&key);
+                (f, key, origin)
+            })
+            .collect();
+        CaKeys { keys }
+    }
+
+    /// Wraps an error about a CA file in the setting that named the file.
+    fn locate(&self, e: Error) -> Error {
+        let Error::Ca { file, .. } = &e else {
+            return e;
+        };
+        match self.keys.iter().find(|(f, _, _)| f == file) {
+            Some((_, key, origin)) => Error::Setting {
+                origin: origin.clone(),
+                key: key.clone(),
+                source: Box::new(e),
+            },
+            None => e,
+        }
+    }
 }
 
 impl std::fmt::Debug for SignerEngine {
@@ -81,13 +119,15 @@ impl std::fmt::Debug for SignerEngine {
 }
 
 impl SignerEngine {
-    /// Loads the signer's CA.
-    pub fn new(settings: &SignerSettings) -> Result<SignerEngine> {
-        let (ca, files) = SigningCa::load(&settings.ca, SystemTime::now())?;
+    /// Loads the signer's CA; `ca_keys` says where its settings came from.
+    fn new(settings: &SignerSettings, ca_keys: CaKeys) -> Result<SignerEngine> {
+        let (ca, files) =
+            SigningCa::load(&settings.ca, SystemTime::now()).map_err(|e| ca_keys.locate(e))?;
         Ok(SignerEngine {
             name: settings.name.clone(),
             policy: settings.policy.clone(),
             ca_settings: settings.ca.clone(),
+            ca_keys,
             current: RwLock::new((Arc::new(ca), files)),
         })
     }
@@ -116,7 +156,7 @@ impl SignerEngine {
     /// Re-reads the CA files. `Ok(true)` when different, valid files were swapped in; an error keeps
     /// the old CA signing.
     pub fn reload_ca_if_changed(&self) -> Result<bool> {
-        let files = CaFiles::read(&self.ca_settings)?;
+        let files = CaFiles::read(&self.ca_settings).map_err(|e| self.ca_keys.locate(e))?;
         let unchanged = match self.current.read() {
             Ok(g) => g.1 == files,
             Err(p) => p.into_inner().1 == files,
@@ -124,7 +164,8 @@ impl SignerEngine {
         if unchanged {
             return Ok(false);
         }
-        let ca = SigningCa::from_files(&self.ca_settings, &files, SystemTime::now())?;
+        let ca = SigningCa::from_files(&self.ca_settings, &files, SystemTime::now())
+            .map_err(|e| self.ca_keys.locate(e))?;
         let mut guard = match self.current.write() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
@@ -167,6 +208,11 @@ impl SignerEngine {
             .not_after
             .duration_since(issued.not_before)
             .unwrap_or(Duration::ZERO);
+        let lifetime = if cut_by_ca(now, grant.lifetime, ca.not_after)? {
+            LifetimeOutcome::CappedByCa
+        } else {
+            grant.lifetime_outcome
+        };
         Ok(Decision::Issued(Issued {
             certificate_pem: issued.certificate_pem,
             serial: issued.serial,
@@ -174,7 +220,7 @@ impl SignerEngine {
             not_after: issued.not_after,
             granted_seconds: granted.as_secs(),
             requested_seconds: grant.requested.map(|d| d.as_secs()),
-            lifetime: grant.lifetime_outcome,
+            lifetime,
         }))
     }
 
@@ -189,6 +235,14 @@ impl SignerEngine {
             Err(r) => Explanation::Refused(r),
         }
     }
+}
+
+/// Whether the CA's NotAfter, not the granted lifetime, ended the validity: with one more second of
+/// CA life the certificate would have lasted longer. Same arithmetic as issuance (`issue::validity`).
+fn cut_by_ca(now: SystemTime, lifetime: Duration, ca_not_after: SystemTime) -> Result<bool> {
+    let one_more_second = ca_not_after + Duration::from_secs(1);
+    let (_, not_after) = crate::issue::validity(now, lifetime, one_more_second)?;
+    Ok(not_after > ca_not_after)
 }
 
 /// A leaf whose subject is byte for byte its CA's cannot be told from the CA by name: chain builders
@@ -219,7 +273,8 @@ impl Engine {
         let signers = settings
             .signers
             .iter()
-            .map(SignerEngine::new)
+            .enumerate()
+            .map(|(i, s)| SignerEngine::new(s, CaKeys::new(settings, i)))
             .collect::<Result<Vec<_>>>()?;
         Ok(Engine { signers })
     }

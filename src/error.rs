@@ -28,10 +28,11 @@ pub fn chain(e: &dyn std::error::Error) -> String {
 /// see the whole chain (`{:#}` with anyhow, `chain` elsewhere).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A configuration file or value is invalid. Names the file and the key.
-    #[error("{file}: {}{message}", if key.is_empty() { String::new() } else { format!("{key}: ") })]
+    /// A configuration file or value is invalid. Names what set it (the file, `environment variable
+    /// NAME` or `flag --name`) and the key (`signers[0].policy.lifetime.min`).
+    #[error("{origin}: {}{message}", if key.is_empty() { String::new() } else { format!("{key}: ") })]
     Config {
-        file: String,
+        origin: String,
         key: String,
         message: String,
     },
@@ -44,9 +45,29 @@ pub enum Error {
         error: std::io::Error,
     },
 
-    /// The CA material is unusable (bad PEM, key mismatch, not a CA, ...). Names the file.
-    #[error("CA {}: {message}", path.display())]
-    Ca { path: PathBuf, message: String },
+    /// The CA material is unusable (unreadable, bad PEM, key mismatch, not a CA, ...). Names the file;
+    /// `Setting` around it names the key that points at the file.
+    #[error("{}: {message}", path.display())]
+    Ca {
+        /// Which of the `ca:` files.
+        file: crate::ca::CaFile,
+        path: PathBuf,
+        message: String,
+        /// Set when the file could not be read.
+        #[source]
+        source: Option<std::io::Error>,
+    },
+
+    /// A setting points at something unusable (a CA file that does not load). Names what set the key
+    /// (the file or `environment variable NAME`) and the key (`signers[0].ca.keyFile`); the cause
+    /// names the file and the problem.
+    #[error("{origin}: {key}")]
+    Setting {
+        origin: String,
+        key: String,
+        #[source]
+        source: Box<Error>,
+    },
 
     /// The CA cannot sign now (expired); transient from the controller's point of view.
     #[error("the signer has expired: NotAfter={not_after}")]
@@ -64,6 +85,13 @@ pub enum Error {
     #[error("encoding {context}: {message}")]
     Encode {
         context: &'static str,
+        message: String,
+    },
+
+    /// A command-line option has a value that cannot be used. Names the option.
+    #[error("{option}: {message}")]
+    InvalidOption {
+        option: &'static str,
         message: String,
     },
 

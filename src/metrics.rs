@@ -303,8 +303,9 @@ impl Metrics {
         let _ = self.issuance_latency.with_label_values(&[signer]);
         let _ = self.granted_lifetime.with_label_values(&[signer]);
         self.requests.with_label_values(&[signer, "issued", "None"]);
-        for result in ["honoured", "clamped", "defaulted"] {
-            self.lifetime_requests.with_label_values(&[signer, result]);
+        for result in crate::policy::LifetimeOutcome::ALL {
+            self.lifetime_requests
+                .with_label_values(&[signer, result.as_str()]);
         }
         self.ca_reload_errors.with_label_values(&[signer]);
         self.certificates_signed.with_label_values(&[signer]);

@@ -6,10 +6,10 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use csr_signer::ca::SigningCa;
+use csr_signer::ca::{CaFile, SigningCa};
 use csr_signer::ca_init::{self, KeyType};
 use csr_signer::config::CaSettings;
-use csr_signer::engine::Decision;
+use csr_signer::engine::{Decision, LifetimeOutcome};
 use csr_signer::Error;
 use openssl::asn1::Asn1Time;
 use openssl::hash::MessageDigest;
@@ -183,24 +183,18 @@ fn encrypted_keys_need_their_passphrase_and_never_leak() {
 fn chain_file_intermediates_follow_the_signing_ca() {
     // root → intermediate 1 (in chainFile) → intermediate 2 (signs).
     let dir = tempfile::tempdir().expect("dir");
-    let root_key = key(KeyType::P256);
-    let root = ca_init::ca_certificate(&root_key, "root", 30, None, Some(2)).expect("root");
-    let k1 = key(KeyType::P256);
-    let i1 =
-        ca_init::ca_certificate(&k1, "int1", 30, Some((&root, &root_key)), Some(1)).expect("i1");
-    let k2 = key(KeyType::P384);
-    let i2 = ca_init::ca_certificate(&k2, "int2", 30, Some((&i1, &k1)), Some(0)).expect("i2");
+    let l = ladder(dir.path(), KeyType::P384);
     let w = |name: &str, bytes: Vec<u8>| {
         let p = dir.path().join(name);
         std::fs::write(&p, bytes).expect("write");
         p
     };
-    let root_path = w("root.crt", root.to_pem().expect("pem"));
-    let mut chain = i1.to_pem().expect("pem");
-    chain.extend(root.to_pem().expect("pem"));
+    let root_path = w("root.crt", l.root.to_pem().expect("pem"));
+    let mut chain = l.int1.to_pem().expect("pem");
+    chain.extend(l.root.to_pem().expect("pem"));
     let ca = TestCa {
-        cert: w("ca.crt", i2.to_pem().expect("pem")),
-        key: w("ca.key", k2.private_key_to_pem_pkcs8().expect("pem")),
+        cert: l.cert,
+        key: l.key,
         chain: Some(w("chain.crt", chain)),
         root: root_path,
         dir,
@@ -261,10 +255,28 @@ fn reload_swaps_valid_files_and_keeps_the_old_ca_on_a_broken_swap() {
     // A broken swap: a key that does not match. The old CA keeps signing.
     let other = TestCa::new(KeyType::P256);
     std::fs::copy(&other.key, &ca.key).expect("copy");
-    assert!(matches!(
-        signer.reload_ca_if_changed(),
-        Err(Error::Ca { .. })
-    ));
+    // The error names the setting that points at the broken file, as startup would.
+    match signer.reload_ca_if_changed() {
+        Err(Error::Setting {
+            origin,
+            key,
+            source,
+        }) => {
+            assert_eq!(origin, "test.yaml");
+            assert_eq!(key, "signers[0].ca.keyFile");
+            assert!(
+                matches!(
+                    *source,
+                    Error::Ca {
+                        file: CaFile::Key,
+                        ..
+                    }
+                ),
+                "{source}"
+            );
+        }
+        other => panic!("expected a located CA error, got {other:?}"),
+    }
     let pem = CsrSpec::new(key(KeyType::P256), &[("CN", "developer")]).pem();
     let usages = strings(&["client auth"]);
     let sign = || match signer
@@ -288,4 +300,174 @@ fn reload_swaps_valid_files_and_keeps_the_old_ca_on_a_broken_swap() {
         verify_with_store(&pem_new, &old_root).is_err(),
         "no longer the old CA"
     );
+}
+
+/// root → int1 → int2 (signs, with a `signing` key): the certificates and keys, int2 and its key
+/// written to `dir`.
+struct Ladder {
+    root: openssl::x509::X509,
+    root_key: openssl::pkey::PKey<openssl::pkey::Private>,
+    int1_key: openssl::pkey::PKey<openssl::pkey::Private>,
+    int1: openssl::x509::X509,
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+}
+
+fn ladder(dir: &std::path::Path, signing: KeyType) -> Ladder {
+    let root_key = key(KeyType::P256);
+    let root = ca_init::ca_certificate(&root_key, "root", 30, None, Some(2)).expect("root");
+    let k1 = key(KeyType::P256);
+    let int1 =
+        ca_init::ca_certificate(&k1, "int1", 30, Some((&root, &root_key)), Some(1)).expect("i1");
+    let k2 = key(signing);
+    let int2 = ca_init::ca_certificate(&k2, "int2", 30, Some((&int1, &k1)), Some(0)).expect("i2");
+    let cert = dir.join("ladder.crt");
+    let keyf = dir.join("ladder.key");
+    std::fs::write(&cert, int2.to_pem().expect("pem")).expect("write");
+    std::fs::write(&keyf, k2.private_key_to_pem_pkcs8().expect("pem")).expect("write");
+    Ladder {
+        root,
+        root_key,
+        int1_key: k1,
+        int1,
+        cert,
+        key: keyf,
+    }
+}
+
+/// The chain file must be the signing CA's issuers, in order, each signed by the next: anything
+/// else would be sent to every client. Each broken chain is refused naming the file and the culprit.
+#[test]
+fn chain_files_out_of_order_or_with_strangers_are_refused() {
+    let dir = tempfile::tempdir().expect("dir");
+    let l = ladder(dir.path(), KeyType::P256);
+    // Same names as int1, other key: the names chain, the signatures do not.
+    let impostor_key = key(KeyType::P256);
+    let impostor = ca_init::ca_certificate(
+        &impostor_key,
+        "int1",
+        30,
+        Some((&l.root, &impostor_key)),
+        None,
+    )
+    .expect("impostor");
+    let unrelated = TestCa::new(KeyType::P256).root_x509();
+    let pems = |certs: &[&openssl::x509::X509]| -> Vec<u8> {
+        certs
+            .iter()
+            .flat_map(|c| c.to_pem().expect("pem"))
+            .collect()
+    };
+    let chain_path = dir.path().join("chain.crt");
+    let with_chain = |bytes: Vec<u8>| {
+        std::fs::write(&chain_path, bytes).expect("write");
+        let mut s = settings(&l.cert, &l.key);
+        s.chain_file = Some(chain_path.clone());
+        s
+    };
+    // The right chain, with and without the root, loads.
+    for good in [pems(&[&l.int1]), pems(&[&l.int1, &l.root])] {
+        SigningCa::load(&with_chain(good), SystemTime::now()).expect("a correct chain loads");
+    }
+    for (bytes, mentions) in [
+        (pems(&[&l.root, &l.int1]), "certificate 1 \"CN=root"),
+        (pems(&[&unrelated]), "is not the issuer of the signing CA \"CN=int2"),
+        (pems(&[&impostor]), "the signature of the signing CA \"CN=int2, O=csr-signer development\" does not verify with the key of certificate 1"),
+        (pems(&[&l.int1, &l.root, &l.root]), "certificate 2 \"CN=root, O=csr-signer development\" is a self-signed root, so it must be the last"),
+        (pems(&[&l.int1, &unrelated]), "certificate 2 \"CN=test CA"),
+        (Vec::new(), "holds no certificate"),
+        (b"-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n".to_vec(), "cannot parse PEM certificates"),
+    ] {
+        let e = match SigningCa::load(&with_chain(bytes), SystemTime::now()) {
+            Ok(_) => panic!("{mentions}: loaded"),
+            Err(e) => e,
+        };
+        assert!(matches!(e, Error::Ca { file: CaFile::Chain, .. }), "{e:?}");
+        let e = e.to_string();
+        assert!(e.starts_with(&chain_path.display().to_string()), "{e}");
+        assert!(e.contains(mentions), "{e}\nwanted {mentions}");
+    }
+    // int1's name and key without CA:TRUE: names and signatures chain, the CA bit does not.
+    let mut b = openssl::x509::X509Builder::new().expect("builder");
+    b.set_version(2).expect("v3");
+    b.set_subject_name(l.int1.subject_name()).expect("subject");
+    b.set_issuer_name(l.root.subject_name()).expect("issuer");
+    b.set_pubkey(&l.int1_key).expect("key");
+    b.set_not_before(&Asn1Time::days_from_now(0).expect("t"))
+        .expect("nb");
+    b.set_not_after(&Asn1Time::days_from_now(9).expect("t"))
+        .expect("na");
+    b.append_extension(BasicConstraints::new().critical().build().expect("bc"))
+        .expect("ext");
+    b.sign(&l.root_key, MessageDigest::sha256()).expect("sign");
+    let e = match SigningCa::load(&with_chain(pems(&[&b.build()])), SystemTime::now()) {
+        Ok(_) => panic!("a CA:FALSE issuer loaded"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        e.contains("certificate 1 \"CN=int1, O=csr-signer development\" is not a CA certificate"),
+        "{e}"
+    );
+    // A self-signed signing CA has nothing above it.
+    let root_ca = TestCa::new(KeyType::P256);
+    std::fs::write(&chain_path, pems(&[&l.int1])).expect("write");
+    let mut s = settings(&root_ca.cert, &root_ca.key);
+    s.chain_file = Some(chain_path.clone());
+    let e = load_err(&s);
+    assert!(e.contains("self-signed root: nothing is above it"), "{e}");
+}
+
+/// A certificate the CA's NotAfter cut short says so: "capped by the CA", not what the policy
+/// decided; one that ends before the CA keeps the policy's word.
+#[test]
+fn a_lifetime_cut_by_the_ca_is_reported_as_capped_by_the_ca() {
+    let dir = tempfile::tempdir().expect("dir");
+    let created = ca_init::init(&ca_init::InitOptions {
+        out: dir.path().to_owned(),
+        key_type: KeyType::P256,
+        days: 2,
+        common_name: "short-lived CA".into(),
+        intermediate: false,
+    })
+    .expect("ca init");
+    let ca = TestCa {
+        cert: created.cert,
+        key: created.key,
+        chain: None,
+        root: created.trust_anchor,
+        dir,
+    };
+    let engine = ca.engine("");
+    let signer = engine.signer("example.com/mtls").expect("signer");
+    let ca_not_after = signer.ca_not_after();
+    let pem = CsrSpec::new(key(KeyType::P256), &[("CN", "developer")]).pem();
+    let usages = strings(&["client auth"]);
+    let issue = |seconds: i32| match signer
+        .sign(
+            &request(&pem, &usages, Some(seconds), "developer"),
+            SystemTime::now(),
+        )
+        .expect("sign")
+    {
+        Decision::Issued(i) => i,
+        Decision::Refused(r) => panic!("{r}"),
+    };
+    let day = 86_400;
+    let cut = issue(10 * day);
+    assert_eq!(cut.lifetime, LifetimeOutcome::CappedByCa);
+    assert_eq!(cut.lifetime.as_str(), "capped by the CA");
+    assert_eq!(cut.not_after, ca_not_after);
+    // openssl agrees the leaf ends when the CA does.
+    let leaf = openssl::x509::X509::from_pem(cut.certificate_pem.as_bytes()).expect("pem");
+    let root = ca.root_x509();
+    assert_eq!(
+        leaf.not_after().compare(root.not_after()).expect("compare"),
+        std::cmp::Ordering::Equal
+    );
+    // Clamped by the policy (31 days > 30) and then by the CA: the CA had the last word.
+    assert_eq!(issue(31 * day).lifetime, LifetimeOutcome::CappedByCa);
+    // Within the CA's life: the policy's outcome stands.
+    let fits = issue(day);
+    assert_eq!(fits.lifetime, LifetimeOutcome::Honoured);
+    assert!(fits.not_after < ca_not_after);
 }

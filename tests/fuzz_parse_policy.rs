@@ -1,6 +1,7 @@
 //! Property tests over parse + policy + issue: arbitrary bytes, and valid requests mutated byte by
-//! byte, never panic; anything that is issued verifies with OpenSSL. Case counts are fixed so the run
-//! is bounded (PROPTEST_CASES raises them for a longer local run).
+//! byte, never panic; anything that is issued verifies with OpenSSL; arbitrary name patterns are
+//! refused at load naming the key, or never give one name to two identities. Case counts are fixed
+//! so the run is bounded (PROPTEST_CASES raises them for a longer local run).
 
 mod support;
 
@@ -17,6 +18,7 @@ struct Fixture {
     ca: TestCa,
     engine: Engine,
     der: Vec<Vec<u8>>,
+    key: openssl::pkey::PKey<openssl::pkey::Private>,
 }
 
 fn fixture() -> &'static Fixture {
@@ -34,7 +36,12 @@ fn fixture() -> &'static Fixture {
                     .expect("der")
             })
             .collect();
-        Fixture { ca, engine, der }
+        Fixture {
+            ca,
+            engine,
+            der,
+            key: key(KeyType::P256),
+        }
     })
 }
 
@@ -82,6 +89,63 @@ fn usages() -> impl Strategy<Value = Vec<String>> {
     )
 }
 
+/// Patterns that make ambiguous ones likely: free sequences of pieces, and two placeholders parted
+/// by `-`, `.`, nothing or a mix, between random pieces.
+fn pattern() -> impl Strategy<Value = String> {
+    let piece =
+        || prop::sample::select(vec!["{namespace}", "{serviceaccount}", "*", "a", ".", "-"]);
+    let placeholder = || prop::sample::select(vec!["{namespace}", "{serviceaccount}"]);
+    let joiner = prop::sample::select(vec!["-", ".", "", "a-", "-a.", ".a"]);
+    prop_oneof![
+        prop::collection::vec(piece(), 1..6).prop_map(|pieces| pieces.concat()),
+        (
+            prop::collection::vec(piece(), 0..2),
+            placeholder(),
+            joiner,
+            placeholder(),
+            prop::collection::vec(piece(), 0..2),
+        )
+            .prop_map(|(pre, a, j, b, post)| format!(
+                "{}{a}{j}{b}{}",
+                pre.concat(),
+                post.concat()
+            )),
+    ]
+}
+
+/// Kubernetes-like names with the characters that make expansions collide.
+const NAMES: [&str; 7] = ["a", "b", "a-b", "b-a", "a.b", "b.a", "a-a.b"];
+
+/// `pattern` filled for namespace `ns` and service account `sa`, `*` as `a`.
+fn expand(pattern: &str, ns: &str, sa: &str) -> String {
+    pattern
+        .replace("{namespace}", ns)
+        .replace("{serviceaccount}", sa)
+        .replace('*', "a")
+}
+
+/// Asks `engine` for a certificate naming `dns` on behalf of service account `ns`/`sa`.
+fn ask_dns(engine: &Engine, dns: &str, ns: &str, sa: &str) -> Option<String> {
+    let pem = CsrSpec::new(fixture().key.clone(), &[])
+        .sans(&[&format!("DNS:{dns}")])
+        .pem();
+    let usages = strings(&["digital signature", "client auth"]);
+    let username = format!("system:serviceaccount:{ns}:{sa}");
+    let signer = engine.signer("example.com/mtls").expect("signer");
+    match signer.sign(&request(&pem, &usages, None, &username), SystemTime::now()) {
+        Ok(Decision::Issued(i)) => {
+            verify_with_store(&i.certificate_pem, &fixture().ca.root_x509())
+                .expect("whatever is issued verifies");
+            Some(i.certificate_pem)
+        }
+        Ok(Decision::Refused(r)) => {
+            assert!(!r.message.is_empty());
+            None
+        }
+        Err(e) => panic!("a request must never cause a transient error: {e}"),
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
@@ -107,5 +171,45 @@ proptest! {
     #[test]
     fn valid_requests_with_arbitrary_asks_never_panic(which in 0usize..3, us in usages(), exp in any::<Option<i32>>()) {
         check(&pem(&fixture().der[which]), &us, exp);
+    }
+
+    /// A DNS pattern either stops loading naming its key, or the name it gives one service account
+    /// is refused to every other service account whose expansion of the pattern is the same name.
+    #[test]
+    fn patterns_are_refused_at_load_or_name_one_identity(
+        p in pattern(),
+        na in prop::sample::select(NAMES.to_vec()),
+        sa in prop::sample::select(NAMES.to_vec()),
+    ) {
+        let yaml = format!(
+            "sans: {{dns: [{}]}}, subject: {{commonNames: []}}",
+            serde_json::to_string(&p).expect("json")
+        );
+        let settings = match csr_signer::config::Settings::from_yaml(&fixture().ca.settings_yaml(&yaml), "fuzz.yaml") {
+            Ok(s) => s,
+            Err(e) => {
+                let e = e.to_string();
+                prop_assert!(e.starts_with("fuzz.yaml: signers[0].policy.sans.dns[0]: "), "{e}");
+                return Ok(());
+            }
+        };
+        let engine = Engine::from_settings(&settings).expect("engine");
+        let value = expand(&p, na, sa);
+        if ask_dns(&engine, &value, na, sa).is_none() {
+            return Ok(());
+        }
+        let uses_ns = p.contains("{namespace}");
+        let uses_sa = p.contains("{serviceaccount}");
+        for nb in NAMES {
+            for sb in NAMES {
+                let other = (uses_ns && nb != na) || (uses_sa && sb != sa);
+                if other && expand(&p, nb, sb) == value {
+                    prop_assert!(
+                        ask_dns(&engine, &value, nb, sb).is_none(),
+                        "{p}: {value} for {na}/{sa} and for {nb}/{sb}"
+                    );
+                }
+            }
+        }
     }
 }

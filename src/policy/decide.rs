@@ -7,8 +7,8 @@
 use std::time::Duration;
 
 use super::go_duration::parse_go_duration;
-use super::template::{Binding, Template};
-use super::{Ask, Grant, LifetimeOutcome, Policy};
+use super::template::{Binding, Fit, Template};
+use super::{Ask, Grant, LifetimeOutcome, Policy, Requester};
 use crate::csr::{San, VerifiedCsr};
 use crate::refusal::{Reason, Refusal};
 use crate::usage::Usage;
@@ -29,7 +29,7 @@ impl Policy {
         self.keys.check(&csr.key)?;
         let (lifetime, requested, lifetime_outcome) = self.lifetime(ask)?;
         let who = self.binding(ask);
-        self.check_subject(csr, &who)?;
+        self.check_subject(csr, &who, &ask.requester)?;
         self.check_sans(csr, &who)?;
         Ok(Grant {
             usages,
@@ -135,7 +135,12 @@ impl Policy {
         }
     }
 
-    fn check_subject(&self, csr: &VerifiedCsr, who: &Binding<'_>) -> Result<(), Refusal> {
+    fn check_subject(
+        &self,
+        csr: &VerifiedCsr,
+        who: &Binding<'_>,
+        requester: &Requester<'_>,
+    ) -> Result<(), Refusal> {
         if csr.subject_is_empty() && csr.sans.is_empty() {
             return Err(Refusal::new(
                 Reason::NoIdentity,
@@ -164,6 +169,7 @@ impl Policy {
                 "subject organization \"system:masters\" is never allowed",
             ));
         }
+        self.check_system_names(csr, requester)?;
         if self.require_common_name && csr.common_names.is_empty() {
             return Err(Refusal::new(
                 Reason::SubjectNotAllowed,
@@ -185,10 +191,47 @@ impl Policy {
                 cn,
                 &self.common_names,
                 who,
-                '.',
                 "subject commonName",
                 Reason::SubjectNotAllowed,
             )?;
+        }
+        Ok(())
+    }
+
+    /// Names in Kubernetes' reserved `system:` namespace are users and groups the apiserver trusts
+    /// (`system:node:<name>` with `system:nodes` passes the Node authorizer). If this CA is also an
+    /// apiserver client CA, certifying them for someone else is impersonation gated only by the
+    /// approver: only the requester's own name and groups are allowed, unless the policy says
+    /// `subject.allowSystemIdentities`.
+    fn check_system_names(
+        &self,
+        csr: &VerifiedCsr,
+        requester: &Requester<'_>,
+    ) -> Result<(), Refusal> {
+        if self.allow_system_identities {
+            return Ok(());
+        }
+        let refuse = |what: &str, value: &str, own: &str| {
+            Refusal::new(
+                Reason::SubjectNotAllowed,
+                format!(
+                    "subject {what} {value:?} is a Kubernetes system: name that is not the requester's own {own} (policy subject.allowSystemIdentities allows it)"
+                ),
+            )
+        };
+        if let Some(cn) = csr
+            .common_names
+            .iter()
+            .find(|cn| is_system_name(cn) && cn.as_str() != requester.username)
+        {
+            return Err(refuse("commonName", cn, "username"));
+        }
+        if let Some(o) = csr
+            .organizations
+            .iter()
+            .find(|o| is_system_name(o) && !requester.groups.contains(o))
+        {
+            return Err(refuse("organization", o, "group"));
         }
         Ok(())
     }
@@ -211,7 +254,6 @@ impl Policy {
                     uri,
                     &self.uris,
                     who,
-                    '/',
                     "URI subjectAltName",
                     Reason::SanNotAllowed,
                 )?,
@@ -263,30 +305,45 @@ impl Policy {
             name,
             &self.dns,
             who,
-            '.',
             "DNS subjectAltName",
             Reason::SanNotAllowed,
         )
     }
 }
 
-/// Allowed when some template matches for this requester. When none does but a template that
-/// names the requester would match for *someone*, the refusal says the identity is wrong.
+/// Kubernetes reserves the `system:` prefix for the users and groups it creates itself.
+fn is_system_name(s: &str) -> bool {
+    s.starts_with("system:")
+}
+
+/// Allowed when some template fits for this requester, and no other template gives the same value
+/// to someone else (`{username}` for a user named `app.team-a.svc` against
+/// `{serviceaccount}.{namespace}.svc`). When none fits but a template that names the requester would
+/// fit for *someone*, the refusal says the identity is wrong.
 fn check_templated(
     value: &str,
     templates: &[Template],
     who: &Binding<'_>,
-    sep: char,
     what: &str,
     reason: Reason,
 ) -> Result<(), Refusal> {
-    if templates.iter().any(|t| t.matches(value, who, sep)) {
-        return Ok(());
+    let mut unusable = None;
+    for t in templates {
+        match t.fit(value, who) {
+            Fit::Yes => return unambiguous(value, t, templates, who, what),
+            Fit::Unusable(why) => {
+                unusable.get_or_insert(why);
+            }
+            Fit::No => {}
+        }
+    }
+    if let Some(why) = unusable {
+        return Err(Refusal::new(reason, format!("{what} {value:?}: {why}")));
     }
     if let Binding::Identity { username, .. } = who {
         if let Some(t) = templates
             .iter()
-            .find(|t| t.binds_identity() && t.matches(value, &Binding::Any, sep))
+            .find(|t| t.binds_identity() && t.fit(value, &Binding::Any) == Fit::Yes)
         {
             return Err(Refusal::new(
                 Reason::IdentityMismatch,
@@ -312,6 +369,33 @@ fn check_templated(
             }
         ),
     ))
+}
+
+/// `value` fitted `granted` for the requester; refused when another identity-bound template would
+/// give it to a different identity. Trusted requesters may name anyone, so nothing to check.
+fn unambiguous(
+    value: &str,
+    granted: &Template,
+    templates: &[Template],
+    who: &Binding<'_>,
+    what: &str,
+) -> Result<(), Refusal> {
+    let Binding::Identity { username, .. } = who else {
+        return Ok(());
+    };
+    match templates.iter().find(|t| {
+        t.binds_identity() && t.fit(value, &Binding::Any) == Fit::Yes && t.fit(value, who) != Fit::Yes
+    }) {
+        None => Ok(()),
+        Some(other) => Err(Refusal::new(
+            Reason::IdentityMismatch,
+            format!(
+                "{what} {value:?} fits {:?} for requester {username:?} but {:?} for another identity: one name must not stand for two identities",
+                granted.as_str(),
+                other.as_str()
+            ),
+        )),
+    }
 }
 
 /// `a, b, c` for a refusal message.

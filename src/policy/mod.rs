@@ -32,7 +32,8 @@ pub use settings::{
     EcdsaSettings, KeySettings, LifetimeSettings, PolicyError, PolicySettings, RsaSettings,
     SanSettings, SubjectSettings, UsageSettings,
 };
-pub use template::Template;
+pub(crate) use template::is_dns_label;
+pub use template::{Field, Template};
 
 // Transitional: `Reason` and `Refusal` live in `crate::refusal`; this re-export keeps code written
 // against the old path compiling (src/controller/plan_tests.rs) until it imports `crate::refusal`.
@@ -54,6 +55,8 @@ pub struct Policy {
     require_common_name: bool,
     /// Allowed organizations (`None`: any).
     organizations: Option<Vec<String>>,
+    /// Whether CN and O may hold `system:` names other than the requester's own.
+    allow_system_identities: bool,
     dns: Vec<Template>,
     allow_wildcard_dns: bool,
     allow_ip: bool,
@@ -123,14 +126,27 @@ pub enum LifetimeOutcome {
     Clamped,
     /// Nothing requested: granted the default.
     Defaulted,
+    /// The certificate would have outlived the CA: it ends at the CA's NotAfter instead. Decided at
+    /// issuance (the policy does not know the CA), whatever the policy decided before.
+    CappedByCa,
 }
 
 impl LifetimeOutcome {
+    /// Every outcome, for metric pre-registration.
+    pub const ALL: [LifetimeOutcome; 4] = [
+        LifetimeOutcome::Honoured,
+        LifetimeOutcome::Clamped,
+        LifetimeOutcome::Defaulted,
+        LifetimeOutcome::CappedByCa,
+    ];
+
+    /// The `result` metric label, log field and the word in the Issued event.
     pub fn as_str(self) -> &'static str {
         match self {
             LifetimeOutcome::Honoured => "honoured",
             LifetimeOutcome::Clamped => "clamped",
             LifetimeOutcome::Defaulted => "defaulted",
+            LifetimeOutcome::CappedByCa => "capped by the CA",
         }
     }
 }

@@ -11,7 +11,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::keys::{KeyAlgorithm, KeyAlgorithms};
-use super::{Policy, Template};
+use super::template::{Field, Template};
+use super::Policy;
 use crate::usage::Usage;
 
 /// The apiserver refuses `spec.expirationSeconds` below 600, so no policy may demand less.
@@ -92,6 +93,10 @@ pub struct SubjectSettings {
     pub common_names: Vec<String>,
     pub require_common_name: bool,
     pub organizations: Option<Vec<String>>,
+    /// Lets CN and O hold Kubernetes `system:` users and groups other than the requester's own
+    /// (`system:node:n1`, `system:nodes`). Off: an apiserver that trusts this CA for client
+    /// certificates must not see them minted for someone else.
+    pub allow_system_identities: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
@@ -172,6 +177,7 @@ impl Default for SubjectSettings {
             .to_vec(),
             require_common_name: false,
             organizations: None,
+            allow_system_identities: false,
         }
     }
 }
@@ -254,6 +260,19 @@ impl TryFrom<&PolicySettings> for Policy {
         if !(min <= default && default <= max) {
             return Err(invalid("lifetime", "need min <= default <= max"));
         }
+        if let Some((i, _)) = p
+            .subject
+            .organizations
+            .iter()
+            .flatten()
+            .enumerate()
+            .find(|(_, o)| *o == "system:masters")
+        {
+            return Err(invalid(
+                format!("subject.organizations[{i}]"),
+                "\"system:masters\" can never be allowed: it bypasses all authorization in the apiserver",
+            ));
+        }
         if p.sans.max_count == 0 {
             return Err(invalid("sans.maxCount", "must be at least 1"));
         }
@@ -264,14 +283,19 @@ impl TryFrom<&PolicySettings> for Policy {
             default_lifetime: default,
             min_lifetime: min,
             max_lifetime: max,
-            common_names: templates("subject.commonNames", &p.subject.common_names)?,
+            common_names: templates(
+                "subject.commonNames",
+                &p.subject.common_names,
+                Field::CommonName,
+            )?,
             require_common_name: p.subject.require_common_name,
             organizations: p.subject.organizations.clone(),
-            dns: templates("sans.dns", &p.sans.dns)?,
+            allow_system_identities: p.subject.allow_system_identities,
+            dns: templates("sans.dns", &p.sans.dns, Field::Dns)?,
             allow_wildcard_dns: p.sans.allow_wildcard_dns,
             allow_ip: p.sans.ip,
             allow_email: p.sans.email,
-            uris: templates("sans.uri", &p.sans.uri)?,
+            uris: templates("sans.uri", &p.sans.uri, Field::Uri)?,
             max_sans: p.sans.max_count,
             trusted_requesters: p.trusted_requesters.clone(),
         })
@@ -294,10 +318,10 @@ fn duration(key: &str, s: &str) -> Result<Duration, PolicyError> {
         .map_err(|e| invalid(format!("lifetime.{key}"), format!("{s:?}: {e}")))
 }
 
-fn templates(key: &str, list: &[String]) -> Result<Vec<Template>, PolicyError> {
+fn templates(key: &str, list: &[String], field: Field) -> Result<Vec<Template>, PolicyError> {
     list.iter()
         .enumerate()
-        .map(|(i, t)| Template::parse(t).map_err(|m| invalid(format!("{key}[{i}]"), m)))
+        .map(|(i, t)| Template::parse(t, field).map_err(|m| invalid(format!("{key}[{i}]"), m)))
         .collect()
 }
 
@@ -321,6 +345,7 @@ impl Policy {
                 "commonNames": strs(&self.common_names),
                 "requireCommonName": self.require_common_name,
                 "organizations": self.organizations,
+                "allowSystemIdentities": self.allow_system_identities,
             },
             "sans": {
                 "dns": strs(&self.dns),
@@ -379,7 +404,11 @@ mod tests {
             ("lifetime", "need min <= default <= max", |s| s.lifetime.default = "90d".into()),
             ("sans.maxCount", "must be at least 1", |s| s.sans.max_count = 0),
             ("subject.commonNames[0]", "unknown placeholder {user}", |s| s.subject.common_names[0] = "{user}".into()),
-            ("sans.dns[1]", "must be separated by literal text", |s| s.sans.dns[1] = "**.x".into()),
+            ("subject.organizations[1]", "\"system:masters\" can never be allowed", |s| s.subject.organizations = Some(vec!["dev".into(), "system:masters".into()])),
+            ("sans.dns[1]", "must be separated by text containing '.'", |s| s.sans.dns[1] = "**.x".into()),
+            ("sans.dns[0]", "must be separated by text containing '.'", |s| s.sans.dns[0] = "{namespace}-{serviceaccount}.x".into()),
+            ("subject.commonNames[1]", "must be separated by text containing '.'", |s| s.subject.common_names[1] = "{serviceaccount}-{namespace}".into()),
+            ("sans.uri[0]", "must be separated by text containing '/'", |s| s.sans.uri[0] = "spiffe://td/{namespace}.{serviceaccount}".into()),
             ("sans.uri[0]", "empty pattern", |s| s.sans.uri[0] = String::new()),
         ];
         for (key, mentions, edit) in cases {

@@ -25,6 +25,10 @@ fn policy(edit: impl FnOnce(&mut PolicySettings)) -> Policy {
 
 fn defaults(_: &mut PolicySettings) {}
 
+fn trust_istiod(s: &mut PolicySettings) {
+    s.trusted_requesters = vec![ISTIOD.into()];
+}
+
 /// A request as `csr` would hand it over, plus what the CSR object asks for.
 #[derive(Clone)]
 struct Req {
@@ -33,6 +37,7 @@ struct Req {
     expiration: Option<i64>,
     annotation: Option<&'static str>,
     username: &'static str,
+    groups: Vec<String>,
 }
 
 /// DER of a subject with these commonNames and organizations (`30 00` when both are empty).
@@ -67,6 +72,7 @@ impl Req {
             expiration: None,
             annotation: None,
             username: "developer",
+            groups: Vec::new(),
         }
         .subject_from_fields()
     }
@@ -124,6 +130,11 @@ impl Req {
         self
     }
 
+    fn groups(mut self, groups: &[&str]) -> Req {
+        self.groups = groups.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
     fn expires(mut self, seconds: i64) -> Req {
         self.expiration = Some(seconds);
         self
@@ -141,7 +152,7 @@ impl Req {
             duration_annotation: self.annotation,
             requester: Requester {
                 username: self.username,
-                groups: &[],
+                groups: &self.groups,
             },
         };
         policy.decide(&self.csr, &ask)
@@ -206,6 +217,19 @@ fn refusals() -> Vec<RefusalCase> {
         ("no URI pattern at all", |s| s.sans.uri.clear(), sa(), Reason::SanNotAllowed, "allowed: none"),
         ("IP SAN not enabled", defaults, sa().sans(vec![San::Ip(IpAddr::from([10, 0, 0, 1]))]), Reason::SanNotAllowed, "10.0.0.1"),
         ("email SAN not enabled", defaults, sa().sans(vec![San::Email("a@example.com".into())]), Reason::SanNotAllowed, "a@example.com"),
+        ("dotted service account name in a DNS name", defaults, sa().by("system:serviceaccount:team-a:my.app").cn(&[]).sans(dns(&["my.app.team-a.svc"])), Reason::SanNotAllowed, "{serviceaccount} would be \"my.app\", which contains '.'"),
+        ("dotted service account name in a commonName", defaults, sa().by("system:serviceaccount:team-a:my.app").cn(&["my.app.team-a.svc"]).sans(vec![]), Reason::SubjectNotAllowed, "contains '.'"),
+        ("a user named like a service account's name", defaults, dev().by("app.team-a.svc").cn(&["app.team-a.svc"]), Reason::IdentityMismatch, "for another identity"),
+        ("two patterns give one name to two identities", |s| s.sans.dns = vec!["{serviceaccount}.{namespace}.svc".into(), "{namespace}.{serviceaccount}.svc".into()], sa().cn(&[]).sans(dns(&["app.team-a.svc"])), Reason::IdentityMismatch, "\"{namespace}.{serviceaccount}.svc\" for another identity"),
+        ("trusted requester: \"..\" as a SPIFFE namespace", trust_istiod, sa().by(ISTIOD).cn(&[]).sans(vec![San::Uri("spiffe://cluster.local/ns/../sa/app".into())]), Reason::SanNotAllowed, "{namespace} would be \"..\", which is not a valid namespace name"),
+        ("trusted requester: '?' in a SPIFFE service account", trust_istiod, sa().by(ISTIOD).cn(&[]).sans(vec![San::Uri("spiffe://cluster.local/ns/a/sa/b?c".into())]), Reason::SanNotAllowed, "not a valid service account name"),
+        ("trusted requester: leading '-' in a namespace", trust_istiod, sa().by(ISTIOD).cn(&[]).sans(dns(&["app.-a.svc"])), Reason::SanNotAllowed, "\"-a\", which is not a valid namespace name"),
+        ("trusted requester: {username} that is not a path segment", |s| { s.trusted_requesters = vec![ISTIOD.into()]; s.sans.uri = vec!["spiffe://td/user/{username}".into()]; }, sa().by(ISTIOD).cn(&[]).sans(vec![San::Uri("spiffe://td/user/..".into())]), Reason::SanNotAllowed, "not a URI path segment"),
+        ("trusted requester: {username} that is not a DNS label", |s| { s.trusted_requesters = vec![ISTIOD.into()]; s.sans.dns = vec!["{username}.users.example.com".into()]; }, sa().by(ISTIOD).cn(&[]).sans(dns(&["Bob.users.example.com"])), Reason::SanNotAllowed, "not a DNS label"),
+        ("trusted requester names a node", trust_istiod, dev().by(ISTIOD).cn(&["system:node:node-1"]), Reason::SubjectNotAllowed, "\"system:node:node-1\" is a Kubernetes system: name"),
+        ("a system group that is not the requester's", defaults, dev().o(&["system:nodes"]), Reason::SubjectNotAllowed, "organization \"system:nodes\""),
+        ("a system group the requester is in, for a trusted requester's other identity", trust_istiod, sa().by(ISTIOD).o(&["system:nodes"]).groups(&["system:authenticated"]), Reason::SubjectNotAllowed, "system:nodes"),
+        ("a system name through a static pattern", |s| s.subject.common_names = vec!["system:kube-proxy".into()], dev().cn(&["system:kube-proxy"]), Reason::SubjectNotAllowed, "system:kube-proxy"),
         ("unsupported SAN type", |s| { s.sans.ip = true; s.sans.email = true; }, sa().sans(vec![San::Unsupported("otherName")]), Reason::SanNotAllowed, "otherName"),
     ]
 }
@@ -267,6 +291,10 @@ fn grants() -> Vec<GrantCase> {
         ("RSA at both bounds", |s| s.keys.rsa.max_bits = 2048, dev().key(KeyKind::Rsa { bits: 2048 }), client, DAY, None, LifetimeOutcome::Defaulted),
         ("allowed organization", |s| s.subject.organizations = Some(vec!["dev".into()]), dev().o(&["dev"]), client, DAY, None, LifetimeOutcome::Defaulted),
         ("wildcard DNS when enabled", |s| { s.sans.allow_wildcard_dns = true; s.sans.dns = vec!["*.example.com".into()]; }, sa().sans(dns(&["*.example.com"])), client, DAY, None, LifetimeOutcome::Defaulted),
+        ("a whole username with dots as the commonName", defaults, dev().by("alice.smith").cn(&["alice.smith"]), client, DAY, None, LifetimeOutcome::Defaulted),
+        ("own system: name and groups", defaults, dev().by("system:node:node-1").cn(&["system:node:node-1"]).o(&["system:nodes"]).groups(&["system:nodes", "system:authenticated"]), client, DAY, None, LifetimeOutcome::Defaulted),
+        ("system names for others when the policy says so", |s| { s.trusted_requesters = vec![ISTIOD.into()]; s.subject.allow_system_identities = true; }, dev().by(ISTIOD).cn(&["system:node:node-1"]).o(&["system:nodes"]), client, DAY, None, LifetimeOutcome::Defaulted),
+        ("trusted requester: dotted service account in a SPIFFE ID", trust_istiod, sa().by(ISTIOD).cn(&[]).sans(vec![San::Uri("spiffe://cluster.local/ns/team-b/sa/my.app".into())]), client, DAY, None, LifetimeOutcome::Defaulted),
         ("IP and email when enabled", |s| { s.sans.ip = true; s.sans.email = true; }, sa().sans(vec![San::Ip(IpAddr::from([10, 0, 0, 1])), San::Email("a@example.com".into())]), client, DAY, None, LifetimeOutcome::Defaulted),
     ]
 }
