@@ -455,7 +455,8 @@ fn a_lifetime_cut_by_the_ca_is_reported_as_capped_by_the_ca() {
     let day = 86_400;
     let cut = issue(10 * day);
     assert_eq!(cut.lifetime, LifetimeOutcome::CappedByCa);
-    assert_eq!(cut.lifetime.as_str(), "capped by the CA");
+    assert_eq!(cut.lifetime.describe(), "capped by the CA");
+    assert_eq!(cut.lifetime.as_str(), "capped_by_ca");
     assert_eq!(cut.not_after, ca_not_after);
     // openssl agrees the leaf ends when the CA does.
     let leaf = openssl::x509::X509::from_pem(cut.certificate_pem.as_bytes()).expect("pem");

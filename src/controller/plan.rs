@@ -148,7 +148,7 @@ pub fn plan(
                         "issued certificate serial {} valid until {not_after}; granted {}s (requested {requested}, {})",
                         issued.serial,
                         issued.granted_seconds,
-                        issued.lifetime.as_str()
+                        issued.lifetime.describe()
                     ),
                 }),
                 issued: Some(IssuedFacts {

@@ -140,13 +140,21 @@ impl LifetimeOutcome {
         LifetimeOutcome::CappedByCa,
     ];
 
-    /// The `result` metric label, log field and the word in the Issued event.
+    /// The `result` metric label and log field: one word, like every other label value.
     pub fn as_str(self) -> &'static str {
         match self {
             LifetimeOutcome::Honoured => "honoured",
             LifetimeOutcome::Clamped => "clamped",
             LifetimeOutcome::Defaulted => "defaulted",
+            LifetimeOutcome::CappedByCa => "capped_by_ca",
+        }
+    }
+
+    /// The words in the Issued event and `sign` output.
+    pub fn describe(self) -> &'static str {
+        match self {
             LifetimeOutcome::CappedByCa => "capped by the CA",
+            other => other.as_str(),
         }
     }
 }
