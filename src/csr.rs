@@ -1,12 +1,11 @@
 //! Parsing and verifying a PKCS#10 request from `spec.request`.
 //!
-//! Order matters: the size cap, then the first PEM block of type `CERTIFICATE REQUEST`, then the DER,
+//! Order matters: the size cap, then the first PEM block Go finds (of type `CERTIFICATE REQUEST`), then the DER,
 //! then the self-signature — and only after the signature verifies is anything else (subject, SANs,
 //! key, requested extensions) read out. Nothing here decides policy and nothing here panics on input.
 
 use std::net::IpAddr;
 
-use base64::Engine as _;
 use const_oid::ObjectIdentifier;
 use der::asn1::{Ia5String, OctetString};
 use der::{Decode, Encode};
@@ -162,7 +161,7 @@ pub fn parse_and_verify(pem: &[u8]) -> Result<VerifiedCsr, Refusal> {
             pem.len()
         )));
     }
-    let der = first_pem_block(pem)?;
+    let der = request_der(pem)?;
     let req = CertReq::from_der(&der)
         .map_err(|e| malformed(format!("cannot parse the certificate request: {e}")))?;
     // The signature covers the CertificationRequestInfo bytes as received. Re-encoding the parsed value is
@@ -290,37 +289,28 @@ pub fn parse_and_verify(pem: &[u8]) -> Result<VerifiedCsr, Refusal> {
     })
 }
 
-/// The DER inside the first PEM block, which must be a `CERTIFICATE REQUEST` (k8s-csr-rules §1.6).
-/// Text before and after it is ignored, as kube-apiserver does.
-fn first_pem_block(input: &[u8]) -> Result<Vec<u8>, Refusal> {
-    let text = std::str::from_utf8(input)
-        .map_err(|_| malformed("PEM block type must be CERTIFICATE REQUEST"))?;
-    let start = text
-        .find("-----BEGIN ")
-        .ok_or_else(|| malformed("PEM block type must be CERTIFICATE REQUEST"))?;
-    let rest = &text[start + "-----BEGIN ".len()..];
-    let label_end = rest
-        .find("-----")
-        .ok_or_else(|| malformed("PEM block type must be CERTIFICATE REQUEST"))?;
-    let label = &rest[..label_end];
-    if label != "CERTIFICATE REQUEST" {
+/// The DER of the block kube-apiserver validated: the first block Go's `pem.Decode` returns (found by
+/// the same algorithm, see `crate::pem`), which must be a `CERTIFICATE REQUEST` (k8s-csr-rules §1.6).
+/// Text before and after it is ignored, as kube-apiserver does. kube-apiserver also accepts PEM headers
+/// (it never looks at them); a request carries none, so they are refused rather than ignored.
+fn request_der(input: &[u8]) -> Result<Vec<u8>, Refusal> {
+    let (block, _) = crate::pem::decode(input);
+    let block = block.ok_or_else(|| {
+        malformed("no PEM block found; PEM block type must be CERTIFICATE REQUEST")
+    })?;
+    if block.label != b"CERTIFICATE REQUEST" {
+        let label: String = String::from_utf8_lossy(&block.label)
+            .chars()
+            .take(64)
+            .collect();
         return Err(malformed(format!(
             "PEM block type must be CERTIFICATE REQUEST, found {label:?}"
         )));
     }
-    let body_and_rest = &rest[label_end + 5..];
-    let end_marker = "-----END CERTIFICATE REQUEST-----";
-    let end = body_and_rest
-        .find(end_marker)
-        .ok_or_else(|| malformed("PEM block is not terminated"))?;
-    let body = &body_and_rest[..end];
-    if body.contains(':') {
+    if !block.headers.is_empty() {
         return Err(malformed("PEM headers are not allowed"));
     }
-    let compact: String = body.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-    base64::engine::general_purpose::STANDARD
-        .decode(compact)
-        .map_err(|e| malformed(format!("PEM body is not valid base64: {e}")))
+    Ok(block.bytes)
 }
 
 /// Builds an OpenSSL key from the SPKI's parts for the supported types. Building it from its

@@ -25,6 +25,7 @@ pub mod error;
 pub mod issue;
 pub mod leader;
 pub mod metrics;
+pub mod pem;
 pub mod policy;
 pub mod refusal;
 pub mod server;
