@@ -4,73 +4,11 @@
 //! (type, headers, bytes) or none, and the same rest. Then the cases that made csr-signer sign a request
 //! nobody reviewed, by name.
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::sync::{Mutex, OnceLock};
+mod gopem;
 
 use base64::Engine as _;
+use gopem::go_decode;
 use proptest::prelude::*;
-
-/// One Go process for the whole test binary; inputs are streamed to it one line at a time.
-struct GoPem {
-    _child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-}
-
-fn build_gopem() -> PathBuf {
-    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/gopem");
-    let bin = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("gopem");
-    let status = Command::new("go")
-        .args(["build", "-o"])
-        .arg(&bin)
-        .arg(".")
-        .current_dir(&src)
-        .status()
-        .unwrap_or_else(|e| {
-            panic!(
-                "this test compares csr-signer's PEM reader with Go's encoding/pem and needs `go` on PATH \
-                 (scripts/test.sh requires Go too): cannot run `go build` in {}: {e}",
-                src.display()
-            )
-        });
-    assert!(
-        status.success(),
-        "`go build` of tests/gopem failed: {status}"
-    );
-    bin
-}
-
-fn gopem() -> &'static Mutex<GoPem> {
-    static GO: OnceLock<Mutex<GoPem>> = OnceLock::new();
-    GO.get_or_init(|| {
-        let mut child = Command::new(build_gopem())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start tests/gopem");
-        let stdin = child.stdin.take().expect("stdin");
-        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        Mutex::new(GoPem {
-            _child: child,
-            stdin,
-            stdout,
-        })
-    })
-}
-
-/// What Go's `pem.Decode` returns for `input`, in the program's line format.
-fn go_decode(input: &[u8]) -> String {
-    let mut go = gopem().lock().unwrap_or_else(|p| p.into_inner());
-    writeln!(go.stdin, "{}", hex(input)).expect("write to gopem");
-    go.stdin.flush().expect("flush gopem");
-    let mut line = String::new();
-    go.stdout.read_line(&mut line).expect("read from gopem");
-    assert!(line.ends_with('\n'), "gopem stopped (input {})", hex(input));
-    line.pop();
-    line
-}
 
 /// Ours, in the same format.
 fn rust_decode(input: &[u8]) -> String {
@@ -86,9 +24,7 @@ fn rust_decode(input: &[u8]) -> String {
     }
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
+use gopem::hex;
 
 fn b64(b: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(b)

@@ -7,16 +7,21 @@
 //	none x<rest>
 //	block x<type> x<bytes> x<rest> [x<key>=x<value> ...]   (headers sorted by key)
 //
+// A line "cert:<hex DER>" is parsed with crypto/x509.ParseCertificate instead, answered by
+// "ok x<subject as Go prints it>" or "error x<message>".
+//
 // Output is flushed after each line, so a caller can stream inputs one at a time.
 package main
 
 import (
 	"bufio"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/pem"
 	"fmt"
 	"os"
 	"sort"
+	"strings"
 )
 
 func main() {
@@ -24,10 +29,22 @@ func main() {
 	in.Buffer(make([]byte, 1<<20), 64<<20)
 	out := bufio.NewWriter(os.Stdout)
 	for in.Scan() {
-		data, err := hex.DecodeString(in.Text())
+		line, isCert := strings.CutPrefix(in.Text(), "cert:")
+		data, err := hex.DecodeString(line)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "gopem: input line is not hex:", err)
 			os.Exit(2)
+		}
+		if isCert {
+			if cert, err := x509.ParseCertificate(data); err != nil {
+				fmt.Fprintf(out, "error x%x\n", err.Error())
+			} else {
+				fmt.Fprintf(out, "ok x%x\n", cert.Subject.String())
+			}
+			if err := out.Flush(); err != nil {
+				os.Exit(3)
+			}
+			continue
 		}
 		block, rest := pem.Decode(data)
 		if block == nil {
