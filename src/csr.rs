@@ -473,12 +473,12 @@ fn check_rsa(n: &[u8], e: &[u8]) -> Result<(), Refusal> {
             format!("RSA key of {n_bits} bits is above the largest supported, {MAX_RSA_BITS}"),
         ));
     }
-    if n.last().is_none_or(|b| b % 2 == 0) {
+    if n.last().is_none_or(|b| b.is_multiple_of(2)) {
         return Err(Refusal::new(Reason::KeyTooWeak, "the RSA modulus is even"));
     }
     let exponent = (e.len() <= 8).then(|| e.iter().fold(0u64, |acc, &b| acc << 8 | u64::from(b)));
     match exponent {
-        Some(e) if e % 2 == 0 || e < 65537 => Err(Refusal::new(
+        Some(e) if e.is_multiple_of(2) || e < 65537 => Err(Refusal::new(
             Reason::KeyTooWeak,
             format!("RSA public exponent {e} is not allowed: it must be odd and at least 65537"),
         )),
@@ -665,7 +665,7 @@ fn go_attribute_string(value: &der::Any) -> Result<String, &'static str> {
             .map_err(|_| "is a UTF8String that is not valid UTF-8"),
         Tag::BmpString => {
             let bad = "is an invalid BMPString";
-            if bytes.len() % 2 != 0 {
+            if !bytes.len().is_multiple_of(2) {
                 return Err(bad);
             }
             let bytes = bytes.strip_suffix(&[0, 0]).unwrap_or(bytes);

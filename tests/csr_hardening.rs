@@ -29,18 +29,11 @@ use support::{key, openssl_verify, CsrSpec, TestCa};
 // DER, by hand: these requests are ones no library would build.
 
 fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
-    let mut out = vec![tag];
-    let n = content.len();
-    if n < 0x80 {
-        out.push(n as u8);
-    } else {
-        let len = n.to_be_bytes();
-        let skip = len.iter().take_while(|&&b| b == 0).count();
-        out.push(0x80 | (len.len() - skip) as u8);
-        out.extend(&len[skip..]);
-    }
-    out.extend(content);
-    out
+    use der::{Decode, Encode};
+    der::asn1::AnyRef::new(der::Tag::from_der(&[tag]).unwrap(), content)
+        .unwrap()
+        .to_der()
+        .unwrap()
 }
 
 fn seq(parts: &[&[u8]]) -> Vec<u8> {
