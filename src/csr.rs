@@ -1,8 +1,10 @@
 //! Parsing and verifying a PKCS#10 request from `spec.request`.
 //!
-//! Order matters: the size cap, then the first PEM block Go finds (of type `CERTIFICATE REQUEST`), then the DER,
-//! then the self-signature — and only after the signature verifies is anything else (subject, SANs,
-//! key, requested extensions) read out. Nothing here decides policy and nothing here panics on input.
+//! Order matters: the size cap, then the first PEM block Go finds (of type `CERTIFICATE REQUEST`), then
+//! the DER, then the public key (`parse`: keys anyone could sign for are refused here, and the caller
+//! may refuse the key's type or size before paying for a verification), then the self-signature
+//! (`ParsedCsr::verify`) — and only after the signature verifies is anything else (subject, SANs,
+//! requested extensions) read out. Nothing here decides policy and nothing here panics on input.
 
 use std::net::IpAddr;
 
