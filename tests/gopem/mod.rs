@@ -15,7 +15,10 @@ struct GoPem {
 
 fn build() -> PathBuf {
     let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/gopem");
-    let bin = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("gopem");
+    // One binary per test crate: test binaries run in parallel, and `go build` over an executable that
+    // another one is running fails.
+    let bin = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(concat!("gopem-", env!("CARGO_CRATE_NAME")));
     let status = Command::new("go")
         .args(["build", "-o"])
         .arg(&bin)
