@@ -32,6 +32,7 @@ fi
 echo "== tests/kube: go vet, gofmt, build the control plane"
 (cd tests/kube && test -z "$(gofmt -l .)" || { gofmt -l . >&2; echo "gofmt: files above need formatting" >&2; exit 1; })
 (cd tests/kube && go vet .)
+(cd tests/gopem && test -z "$(gofmt -l .)" && go vet .) || { echo "tests/gopem: gofmt or go vet failed" >&2; exit 1; }
 start=$(date +%s)
 tests/kube/build.sh >/dev/null
 echo "control plane ready to run ($(( $(date +%s) - start ))s)"

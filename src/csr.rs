@@ -1,15 +1,16 @@
 //! Parsing and verifying a PKCS#10 request from `spec.request`.
 //!
-//! Order matters: the size cap, then the first PEM block of type `CERTIFICATE REQUEST`, then the DER,
-//! then the self-signature — and only after the signature verifies is anything else (subject, SANs,
-//! key, requested extensions) read out. Nothing here decides policy and nothing here panics on input.
+//! Order matters: the size cap, then the first PEM block Go finds (of type `CERTIFICATE REQUEST`), then
+//! the DER, then the public key (`parse`: keys anyone could sign for are refused here, and the caller
+//! may refuse the key's type or size before paying for a verification), then the self-signature
+//! (`ParsedCsr::verify`) — and only after the signature verifies is anything else (subject, SANs,
+//! requested extensions) read out. Nothing here decides policy and nothing here panics on input.
 
 use std::net::IpAddr;
 
-use base64::Engine as _;
 use const_oid::ObjectIdentifier;
 use der::asn1::{Ia5String, OctetString};
-use der::{Decode, Encode};
+use der::{Decode, Encode, Tagged};
 use openssl::bn::{BigNum, BigNumContext};
 use openssl::ec::{EcGroup, EcKey, EcPoint};
 use openssl::hash::MessageDigest;
@@ -39,6 +40,10 @@ const OID_SAN: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.17");
 const OID_BASIC_CONSTRAINTS: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.19");
 const OID_CN: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.3");
 const OID_O: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.10");
+const OID_C: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.6");
+const OID_ST: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.8");
+const OID_L: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.7");
+const OID_OU: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.11");
 
 /// The public key type and size of a request.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -154,73 +159,138 @@ impl<'a> RawRequest<'a> {
     }
 }
 
-/// Parses `spec.request` (PEM bytes), verifies the self-signature and extracts its content.
-pub fn parse_and_verify(pem: &[u8]) -> Result<VerifiedCsr, Refusal> {
+/// A request that parsed and whose key was checked for what anyone could sign with, but whose
+/// self-signature has not been verified yet: the caller may refuse its key (type, size) before paying
+/// for a verification.
+pub struct ParsedCsr {
+    der: Vec<u8>,
+    req: CertReq,
+    key: KeyKind,
+    pkey: Option<PKey<Public>>,
+}
+
+impl std::fmt::Debug for ParsedCsr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ParsedCsr").field("key", &self.key).finish()
+    }
+}
+
+/// Parses `spec.request` (PEM bytes) and checks its public key, without verifying the signature.
+pub fn parse(pem: &[u8]) -> Result<ParsedCsr, Refusal> {
     if pem.len() > MAX_REQUEST_BYTES {
         return Err(malformed(format!(
             "request is {} bytes, more than the {MAX_REQUEST_BYTES} allowed",
             pem.len()
         )));
     }
-    let der = first_pem_block(pem)?;
+    let der = request_der(pem)?;
     let req = CertReq::from_der(&der)
         .map_err(|e| malformed(format!("cannot parse the certificate request: {e}")))?;
-    // The signature covers the CertificationRequestInfo bytes as received. Re-encoding the parsed value is
-    // not the same: the `der` crate sorts SET OF members (a multi-valued RDN, the attributes) while
-    // decoding, so a valid request whose sets were not in DER order would fail to verify (Go and OpenSSL
-    // verify the received bytes, and so must we).
-    let raw = RawRequest::split(&der)
+    RawRequest::split(&der)
         .map_err(|e| malformed(format!("cannot parse the certificate request: {e}")))?;
-    let info_der = raw.info.to_vec();
-    let spki = &req.info.public_key;
-    let signature = req
-        .signature
-        .as_bytes()
-        .ok_or_else(|| malformed("signature is not a whole number of bytes"))?;
-    let (key, pkey) = public_key(spki)?;
-    let fast = pkey.and_then(|k| verify(&k, &req.algorithm.oid, &info_der, signature));
-    let verified = match fast {
-        Some(ok) => ok,
-        // Keys or algorithms without a fast path (DSA, other curves, RSA-PSS): let OpenSSL verify
-        // the whole request, so a well-formed but disallowed key is refused for its type, not its
-        // signature.
-        None => X509Req::from_der(&der)
-            .and_then(|r| {
-                let k = r.public_key()?;
-                r.verify(&k)
-            })
-            .unwrap_or(false),
-    };
-    if !verified {
-        return Err(Refusal::new(
-            Reason::BadSignature,
-            "the request's self-signature does not verify with its public key",
-        ));
+    let (key, pkey) = public_key(&req.info.public_key)?;
+    Ok(ParsedCsr {
+        der,
+        req,
+        key,
+        pkey,
+    })
+}
+
+/// Parses `spec.request` (PEM bytes), verifies the self-signature and extracts its content.
+pub fn parse_and_verify(pem: &[u8]) -> Result<VerifiedCsr, Refusal> {
+    parse(pem)?.verify()
+}
+
+impl ParsedCsr {
+    /// The public key's type and size.
+    pub fn key(&self) -> &KeyKind {
+        &self.key
     }
 
+    /// Verifies the self-signature, then reads out what the policy and issuance need.
+    pub fn verify(self) -> Result<VerifiedCsr, Refusal> {
+        let ParsedCsr {
+            der,
+            req,
+            key,
+            pkey,
+        } = self;
+        // The signature covers the CertificationRequestInfo bytes as received. Re-encoding the parsed
+        // value is not the same: the `der` crate sorts SET OF members (a multi-valued RDN, the
+        // attributes) while decoding, so a valid request whose sets were not in DER order would fail to
+        // verify (Go and OpenSSL verify the received bytes, and so must we).
+        let raw = RawRequest::split(&der)
+            .map_err(|e| malformed(format!("cannot parse the certificate request: {e}")))?;
+        let signature = req
+            .signature
+            .as_bytes()
+            .ok_or_else(|| malformed("signature is not a whole number of bytes"))?;
+        let fast = pkey.and_then(|k| verify(&k, &req.algorithm.oid, raw.info, signature));
+        let verified = match fast {
+            Some(ok) => ok,
+            // Keys or algorithms without a fast path (DSA, other curves, RSA-PSS): let OpenSSL verify
+            // the whole request, so a well-formed but disallowed key is refused for its type, not its
+            // signature.
+            None => X509Req::from_der(&der)
+                .and_then(|r| {
+                    let k = r.public_key()?;
+                    r.verify(&k)
+                })
+                .unwrap_or(false),
+        };
+        if !verified {
+            return Err(Refusal::new(
+                Reason::BadSignature,
+                "the request's self-signature does not verify with its public key",
+            ));
+        }
+        extract(&req, raw.subject, key)
+    }
+}
+
+/// Everything after the signature check.
+fn extract(req: &CertReq, raw_subject: &[u8], key: KeyKind) -> Result<VerifiedCsr, Refusal> {
+    let spki = &req.info.public_key;
     // Kept byte for byte as received (see above: a re-encoding may reorder a multi-valued RDN).
-    let subject_der = raw.subject.to_vec();
+    let subject_der = raw_subject.to_vec();
     let mut common_names = Vec::new();
     let mut organizations = Vec::new();
     let mut other_attributes = Vec::new();
-    for atv in req.info.subject.iter() {
-        let known = ["2.5.4.6", "2.5.4.8", "2.5.4.7", "2.5.4.11"];
-        if atv.oid != OID_CN && atv.oid != OID_O && !known.contains(&atv.oid.to_string().as_str()) {
-            other_attributes.push(atv.oid.to_string());
-            continue;
+    for rdn in req.info.subject.iter_rdn() {
+        // RFC 5280: RelativeDistinguishedName ::= SET SIZE (1..MAX). An empty one names nobody, and a
+        // subject of one empty RDN is not the empty subject `NoIdentity` looks for.
+        if rdn.is_empty() {
+            return Err(malformed(
+                "the subject has an empty relative distinguished name (a SET with no attribute)",
+            ));
         }
-        let into = if atv.oid == OID_CN {
-            &mut common_names
+    }
+    for atv in req.info.subject.iter() {
+        // The subject is copied into the certificate as it is, so every value must be one Go's
+        // certificate parser reads (kube-apiserver and Go clients reject the certificate otherwise).
+        let value = go_attribute_string(&atv.value).map_err(|why| {
+            malformed(format!(
+                "subject attribute {} {why}, which Go's crypto/x509 cannot parse in a certificate",
+                attribute_name(&atv.oid)
+            ))
+        })?;
+        if atv.oid == OID_C {
+            // RFC 5280 (X.520): CountryName ::= PrintableString (SIZE (2)).
+            if atv.value.tag() != der::Tag::PrintableString || value.len() != 2 {
+                return Err(malformed(format!(
+                    "subject attribute C must be a PrintableString of 2 characters, got {:?}",
+                    value.chars().take(64).collect::<String>()
+                )));
+            }
+        }
+        if atv.oid == OID_CN {
+            common_names.push(value);
         } else if atv.oid == OID_O {
-            &mut organizations
-        } else {
-            continue;
-        };
-        into.push(
-            directory_string(&atv.value).ok_or_else(|| {
-                malformed(format!("subject attribute {} is not a string", atv.oid))
-            })?,
-        );
+            organizations.push(value);
+        } else if ![OID_C, OID_ST, OID_L, OID_OU].contains(&atv.oid) {
+            other_attributes.push(atv.oid.to_string());
+        }
     }
 
     let spki_der = spki
@@ -290,37 +360,28 @@ pub fn parse_and_verify(pem: &[u8]) -> Result<VerifiedCsr, Refusal> {
     })
 }
 
-/// The DER inside the first PEM block, which must be a `CERTIFICATE REQUEST` (k8s-csr-rules §1.6).
-/// Text before and after it is ignored, as kube-apiserver does.
-fn first_pem_block(input: &[u8]) -> Result<Vec<u8>, Refusal> {
-    let text = std::str::from_utf8(input)
-        .map_err(|_| malformed("PEM block type must be CERTIFICATE REQUEST"))?;
-    let start = text
-        .find("-----BEGIN ")
-        .ok_or_else(|| malformed("PEM block type must be CERTIFICATE REQUEST"))?;
-    let rest = &text[start + "-----BEGIN ".len()..];
-    let label_end = rest
-        .find("-----")
-        .ok_or_else(|| malformed("PEM block type must be CERTIFICATE REQUEST"))?;
-    let label = &rest[..label_end];
-    if label != "CERTIFICATE REQUEST" {
+/// The DER of the block kube-apiserver validated: the first block Go's `pem.Decode` returns (found by
+/// the same algorithm, see `crate::pem`), which must be a `CERTIFICATE REQUEST` (k8s-csr-rules §1.6).
+/// Text before and after it is ignored, as kube-apiserver does. kube-apiserver also accepts PEM headers
+/// (it never looks at them); a request carries none, so they are refused rather than ignored.
+fn request_der(input: &[u8]) -> Result<Vec<u8>, Refusal> {
+    let (block, _) = crate::pem::decode(input);
+    let block = block.ok_or_else(|| {
+        malformed("no PEM block found; PEM block type must be CERTIFICATE REQUEST")
+    })?;
+    if block.label != b"CERTIFICATE REQUEST" {
+        let label: String = String::from_utf8_lossy(&block.label)
+            .chars()
+            .take(64)
+            .collect();
         return Err(malformed(format!(
             "PEM block type must be CERTIFICATE REQUEST, found {label:?}"
         )));
     }
-    let body_and_rest = &rest[label_end + 5..];
-    let end_marker = "-----END CERTIFICATE REQUEST-----";
-    let end = body_and_rest
-        .find(end_marker)
-        .ok_or_else(|| malformed("PEM block is not terminated"))?;
-    let body = &body_and_rest[..end];
-    if body.contains(':') {
+    if !block.headers.is_empty() {
         return Err(malformed("PEM headers are not allowed"));
     }
-    let compact: String = body.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-    base64::engine::general_purpose::STANDARD
-        .decode(compact)
-        .map_err(|e| malformed(format!("PEM body is not valid base64: {e}")))
+    Ok(block.bytes)
 }
 
 /// Builds an OpenSSL key from the SPKI's parts for the supported types. Building it from its
@@ -335,6 +396,7 @@ fn public_key(
     let alg = spki.algorithm.oid;
     if alg == OID_RSA {
         let (n, e) = rsa_components(bits)?;
+        check_rsa(n, e)?;
         let n = BigNum::from_slice(n).map_err(|e| malformed(format!("RSA modulus: {e}")))?;
         let e = BigNum::from_slice(e).map_err(|e| malformed(format!("RSA exponent: {e}")))?;
         let size = n.num_bits() as u32;
@@ -362,6 +424,7 @@ fn public_key(
                 None,
             ));
         };
+        check_ec_encoding(&kind, bits)?;
         let pkey = (|| {
             let group = ec_group(nid)?;
             let mut ctx = BigNumContext::new()?;
@@ -369,15 +432,137 @@ fn public_key(
             let ec = EcKey::from_public_key(group, &point)?;
             PKey::from_ec_key(ec)
         })()
-        .map_err(|e| malformed(format!("EC public key: {e}")))?;
+        // OpenSSL refuses a point that is not on the curve (or has a coordinate >= p), as Go does.
+        .map_err(|e| {
+            malformed(format!(
+                "{kind} public key is not a point of the curve: {e}"
+            ))
+        })?;
         return Ok((kind, Some(pkey)));
     }
     if alg == OID_ED25519 {
+        if ED25519_SMALL_ORDER.contains(&bits) {
+            return Err(Refusal::new(
+                Reason::KeyTooWeak,
+                "the Ed25519 public key is a point of small order: anyone can sign for it",
+            ));
+        }
         let pkey = PKey::public_key_from_raw_bytes(bits, Id::ED25519)
             .map_err(|e| malformed(format!("Ed25519 public key: {e}")))?;
         return Ok((KeyKind::Ed25519, Some(pkey)));
     }
     Ok((KeyKind::Other(format!("{} ({alg})", oid_name(&alg))), None))
+}
+
+/// Largest RSA modulus looked at: above it a key is refused before anything is computed with it, whatever
+/// the policy says (policy ranges are checked too, also before the signature, by the engine).
+pub const MAX_RSA_BITS: u32 = 16384;
+
+/// Go's own limit (crypto/rsa refuses larger exponents, so neither kube-apiserver nor a Go client
+/// could use the key).
+const MAX_RSA_EXPONENT: u64 = (1 << 31) - 1;
+
+/// Refuses RSA keys anyone can sign for or nobody can use. With e = 1 the signature is the padded
+/// digest itself; small exponents (3, …) allow Bleichenbacher-style forgeries against lax verifiers;
+/// an even e (or an even modulus) is not an RSA key at all. FIPS 186-5 asks for an odd 2^16 < e; there is
+/// no setting for it, as no client needs anything else than 65537.
+fn check_rsa(n: &[u8], e: &[u8]) -> Result<(), Refusal> {
+    // `UintRef` bytes have no leading zeros.
+    let n_bits = n.len() * 8 - n.first().map_or(8, |b| b.leading_zeros() as usize);
+    if n_bits > MAX_RSA_BITS as usize {
+        return Err(Refusal::new(
+            Reason::KeyTooLarge,
+            format!("RSA key of {n_bits} bits is above the largest supported, {MAX_RSA_BITS}"),
+        ));
+    }
+    if n.last().is_none_or(|b| b.is_multiple_of(2)) {
+        return Err(Refusal::new(Reason::KeyTooWeak, "the RSA modulus is even"));
+    }
+    let exponent = (e.len() <= 8).then(|| e.iter().fold(0u64, |acc, &b| acc << 8 | u64::from(b)));
+    match exponent {
+        Some(e) if e.is_multiple_of(2) || e < 65537 => Err(Refusal::new(
+            Reason::KeyTooWeak,
+            format!("RSA public exponent {e} is not allowed: it must be odd and at least 65537"),
+        )),
+        Some(e) if e <= MAX_RSA_EXPONENT => Ok(()),
+        _ => Err(Refusal::new(
+            Reason::KeyTypeNotAllowed,
+            "RSA public exponents above 2^31-1 are not allowed: Go (kube-apiserver, clients) cannot use them",
+        )),
+    }
+}
+
+/// Only the uncompressed form `04 || X || Y`, as Go parses (`ecdsa.ParseUncompressedPublicKey`): a
+/// certificate with a compressed or hybrid point is one Go cannot read, and `00` is the point at
+/// infinity, which any signature verifies against for a suitably chosen `r`.
+fn check_ec_encoding(kind: &KeyKind, point: &[u8]) -> Result<(), Refusal> {
+    let field_bytes = match kind {
+        KeyKind::EcP256 => 32,
+        KeyKind::EcP384 => 48,
+        _ => 66,
+    };
+    match point.first() {
+        None | Some(0) => Err(Refusal::new(
+            Reason::KeyTooWeak,
+            format!("the {kind} public key is the point at infinity: anyone can sign for it"),
+        )),
+        Some(4) if point.len() == 1 + 2 * field_bytes => Ok(()),
+        Some(2 | 3) => Err(malformed(format!(
+            "the {kind} public key is a compressed point; Go's crypto/x509 (kube-apiserver, clients) only reads uncompressed points"
+        ))),
+        _ => Err(malformed(format!(
+            "the {kind} public key is not an uncompressed point of {} bytes",
+            1 + 2 * field_bytes
+        ))),
+    }
+}
+
+/// The Ed25519 public keys of small order, any signature check against which can be satisfied without
+/// a private key. The curve's 8-torsion has 8 points: the identity (y = 1), one point of order 2
+/// (y = -1), two of order 4 (y = 0) and four of order 8 (y = ±y8); with their non-canonical
+/// encodings (x = 0 with the sign bit set, and y = p or y = p + 1, i.e. 0 and 1 not reduced) that makes
+/// 14 encodings. This is the well-known list that libsodium and others check against; the unit test
+/// below recomputes each entry's order with OpenSSL's X25519 instead of trusting the list.
+const ED25519_SMALL_ORDER: [&[u8]; 14] = [
+    // identity, y = 1
+    &hex32("0100000000000000000000000000000000000000000000000000000000000000"),
+    // order 2, y = p - 1
+    &hex32("ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f"),
+    // order 4, y = 0
+    &hex32("0000000000000000000000000000000000000000000000000000000000000000"),
+    &hex32("0000000000000000000000000000000000000000000000000000000000000080"),
+    // order 8, y = y8 and y = p - y8
+    &hex32("c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a"),
+    &hex32("c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa"),
+    &hex32("26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05"),
+    &hex32("26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85"),
+    // non-canonical: x = 0 with the sign bit set
+    &hex32("0100000000000000000000000000000000000000000000000000000000000080"),
+    &hex32("ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff"),
+    // non-canonical: y = p (0) and y = p + 1 (1), either sign
+    &hex32("edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f"),
+    &hex32("edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff"),
+    &hex32("eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f"),
+    &hex32("eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff"),
+];
+
+const fn hex32(s: &str) -> [u8; 32] {
+    const fn nibble(c: u8) -> u8 {
+        match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            _ => panic!("not lower-case hex"),
+        }
+    }
+    let s = s.as_bytes();
+    assert!(s.len() == 64);
+    let mut out = [0u8; 32];
+    let mut i = 0;
+    while i < 32 {
+        out[i] = nibble(s[2 * i]) << 4 | nibble(s[2 * i + 1]);
+        i += 1;
+    }
+    out
 }
 
 /// A readable name for an OID in a refusal message (OpenSSL knows more curves than const-oid).
@@ -463,17 +648,68 @@ fn verify(
     Some(result.unwrap_or(false))
 }
 
-fn directory_string(value: &der::Any) -> Option<String> {
-    use der::{Tag, Tagged};
+/// An attribute value as Go's certificate parser reads it (`parseASN1String` in crypto/x509/parser.go),
+/// or why Go refuses it. Go's CSR parser accepts any value, so kube-apiserver admits requests whose
+/// certificate its own parser would then reject.
+fn go_attribute_string(value: &der::Any) -> Result<String, &'static str> {
+    use der::Tag;
+    let bytes = value.value();
     match value.tag() {
-        Tag::Utf8String | Tag::PrintableString | Tag::Ia5String | Tag::TeletexString => {
-            std::str::from_utf8(value.value()).ok().map(str::to_owned)
+        // T.61, read as Latin-1 (as Go and BoringSSL do).
+        Tag::TeletexString => Ok(bytes.iter().map(|&b| char::from(b)).collect()),
+        Tag::PrintableString => bytes
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b" '()+,-./:=?*&".contains(&b))
+            .then(|| String::from_utf8_lossy(bytes).into_owned())
+            .ok_or("is a PrintableString with a character outside its set"),
+        Tag::Utf8String => std::str::from_utf8(bytes)
+            .map(str::to_owned)
+            .map_err(|_| "is a UTF8String that is not valid UTF-8"),
+        Tag::BmpString => {
+            let bad = "is an invalid BMPString";
+            if !bytes.len().is_multiple_of(2) {
+                return Err(bad);
+            }
+            let bytes = bytes.strip_suffix(&[0, 0]).unwrap_or(bytes);
+            bytes
+                .chunks(2)
+                .map(|c| {
+                    let unit = u16::from_be_bytes([c[0], c[1]]);
+                    let reserved =
+                        matches!(unit, 0xfffe | 0xffff | 0xfdd0..=0xfdef | 0xd800..=0xdfff);
+                    // Without surrogates every unit is one character.
+                    char::from_u32(u32::from(unit))
+                        .filter(|_| !reserved)
+                        .ok_or(bad)
+                })
+                .collect()
         }
-        Tag::BmpString => der::asn1::BmpString::from_der(&value.to_der().ok()?)
-            .ok()
-            .map(|s| s.to_string()),
-        _ => None,
+        Tag::Ia5String => bytes
+            .is_ascii()
+            .then(|| String::from_utf8_lossy(bytes).into_owned())
+            .ok_or("is an IA5String with a non-ASCII byte"),
+        Tag::NumericString => bytes
+            .iter()
+            .all(|&b| b.is_ascii_digit() || b == b' ')
+            .then(|| String::from_utf8_lossy(bytes).into_owned())
+            .ok_or("is a NumericString with a character other than a digit or space"),
+        _ => Err("is not a string type"),
     }
+}
+
+/// `CN`, `O`, … for the kept attributes, the dotted OID for any other.
+fn attribute_name(oid: &ObjectIdentifier) -> String {
+    [
+        (OID_CN, "CN"),
+        (OID_O, "O"),
+        (OID_OU, "OU"),
+        (OID_C, "C"),
+        (OID_ST, "ST"),
+        (OID_L, "L"),
+    ]
+    .iter()
+    .find(|(o, _)| o == oid)
+    .map_or_else(|| oid.to_string(), |(_, n)| (*n).to_owned())
 }
 
 fn ia5(s: &Ia5String) -> String {
@@ -555,6 +791,99 @@ fn ip_address(bytes: &OctetString) -> Result<IpAddr, Refusal> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// Each listed key is of small order, recomputed independently: the birational map
+    /// u = (1 + y) / (1 - y) takes an Edwards point to the Montgomery point X25519 works on (the sign of x
+    /// does not matter), and OpenSSL's X25519 refuses to derive when the result is all zeros, which
+    /// happens exactly for points of small order. y = 1 (the identity) has no u and is checked by value.
+    #[test]
+    fn the_ed25519_small_order_list_is_right() {
+        use openssl::derive::Deriver;
+        let mut ctx = BigNumContext::new().unwrap();
+        let p = {
+            let mut two_255 = BigNum::new().unwrap();
+            two_255.lshift(&BigNum::from_u32(1).unwrap(), 255).unwrap();
+            &two_255 - &BigNum::from_u32(19).unwrap()
+        };
+        let mut small_order = |enc: &[u8]| -> bool {
+            let mut le = enc.to_vec();
+            le[31] &= 0x7f;
+            le.reverse();
+            let mut y = BigNum::new().unwrap();
+            y.nnmod(&BigNum::from_slice(&le).unwrap(), &p, &mut ctx)
+                .unwrap();
+            if y == BigNum::from_u32(1).unwrap() {
+                return true;
+            }
+            let one = BigNum::from_u32(1).unwrap();
+            let (mut num, mut den, mut inv, mut u) = (
+                BigNum::new().unwrap(),
+                BigNum::new().unwrap(),
+                BigNum::new().unwrap(),
+                BigNum::new().unwrap(),
+            );
+            num.mod_add(&one, &y, &p, &mut ctx).unwrap();
+            den.mod_sub(&one, &y, &p, &mut ctx).unwrap();
+            inv.mod_inverse(&den, &p, &mut ctx).unwrap();
+            u.mod_mul(&num, &inv, &p, &mut ctx).unwrap();
+            let mut u_le = u.to_vec_padded(32).unwrap();
+            u_le.reverse();
+            let peer = PKey::public_key_from_raw_bytes(&u_le, Id::X25519).unwrap();
+            let ours = PKey::generate_x25519().unwrap();
+            let mut d = Deriver::new(&ours).unwrap();
+            d.set_peer(&peer).unwrap();
+            d.derive_to_vec().is_err()
+        };
+        for enc in ED25519_SMALL_ORDER {
+            assert!(small_order(enc), "{enc:02x?} is not of small order");
+        }
+        let mut distinct: Vec<&[u8]> = ED25519_SMALL_ORDER.to_vec();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(distinct.len(), 14);
+        // A real key is not, so the check above can fail.
+        for _ in 0..20 {
+            let key = PKey::generate_ed25519().unwrap().raw_public_key().unwrap();
+            assert!(!small_order(&key));
+            assert!(!ED25519_SMALL_ORDER.contains(&key.as_slice()));
+        }
+    }
+
+    #[test]
+    fn rsa_exponents_and_moduli() {
+        let n = [0xc5u8; 256];
+        let refused = |n: &[u8], e: &[u8]| check_rsa(n, e).err().map(|r| r.reason);
+        assert_eq!(refused(&n, &[1, 0, 1]), None);
+        assert_eq!(refused(&n, &[0x7f, 0xff, 0xff, 0xff]), None);
+        for weak in [
+            &[1u8][..],
+            &[2],
+            &[3],
+            &[1, 0, 0],
+            &[1, 0, 3][..1],
+            &[0, 1, 0, 0][1..],
+            &[1, 0, 2],
+        ] {
+            assert_eq!(refused(&n, weak), Some(Reason::KeyTooWeak), "{weak:?}");
+        }
+        assert_eq!(
+            refused(&n, &[0x80, 0, 0, 1]),
+            Some(Reason::KeyTypeNotAllowed)
+        );
+        assert_eq!(
+            refused(&[1u8; 40], &[1, 0, 1, 0, 0, 0, 0, 0, 1]),
+            Some(Reason::KeyTypeNotAllowed)
+        );
+        assert_eq!(
+            refused(&[0xc4u8; 256], &[1, 0, 1]),
+            Some(Reason::KeyTooWeak)
+        );
+        assert_eq!(
+            refused(&[0xffu8; 2049], &[1, 0, 1]),
+            Some(Reason::KeyTooLarge)
+        );
+        assert_eq!(refused(&[0xffu8; 2048], &[1, 0, 1]), None);
+    }
 
     #[test]
     fn uri_sans_must_be_in_the_form_go_writes_back() {

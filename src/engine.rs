@@ -189,13 +189,31 @@ impl SignerEngine {
         }
     }
 
+    /// Parses the request and verifies its self-signature, refusing a key the policy does not accept
+    /// before the verification (its cost grows with the square of the RSA modulus size: a requester
+    /// could otherwise make every refused request expensive). Repeated usages are refused first, as
+    /// kube-apiserver does.
+    fn verified(
+        &self,
+        req: &SignRequest<'_>,
+        ca: &SigningCa,
+    ) -> std::result::Result<csr::VerifiedCsr, Refusal> {
+        if let Some((i, usage)) = crate::usage::first_duplicate(req.usages) {
+            return Err(Refusal::new(
+                Reason::MalformedRequest,
+                format!("spec.usages[{i}]: duplicate value {usage:?}"),
+            ));
+        }
+        let parsed = csr::parse(req.request)?;
+        self.policy.key_algorithms().check(parsed.key())?;
+        not_the_ca_subject(parsed.verify()?, &ca.subject_der)
+    }
+
     /// Verify, decide and sign. `Err` is transient (expired CA, crypto or encoding failure): retry,
     /// never write Failed.
     pub fn sign(&self, req: &SignRequest<'_>, now: SystemTime) -> Result<Decision> {
         let ca = self.ca();
-        let csr = match csr::parse_and_verify(req.request)
-            .and_then(|csr| not_the_ca_subject(csr, &ca.subject_der))
-        {
+        let csr = match self.verified(req, &ca) {
             Ok(c) => c,
             Err(refusal) => return Ok(Decision::Refused(refusal)),
         };
@@ -227,8 +245,8 @@ impl SignerEngine {
     /// The decision without signing (for `csr-signer sign --explain`).
     pub fn explain(&self, req: &SignRequest<'_>) -> Explanation {
         let ca = self.ca();
-        match csr::parse_and_verify(req.request)
-            .and_then(|csr| not_the_ca_subject(csr, &ca.subject_der))
+        match self
+            .verified(req, &ca)
             .and_then(|csr| self.policy.decide(&csr, &self.ask(req)))
         {
             Ok(g) => Explanation::Grant(g),

@@ -27,6 +27,7 @@ pub mod issue;
 pub mod leader;
 pub mod logging;
 pub mod metrics;
+pub mod pem;
 pub mod policy;
 pub mod refusal;
 pub mod server;

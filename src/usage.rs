@@ -162,6 +162,19 @@ impl Usage {
     }
 }
 
+/// The first string of `spec.usages` that repeats an earlier one, with its index. kube-apiserver refuses
+/// such a request at create (`spec.usages[i]: Duplicate value`, comparing the strings as given: "signing"
+/// and "digital signature" are different strings for the same bit, and allowed together), so a repeat only
+/// reaches a signer through another path (`csr-signer sign`, an object stored before validation existed);
+/// it is refused there too rather than read as a set.
+pub fn first_duplicate(usages: &[String]) -> Option<(usize, &str)> {
+    usages
+        .iter()
+        .enumerate()
+        .find(|(i, u)| usages[..*i].contains(u))
+        .map(|(i, u)| (i, u.as_str()))
+}
+
 impl std::fmt::Display for Usage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
@@ -202,6 +215,18 @@ mod tests {
             assert_eq!(Usage::parse(u.as_str()), Some(u));
         }
         assert_eq!(Usage::parse("Client Auth"), None);
+    }
+
+    #[test]
+    fn duplicates_are_exact_repeats_found_at_the_repeat() {
+        let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(first_duplicate(&v(&[])), None);
+        assert_eq!(first_duplicate(&v(&["signing", "digital signature"])), None);
+        assert_eq!(first_duplicate(&v(&["client auth", "Client Auth"])), None);
+        assert_eq!(
+            first_duplicate(&v(&["a", "client auth", "b", "client auth", "a"])),
+            Some((3, "client auth"))
+        );
     }
 
     #[test]

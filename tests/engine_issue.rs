@@ -98,7 +98,6 @@ fn certificate_content_follows_the_kubernetes_signer() {
         "digital signature",
         "client auth",
         "server auth",
-        "client auth",
     ]);
     let cert = issued(
         engine

@@ -1,0 +1,3 @@
+module csr-signer/tests/gopem
+
+go 1.22
