@@ -303,6 +303,13 @@ impl TryFrom<&PolicySettings> for Policy {
 }
 
 fn usages(key: &str, list: &[String]) -> Result<Vec<Usage>, PolicyError> {
+    // The apiserver refuses a CSR listing a usage twice; a configuration doing so is a typo too.
+    if let Some((i, u)) = crate::usage::first_duplicate(list) {
+        return Err(invalid(
+            format!("usages.{key}[{i}]"),
+            format!("{u:?} is listed twice"),
+        ));
+    }
     list.iter()
         .enumerate()
         .map(|(i, u)| {
@@ -394,6 +401,8 @@ mod tests {
         let cases: Vec<(&str, &str, Edit)> = vec![
             ("usages.allowed[4]", "unknown usage \"nope\"", |s| s.usages.allowed.push("nope".into())),
             ("usages.allowed", "can never be allowed", |s| s.usages.allowed.push("cert sign".into())),
+            ("usages.allowed[4]", "listed twice", |s| s.usages.allowed.push("client auth".into())),
+            ("usages.requireOneOf[2]", "listed twice", |s| s.usages.require_one_of.push("server auth".into())),
             ("usages.allowed", "must not be empty", |s| { s.usages.allowed.clear(); s.usages.require_one_of.clear(); }),
             ("usages.requireOneOf", "server auth is required but not allowed", |s| s.usages.allowed = vec!["client auth".into()]),
             ("keys.rsa", "need 2048 <= minBits <= maxBits", |s| s.keys.rsa.min_bits = 1024),
