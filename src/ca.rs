@@ -15,7 +15,7 @@ use openssl::x509::{X509Ref, X509};
 use x509_cert::ext::pkix::{BasicConstraints, KeyUsage, KeyUsages, SubjectKeyIdentifier};
 use x509_cert::Certificate;
 
-use crate::config::CaSettings;
+use crate::config::{CaSettings, OtherCaSettings, OtherCaState};
 use crate::error::crypto;
 use crate::error::{Error, Result};
 
@@ -383,6 +383,75 @@ impl SigningCa {
 }
 
 /// The certificate's DER and its parse, for the checks OpenSSL's API does not offer.
+/// A CA the signer trusts but does not sign with (`otherCas`): only its certificates are loaded.
+#[derive(Debug, Clone)]
+pub struct TrustedCa {
+    pub name: String,
+    pub state: OtherCaState,
+    /// DER of the CA certificate.
+    pub cert_der: Vec<u8>,
+    pub not_after: SystemTime,
+    /// DER of the roots clients anchor on: the CA itself when self-signed, else the self-signed
+    /// certificate at the end of its chain file (none when its root is unknown).
+    pub roots: Vec<Vec<u8>>,
+    /// DER of the CA (when not a root) and the intermediates of its chain file.
+    pub intermediates: Vec<Vec<u8>>,
+}
+
+impl TrustedCa {
+    /// Reads and checks `settings` (a CA certificate; the chain as for the signing CA). Errors name
+    /// the file as `CaFile::Cert` or `CaFile::Chain`; the caller adds the key.
+    pub fn load(settings: &OtherCaSettings, now: SystemTime) -> Result<TrustedCa> {
+        let cert_err = |message: String| CaFile::Cert.error(&settings.cert_file, message);
+        let bytes = read(CaFile::Cert, &settings.cert_file)?;
+        let certs = X509::stack_from_pem(&bytes)
+            .map_err(|e| cert_err(format!("cannot parse PEM certificates: {e}")))?;
+        let [cert] = certs.as_slice() else {
+            return Err(cert_err(format!(
+                "expected 1 certificate, found {} (put intermediates in chainFile)",
+                certs.len()
+            )));
+        };
+        let (cert_der, parsed) = der_and_parsed(cert).map_err(&cert_err)?;
+        let tbs = parsed.tbs_certificate();
+        if !is_ca(tbs).map_err(&cert_err)? {
+            return Err(cert_err(
+                "not a CA certificate: basicConstraints CA:TRUE is required".into(),
+            ));
+        }
+        let not_after = tbs.validity().not_after.to_system_time();
+        let mut roots = Vec::new();
+        let mut intermediates = Vec::new();
+        if is_self_issued(cert) {
+            roots.push(cert_der.clone());
+        } else {
+            intermediates.push(cert_der.clone());
+        }
+        // An expired CA is never published, so its chain is not needed (and may have expired too).
+        if let (Some(path), true) = (&settings.chain_file, not_after > now) {
+            let bytes = read(CaFile::Chain, path)?;
+            for c in chain_above(cert, path, &bytes, now)? {
+                let der = c.to_der().map_err(|e| {
+                    CaFile::Chain.error(path, format!("cannot encode certificate: {e}"))
+                })?;
+                if is_self_issued(&c) {
+                    roots.push(der);
+                } else {
+                    intermediates.push(der);
+                }
+            }
+        }
+        Ok(TrustedCa {
+            name: settings.name.clone(),
+            state: settings.state,
+            cert_der,
+            not_after,
+            roots,
+            intermediates,
+        })
+    }
+}
+
 fn der_and_parsed(c: &X509Ref) -> std::result::Result<(Vec<u8>, Certificate), String> {
     let der = c
         .to_der()

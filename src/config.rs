@@ -93,9 +93,47 @@ struct RawSettings {
 struct RawSigner {
     name: String,
     ca: CaSettings,
+    #[serde(default)]
+    other_cas: Vec<OtherCaSettings>,
     /// Shape, defaults and validation live with the policy (`policy::PolicySettings`).
     #[serde(default)]
     policy: PolicySettings,
+}
+
+/// Where a CA that this signer trusts but does not sign with lives (`signers[i].otherCas[j]`): the
+/// next CA of a rotation (`published`), or the previous one until what it signed has expired
+/// (`retiring`). Only certificates are read; no key.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OtherCaSettings {
+    /// A short name for messages, metrics (`ca` label) and `ca status`.
+    pub name: String,
+    pub state: OtherCaState,
+    /// PEM file with exactly one certificate: the CA (root or intermediate).
+    pub cert_file: PathBuf,
+    /// Optional PEM file with its intermediates and root, as for the signing CA.
+    #[serde(default)]
+    pub chain_file: Option<PathBuf>,
+}
+
+/// The state of a CA that does not sign.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum OtherCaState {
+    /// Published in the trust bundle ahead of signing: the next CA.
+    Published,
+    /// Was the signing CA; stays in the trust bundle until every certificate it can have signed has
+    /// expired, then leaves it by itself.
+    Retiring,
+}
+
+impl OtherCaState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OtherCaState::Published => "published",
+            OtherCaState::Retiring => "retiring",
+        }
+    }
 }
 
 /// Where a signer's CA lives on disk.
@@ -217,7 +255,10 @@ impl Default for LogSettings {
 #[derive(Debug, Clone)]
 pub struct SignerSettings {
     pub name: SignerName,
+    /// The signing CA (state `active`).
     pub ca: CaSettings,
+    /// CAs trusted but not signing.
+    pub other_cas: Vec<OtherCaSettings>,
     pub policy: Policy,
 }
 
@@ -585,6 +626,19 @@ impl Settings {
             if let Some(p) = s.ca.passphrase_file.as_mut() {
                 resolve("passphraseFile", p);
             }
+            for (j, o) in s.other_cas.iter_mut().enumerate() {
+                let resolve = |name: &str, p: &mut PathBuf| {
+                    if p.is_relative()
+                        && origins.set_by_the_file(&format!("signers[{i}].otherCas[{j}].{name}"))
+                    {
+                        *p = dir.join(&*p);
+                    }
+                };
+                resolve("certFile", &mut o.cert_file);
+                if let Some(p) = o.chain_file.as_mut() {
+                    resolve("chainFile", p);
+                }
+            }
         }
         if let Some(p) = self.audit.file.as_mut() {
             if p.is_relative() && self.origins.set_by_the_file("audit.file") {
@@ -617,9 +671,23 @@ impl Settings {
             }
             let policy = Policy::try_from(&s.policy)
                 .map_err(|e| err(key(&format!("policy.{}", e.key)), e.message))?;
+            let mut ca_names = BTreeSet::new();
+            for (j, o) in s.other_cas.iter().enumerate() {
+                let k = key(&format!("otherCas[{j}].name"));
+                if !is_dns_label(&o.name) {
+                    return Err(err(
+                        k,
+                        format!("{:?} must be a DNS label (lower case letters, digits, '-'): it becomes a metric label", o.name),
+                    ));
+                }
+                if !ca_names.insert(o.name.clone()) {
+                    return Err(err(k, format!("duplicate CA name {:?}", o.name)));
+                }
+            }
             signers.push(SignerSettings {
                 name,
                 ca: s.ca,
+                other_cas: s.other_cas,
                 policy,
             });
         }
@@ -673,6 +741,7 @@ impl Settings {
             "signers": self.signers.iter().map(|s| serde_json::json!({
                 "name": s.name,
                 "ca": s.ca,
+                "otherCas": s.other_cas,
                 "policy": s.policy.describe(),
             })).collect::<Vec<_>>(),
             "controller": self.controller,

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use crate::ca::{CaFile, CaFiles, SigningCa};
+use crate::ca::{CaFile, CaFiles, SigningCa, TrustedCa};
 use crate::config::{CaSettings, Settings, SignerName, SignerSettings};
 use crate::csr;
 use crate::error::{Error, Result};
@@ -70,6 +70,8 @@ pub struct SignerEngine {
     ca_settings: CaSettings,
     ca_keys: CaKeys,
     current: RwLock<(Arc<SigningCa>, CaFiles)>,
+    /// CAs trusted but not signing (`otherCas`), loaded at startup.
+    others: Vec<TrustedCa>,
 }
 
 /// Where a signer's `ca:` keys were set, so that an error about a CA file (at startup or on reload)
@@ -129,6 +131,7 @@ impl SignerEngine {
             ca_settings: settings.ca.clone(),
             ca_keys,
             current: RwLock::new((Arc::new(ca), files)),
+            others: Vec::new(),
         })
     }
 
@@ -147,6 +150,11 @@ impl SignerEngine {
             Ok(g) => g.0.clone(),
             Err(p) => p.into_inner().0.clone(),
         }
+    }
+
+    /// The CAs this signer trusts but does not sign with.
+    pub fn other_cas(&self) -> &[TrustedCa] {
+        &self.others
     }
 
     pub fn ca_not_after(&self) -> SystemTime {
@@ -292,7 +300,29 @@ impl Engine {
             .signers
             .iter()
             .enumerate()
-            .map(|(i, s)| SignerEngine::new(s, CaKeys::new(settings, i)))
+            .map(|(i, s)| {
+                let mut signer = SignerEngine::new(s, CaKeys::new(settings, i))?;
+                signer.others = s
+                    .other_cas
+                    .iter()
+                    .enumerate()
+                    .map(|(j, o)| {
+                        TrustedCa::load(o, SystemTime::now()).map_err(|e| {
+                            let file = match &e {
+                                Error::Ca { file, .. } => file.key(),
+                                _ => "certFile",
+                            };
+                            let key = format!("signers[{i}].otherCas[{j}].{file}");
+                            Error::Setting {
+                                origin: settings.origin_of(&key),
+                                key,
+                                source: Box::new(e),
+                            }
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(signer)
+            })
             .collect::<Result<Vec<_>>>()?;
         Ok(Engine { signers })
     }

@@ -11,10 +11,12 @@
 pub mod publish;
 
 use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::ca::{pem, SigningCa};
+use crate::ca::{pem, SigningCa, TrustedCa};
+use crate::config::OtherCaState;
 
 /// The label every bundle we publish carries; a bundle without it is never touched.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
@@ -99,13 +101,19 @@ pub fn bundle_name(signer: &str, stage: &str) -> String {
     format!("{}:{stage}", signer.replace('/', ":"))
 }
 
+/// The annotation that remembers since when each retiring CA has been retiring, so that a restart or a
+/// new leader does not restart its clock: JSON `{"<CA fingerprint>": "<RFC 3339>"}`.
+pub const RETIRING_SINCE_ANNOTATION: &str = "csr-signer/retiring-since";
+
 /// One bundle as it should exist.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bundle {
     pub name: String,
     pub signer: String,
     pub labels: BTreeMap<String, String>,
-    /// Concatenated PEM certificates, roots first, each once, in a stable order.
+    pub annotations: BTreeMap<String, String>,
+    /// Concatenated PEM certificates, each once: the signing CA's anchors, then the published CAs',
+    /// then the retiring CAs' that still have certificates out.
     pub pem: String,
     /// DER of the anchors that must be in the bundle for the signing CA's certificates to verify.
     pub required: Vec<Vec<u8>>,
@@ -138,16 +146,85 @@ impl std::fmt::Display for BundleError {
     }
 }
 
-/// The bundle for `signer` signing with `ca`.
-pub fn desired(
-    signer: &str,
-    ca: &SigningCa,
-    settings: &TrustBundleSettings,
-) -> Result<Bundle, BundleError> {
-    let roots = der_blocks(&ca.cert_pem);
-    let mut anchors = roots.clone();
+/// Everything a signer's bundle is made from.
+pub struct Inputs<'a> {
+    pub signer: &'a str,
+    pub active: &'a SigningCa,
+    pub others: &'a [TrustedCa],
+    /// When each retiring CA (by `fingerprint`) was first seen retiring.
+    pub retiring_since: &'a BTreeMap<String, SystemTime>,
+    /// The longest lifetime the signer grants: what a retiring CA signed last expires at most this
+    /// long after it stopped signing.
+    pub max_lifetime: Duration,
+    pub now: SystemTime,
+}
+
+/// A CA's key in `retiring_since`: the first 16 bytes of the SHA-256 of its certificate, in hex
+/// (stable across renames in the configuration).
+pub fn fingerprint(cert_der: &[u8]) -> String {
+    openssl::sha::sha256(cert_der)[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Until when a retiring CA stays in the bundle: its last certificate ends at most `max_lifetime`
+/// after it stopped signing, and never after the CA itself.
+pub fn retiring_until(ca: &TrustedCa, since: SystemTime, max_lifetime: Duration) -> SystemTime {
+    ca.not_after.min(since + max_lifetime)
+}
+
+/// Whether `ca` belongs in the bundle at `now`.
+pub fn in_bundle(ca: &TrustedCa, inp: &Inputs<'_>) -> bool {
+    if ca.not_after <= inp.now {
+        return false;
+    }
+    match ca.state {
+        OtherCaState::Published => true,
+        OtherCaState::Retiring => {
+            let since = inp
+                .retiring_since
+                .get(&fingerprint(&ca.cert_der))
+                .copied()
+                .unwrap_or(inp.now);
+            inp.now < retiring_until(ca, since, inp.max_lifetime)
+        }
+    }
+}
+
+/// The bundle for one signer.
+pub fn desired(inp: &Inputs<'_>, settings: &TrustBundleSettings) -> Result<Bundle, BundleError> {
+    let active_roots = der_blocks(&inp.active.cert_pem);
+    let required = if active_roots.is_empty() {
+        if !settings.include_intermediates {
+            return Err(BundleError::NoRoot);
+        }
+        // With only intermediates published, the one that signs is the anchor clients need.
+        vec![inp.active.cert_der.clone()]
+    } else {
+        active_roots.clone()
+    };
+    let mut anchors = active_roots;
     if settings.include_intermediates {
-        anchors.extend(der_blocks(&ca.chain_pem));
+        anchors.extend(der_blocks(&inp.active.chain_pem));
+    }
+    let mut retiring = BTreeMap::new();
+    for state in [OtherCaState::Published, OtherCaState::Retiring] {
+        for ca in inp.others.iter().filter(|c| c.state == state) {
+            if state == OtherCaState::Retiring {
+                let fp = fingerprint(&ca.cert_der);
+                if let Some(since) = inp.retiring_since.get(&fp) {
+                    retiring.insert(fp, humantime::format_rfc3339_seconds(*since).to_string());
+                }
+            }
+            if !in_bundle(ca, inp) {
+                continue;
+            }
+            anchors.extend(ca.roots.iter().cloned());
+            if settings.include_intermediates || ca.roots.is_empty() {
+                anchors.extend(ca.intermediates.iter().cloned());
+            }
+        }
     }
     let mut unique: Vec<Vec<u8>> = Vec::new();
     for der in anchors {
@@ -155,25 +232,38 @@ pub fn desired(
             unique.push(der);
         }
     }
-    if unique.is_empty() {
-        return Err(BundleError::NoRoot);
-    }
-    // With only intermediates published, the one that signs is the anchor clients need.
-    let required = if roots.is_empty() {
-        vec![ca.cert_der.clone()]
-    } else {
-        roots
-    };
     let mut labels = settings.labels.clone();
     labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY_VALUE.into());
     labels.insert(STAGE_LABEL.into(), settings.stage.clone());
+    let mut annotations = BTreeMap::new();
+    if !retiring.is_empty() {
+        annotations.insert(
+            RETIRING_SINCE_ANNOTATION.to_owned(),
+            serde_json::to_string(&retiring).unwrap_or_default(),
+        );
+    }
     Ok(Bundle {
-        name: bundle_name(signer, &settings.stage),
-        signer: signer.to_owned(),
+        name: bundle_name(inp.signer, &settings.stage),
+        signer: inp.signer.to_owned(),
         labels,
+        annotations,
         pem: unique.iter().map(|d| pem(d)).collect(),
         required,
     })
+}
+
+/// The retiring-since times recorded on a bundle (unparsable entries are ignored: the CA's clock
+/// then starts again, which keeps it in the bundle longer, never shorter).
+pub fn recorded_retiring_since(
+    annotations: Option<&BTreeMap<String, String>>,
+) -> BTreeMap<String, SystemTime> {
+    annotations
+        .and_then(|a| a.get(RETIRING_SINCE_ANNOTATION))
+        .and_then(|v| serde_json::from_str::<BTreeMap<String, String>>(v).ok())
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(fp, t)| Some((fp, humantime::parse_rfc3339(&t).ok()?)))
+        .collect()
 }
 
 /// Whether a bundle found on the server is ours to change or delete.
@@ -224,6 +314,143 @@ mod tests {
             s.validate().unwrap_err().0,
             "labels.app.kubernetes.io/managed-by"
         );
+    }
+
+    use crate::ca_init::{init, InitOptions, KeyType};
+    use crate::config::{CaSettings, OtherCaSettings};
+
+    fn ca(dir: &std::path::Path, name: &str, intermediate: bool) -> crate::ca_init::Created {
+        init(&InitOptions {
+            out: dir.join(name),
+            key_type: KeyType::P256,
+            days: 30,
+            common_name: format!("{name} CA"),
+            intermediate,
+        })
+        .unwrap()
+    }
+
+    fn trusted(c: &crate::ca_init::Created, name: &str, state: OtherCaState) -> TrustedCa {
+        let chain = (c.trust_anchor != c.cert).then(|| c.trust_anchor.clone());
+        TrustedCa::load(
+            &OtherCaSettings {
+                name: name.into(),
+                state,
+                cert_file: c.cert.clone(),
+                chain_file: chain,
+            },
+            SystemTime::now(),
+        )
+        .unwrap()
+    }
+
+    fn root_der(c: &crate::ca_init::Created) -> Vec<u8> {
+        der_blocks(&std::fs::read_to_string(&c.trust_anchor).unwrap()).remove(0)
+    }
+
+    #[test]
+    fn a_rotation_keeps_every_anchor_until_nothing_needs_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (old, next) = (ca(dir.path(), "old", false), ca(dir.path(), "next", true));
+        let (active, _) = SigningCa::load(
+            &CaSettings {
+                cert_file: next.cert.clone(),
+                key_file: next.key.clone(),
+                chain_file: Some(next.trust_anchor.clone()),
+                passphrase_file: None,
+            },
+            SystemTime::now(),
+        )
+        .unwrap();
+        let retiring = trusted(&old, "old", OtherCaState::Retiring);
+        let day = Duration::from_secs(86_400);
+        let now = SystemTime::now();
+        let since = BTreeMap::from([(fingerprint(&retiring.cert_der), now - day)]);
+        let settings = TrustBundleSettings::default();
+        let at = |t: SystemTime| {
+            desired(
+                &Inputs {
+                    signer: "example.com/mtls",
+                    active: &active,
+                    others: std::slice::from_ref(&retiring),
+                    retiring_since: &since,
+                    max_lifetime: 2 * day,
+                    now: t,
+                },
+                &settings,
+            )
+            .unwrap()
+        };
+        // Retiring for a day with 2-day certificates: both roots, the signing CA's first.
+        let b = at(now);
+        assert_eq!(der_blocks(&b.pem), vec![root_der(&next), root_der(&old)]);
+        assert_eq!(b.required, vec![root_der(&next)]);
+        let recorded = recorded_retiring_since(Some(&b.annotations));
+        assert_eq!(
+            recorded.keys().collect::<Vec<_>>(),
+            since.keys().collect::<Vec<_>>()
+        );
+        // One second before the last certificate it can have signed ends, still there; after, gone.
+        assert_eq!(
+            der_blocks(&at(now + day - Duration::from_secs(1)).pem).len(),
+            2
+        );
+        assert_eq!(der_blocks(&at(now + day).pem), vec![root_der(&next)]);
+        // A published CA is in the bundle whatever the time, until it expires itself.
+        let published = trusted(&old, "old", OtherCaState::Published);
+        let with_published = |t: SystemTime| {
+            desired(
+                &Inputs {
+                    signer: "example.com/mtls",
+                    active: &active,
+                    others: std::slice::from_ref(&published),
+                    retiring_since: &BTreeMap::new(),
+                    max_lifetime: 2 * day,
+                    now: t,
+                },
+                &settings,
+            )
+            .unwrap()
+        };
+        assert_eq!(der_blocks(&with_published(now + 10 * day).pem).len(), 2);
+        assert_eq!(der_blocks(&with_published(now + 31 * day).pem).len(), 1);
+        // An intermediate signing CA whose root is unknown has nothing to anchor on.
+        let (bare, _) = SigningCa::load(
+            &CaSettings {
+                cert_file: next.cert.clone(),
+                key_file: next.key.clone(),
+                chain_file: None,
+                passphrase_file: None,
+            },
+            SystemTime::now(),
+        )
+        .unwrap();
+        let inputs = Inputs {
+            signer: "example.com/mtls",
+            active: &bare,
+            others: &[],
+            retiring_since: &BTreeMap::new(),
+            max_lifetime: day,
+            now,
+        };
+        assert_eq!(desired(&inputs, &settings), Err(BundleError::NoRoot));
+    }
+
+    #[test]
+    fn a_lost_or_garbled_record_restarts_the_clock_rather_than_shortening_it() {
+        let mut a = BTreeMap::new();
+        assert!(recorded_retiring_since(Some(&a)).is_empty());
+        a.insert(
+            RETIRING_SINCE_ANNOTATION.to_string(),
+            "{not json".to_string(),
+        );
+        assert!(recorded_retiring_since(Some(&a)).is_empty());
+        a.insert(
+            RETIRING_SINCE_ANNOTATION.to_string(),
+            r#"{"aa": "2026-11-29T00:00:00Z", "bb": "yesterday"}"#.to_string(),
+        );
+        let r = recorded_retiring_since(Some(&a));
+        assert_eq!(r.keys().collect::<Vec<_>>(), vec!["aa"]);
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! the one we would use. Failures back off (doubling from `poll` up to the resync period) and are
 //! counted by reason; they never stop signing.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -18,8 +18,12 @@ use kube::api::{
 };
 use tokio::sync::watch;
 
-use super::{covers, desired, is_ours, Bundle, TrustBundleSettings};
+use super::{
+    covers, desired, fingerprint, is_ours, recorded_retiring_since, Bundle, Inputs,
+    TrustBundleSettings, RETIRING_SINCE_ANNOTATION,
+};
 use super::{MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+use crate::config::OtherCaState;
 use crate::engine::Engine;
 use crate::metrics::{unix_seconds, Metrics};
 
@@ -90,8 +94,11 @@ impl SyncError {
 /// Where one signer's bundle stands.
 #[derive(Default)]
 struct SignerState {
-    /// The PEM last confirmed on the server.
-    confirmed: Option<String>,
+    /// The PEM and annotations last confirmed on the server.
+    confirmed: Option<(String, BTreeMap<String, String>)>,
+    /// Since when each retiring CA has been retiring; read back from the bundle once per leadership.
+    retiring_since: BTreeMap<String, SystemTime>,
+    seeded: bool,
     next_due: Option<Instant>,
     failures: u32,
     /// The last error's reason, so a persisting error is logged once, not at every retry.
@@ -178,57 +185,109 @@ impl Publisher {
             for signer in self.engine.signers() {
                 let name = signer.name().to_owned();
                 let state = states.entry(name.clone()).or_default();
-                let bundle = desired(&name, &signer.ca(), &self.settings);
+                if !state.seeded {
+                    match api
+                        .get_opt(&super::bundle_name(&name, &self.settings.stage))
+                        .await
+                    {
+                        Ok(found) => {
+                            if let Some(o) = found.filter(|o| is_ours(o.metadata.labels.as_ref())) {
+                                state.retiring_since =
+                                    recorded_retiring_since(o.metadata.annotations.as_ref());
+                            }
+                            state.seeded = true;
+                        }
+                        Err(e) => {
+                            self.failed(&name, state, SyncError::from_kube(e), false, now, resync);
+                            continue;
+                        }
+                    }
+                }
+                let wall = SystemTime::now();
+                let retiring: BTreeSet<String> = signer
+                    .other_cas()
+                    .iter()
+                    .filter(|c| c.state == OtherCaState::Retiring)
+                    .map(|c| fingerprint(&c.cert_der))
+                    .collect();
+                state.retiring_since.retain(|fp, _| retiring.contains(fp));
+                for fp in retiring {
+                    state.retiring_since.entry(fp).or_insert(wall);
+                }
+                let active = signer.ca();
+                let inputs = Inputs {
+                    signer: &name,
+                    active: &active,
+                    others: signer.other_cas(),
+                    retiring_since: &state.retiring_since,
+                    max_lifetime: signer.policy().max_lifetime(),
+                    now: wall,
+                };
+                let bundle = desired(&inputs, &self.settings);
                 let changed = match &bundle {
-                    Ok(b) => state.confirmed.as_deref() != Some(b.pem.as_str()),
+                    Ok(b) => {
+                        state.confirmed.as_ref() != Some(&(b.pem.clone(), b.annotations.clone()))
+                    }
                     Err(_) => false,
                 };
                 if !changed && state.next_due.is_some_and(|due| now < due) {
                     continue;
                 }
-                let result = match bundle {
-                    Ok(b) => self.sync(api, ar, &b).await.map(|pem| (b, pem)),
-                    Err(e) => Err(SyncError::NoRoot(e)),
+                let (result, required) = match bundle {
+                    Ok(b) => {
+                        let required = b.required.clone();
+                        (self.sync(api, ar, &b).await.map(|()| b), required)
+                    }
+                    Err(e) => (Err(SyncError::NoRoot(e)), Vec::new()),
                 };
                 match result {
-                    Ok((b, published)) => {
+                    Ok(b) => {
                         if state.last_error.take().is_some() || state.confirmed.is_none() {
                             tracing::info!(signer = %name, bundle = %b.name, "ClusterTrustBundle up to date");
                         }
                         self.metrics
                             .record_trust_bundle_published(&name, unix_seconds(SystemTime::now()));
                         self.metrics.set_trust_bundle_missing_anchor(&name, false);
-                        state.confirmed = Some(published);
+                        state.confirmed = Some((b.pem, b.annotations));
                         state.failures = 0;
                         state.next_due = Some(now + resync);
                     }
                     Err(e) => {
-                        let reason = e.as_str();
-                        self.metrics.record_trust_bundle_error(&name, reason);
                         // The anchor is missing unless what the server last had already covers it.
-                        let covered = match (
-                            &state.confirmed,
-                            desired(&name, &signer.ca(), &self.settings),
-                        ) {
-                            (Some(pem), Ok(b)) => covers(pem, &b.required),
-                            _ => false,
-                        };
-                        self.metrics
-                            .set_trust_bundle_missing_anchor(&name, !covered);
-                        if state.last_error != Some(reason) {
-                            tracing::error!(signer = %name, reason, error = %e.message(), "cannot publish the ClusterTrustBundle; retrying");
-                            state.last_error = Some(reason);
-                        }
-                        state.failures = state.failures.saturating_add(1);
-                        let backoff = self
-                            .poll
-                            .saturating_mul(1 << state.failures.min(16))
-                            .min(resync);
-                        state.next_due = Some(now + backoff);
+                        let covered = !required.is_empty()
+                            && state
+                                .confirmed
+                                .as_ref()
+                                .is_some_and(|(pem, _)| covers(pem, &required));
+                        self.failed(&name, state, e, covered, now, resync);
                     }
                 }
             }
         }
+    }
+
+    fn failed(
+        &self,
+        name: &str,
+        state: &mut SignerState,
+        e: SyncError,
+        covered: bool,
+        now: Instant,
+        resync: Duration,
+    ) {
+        let reason = e.as_str();
+        self.metrics.record_trust_bundle_error(name, reason);
+        self.metrics.set_trust_bundle_missing_anchor(name, !covered);
+        if state.last_error != Some(reason) {
+            tracing::error!(signer = %name, reason, error = %e.message(), "cannot publish the ClusterTrustBundle; retrying");
+            state.last_error = Some(reason);
+        }
+        state.failures = state.failures.saturating_add(1);
+        let backoff = self
+            .poll
+            .saturating_mul(1 << state.failures.min(16))
+            .min(resync);
+        state.next_due = Some(now + backoff);
     }
 
     fn fail_all(&self, e: &SyncError) {
@@ -241,14 +300,13 @@ impl Publisher {
         }
     }
 
-    /// Makes the server hold `b` and none of our other bundles for its signer; returns the PEM
-    /// now on the server.
+    /// Makes the server hold `b` and none of our other bundles for its signer.
     async fn sync(
         &self,
         api: &Api<DynamicObject>,
         ar: &ApiResource,
         b: &Bundle,
-    ) -> Result<String, SyncError> {
+    ) -> Result<(), SyncError> {
         let existing = api.get_opt(&b.name).await.map_err(SyncError::from_kube)?;
         let up_to_date = match &existing {
             Some(obj) if !is_ours(obj.metadata.labels.as_ref()) => return Err(SyncError::NotOwned),
@@ -262,6 +320,12 @@ impl Publisher {
                             .and_then(|l| l.get(k))
                             .is_some_and(|have| have == v)
                     })
+                    && obj
+                        .metadata
+                        .annotations
+                        .as_ref()
+                        .and_then(|a| a.get(RETIRING_SINCE_ANNOTATION))
+                        == b.annotations.get(RETIRING_SINCE_ANNOTATION)
             }
             None => false,
         };
@@ -269,7 +333,7 @@ impl Publisher {
             let body = serde_json::json!({
                 "apiVersion": ar.api_version,
                 "kind": ar.kind,
-                "metadata": { "name": b.name, "labels": b.labels },
+                "metadata": { "name": b.name, "labels": b.labels, "annotations": b.annotations },
                 "spec": { "signerName": b.signer, "trustBundle": b.pem },
             });
             api.patch(
@@ -313,7 +377,7 @@ impl Publisher {
                 Err(e) => return Err(SyncError::from_kube(e)),
             }
         }
-        Ok(b.pem.clone())
+        Ok(())
     }
 }
 
