@@ -67,6 +67,8 @@ fn main() -> ExitCode {
         Some(Command::CheckConfig(a)) => cli::sign::check_config(a, &overrides),
         Some(Command::Sign(a)) => cli::sign::sign(a, &overrides),
         Some(Command::Ca(CaCommand::Init(a))) => cli::ca::ca_init(a),
+        Some(Command::Ca(CaCommand::Status(a))) => cli::ca::ca_status(a, &overrides),
+        Some(Command::Ca(CaCommand::PlanRotation(a))) => cli::ca::ca_plan_rotation(a, &overrides),
         #[cfg(feature = "dev")]
         Some(Command::Dev(a)) => cli::dev::dev(a),
     };

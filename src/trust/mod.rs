@@ -9,6 +9,7 @@
 //! bundle is PEM `CERTIFICATE` blocks without headers, each a CA, no duplicates, at least one.
 
 pub mod publish;
+pub mod rotation;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};

@@ -383,7 +383,7 @@ impl Publisher {
 
 /// The ClusterTrustBundle resource the apiserver serves: v1 (1.37+), else v1beta1 (1.33–1.36 when
 /// enabled), else none.
-async fn discover(client: &kube::Client) -> Result<Option<ApiResource>, kube::Error> {
+pub async fn discover(client: &kube::Client) -> Result<Option<ApiResource>, kube::Error> {
     for version in ["v1", "v1beta1"] {
         match client
             .list_api_group_resources(&format!("{GROUP}/{version}"))
