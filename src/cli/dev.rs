@@ -44,6 +44,7 @@ fn default_dev_state_dir() -> PathBuf {
 }
 
 pub fn dev(args: &DevArgs) -> anyhow::Result<ExitCode> {
+    let _ = csr_signer::server::raise_open_file_limit();
     let cmd = super::devsigner::DevCommand {
         api: csr_signer::dev::DevOptions {
             port: args.port,
