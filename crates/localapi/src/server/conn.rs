@@ -4,8 +4,9 @@
 //! request heads, and a growing pause instead of a busy loop when `accept` fails (EMFILE), the
 //! way Go's `net/http` server behaves.
 //!
-//! HTTP/1.1 or HTTP/2 is chosen by ALPN, never by sniffing the first bytes: hyper-util's sniffing
-//! runs before hyper's header timeout starts, so a connection that sends nothing would be kept.
+//! The server speaks HTTP/1.1 only (tls.rs selects it by ALPN), and says so to hyper-util up
+//! front: its protocol sniffing runs before hyper's header timeout starts, so a connection that
+//! sent nothing would be kept forever.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,9 +23,6 @@ use tokio::time::Instant;
 /// Request heads (start line and headers) larger than this are refused (431); it also bounds
 /// hyper's read buffer, so what an idle or slow connection can make the server hold.
 pub const MAX_HEAD_BYTES: usize = 32 * 1024;
-
-/// HTTP/2 streams per connection (Go's default, which kube-apiserver keeps).
-const MAX_STREAMS: u32 = 250;
 
 /// File descriptors kept free for everything that is not a client connection (state file,
 /// the listener, the runtime).
@@ -55,8 +53,7 @@ pub struct Acceptor {
     incoming: Incoming,
     tls: Option<Arc<SslAcceptor>>,
     handshake_timeout: Duration,
-    h1: Arc<auto::Builder<TokioExecutor>>,
-    h2: Arc<auto::Builder<TokioExecutor>>,
+    http: Arc<auto::Builder<TokioExecutor>>,
     conns: JoinSet<()>,
 }
 
@@ -110,18 +107,11 @@ impl Incoming {
 
 impl Acceptor {
     pub fn new(listener: TcpListener, tls: Option<Arc<SslAcceptor>>, limits: &Limits) -> Self {
-        let mut h1 = auto::Builder::new(TokioExecutor::new()).http1_only();
-        h1.http1()
+        let mut http = auto::Builder::new(TokioExecutor::new()).http1_only();
+        http.http1()
             .timer(TokioTimer::new())
             .header_read_timeout(limits.idle_timeout)
             .max_buf_size(MAX_HEAD_BYTES);
-        let mut h2 = auto::Builder::new(TokioExecutor::new()).http2_only();
-        h2.http2()
-            .timer(TokioTimer::new())
-            .max_header_list_size(MAX_HEAD_BYTES as u32)
-            .max_concurrent_streams(MAX_STREAMS)
-            .keep_alive_interval(limits.idle_timeout / 2)
-            .keep_alive_timeout(limits.idle_timeout / 2);
         Acceptor {
             incoming: Incoming {
                 listener,
@@ -132,8 +122,7 @@ impl Acceptor {
             },
             tls,
             handshake_timeout: limits.handshake_timeout,
-            h1: Arc::new(h1),
-            h2: Arc::new(h2),
+            http: Arc::new(http),
             conns: JoinSet::new(),
         }
     }
@@ -149,7 +138,7 @@ impl Acceptor {
                     slot,
                     self.tls.clone(),
                     self.handshake_timeout,
-                    (self.h1.clone(), self.h2.clone()),
+                    self.http.clone(),
                     app.clone(),
                 ));
             }
@@ -165,23 +154,44 @@ impl Acceptor {
     }
 }
 
+/// Serves one connection. Until the client sends its first byte (within the handshake timeout)
+/// the task holds only the socket: what comes after (TLS, hyper) is boxed, so its large state is
+/// allocated only for a client that talks.
 async fn serve_one(
     tcp: TcpStream,
     _slot: Option<OwnedSemaphorePermit>,
     tls: Option<Arc<SslAcceptor>>,
     handshake_timeout: Duration,
-    (h1, h2): (
-        Arc<auto::Builder<TokioExecutor>>,
-        Arc<auto::Builder<TokioExecutor>>,
-    ),
+    http: Arc<auto::Builder<TokioExecutor>>,
     app: axum::Router,
 ) {
     let _ = tcp.set_nodelay(true);
-    let svc = TowerToHyperService::new(app);
-    let Some(acceptor) = tls else {
-        let _ = h1.serve_connection(TokioIo::new(tcp), svc).await;
+    // A client sends its first bytes (TLS hello or request line) as soon as it connects.
+    let deadline = Instant::now() + handshake_timeout;
+    // (`peek`, not `readable`: readiness alone can be a false positive on a fresh socket.)
+    let mut first = [0u8; 1];
+    if !matches!(
+        tokio::time::timeout_at(deadline, tcp.peek(&mut first)).await,
+        Ok(Ok(1))
+    ) {
         return;
-    };
+    }
+    match tls {
+        Some(acceptor) => Box::pin(serve_tls(tcp, acceptor, deadline, http, app)).await,
+        None => {
+            let conn = http.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(app));
+            let _ = Box::pin(conn).await;
+        }
+    }
+}
+
+async fn serve_tls(
+    tcp: TcpStream,
+    acceptor: Arc<SslAcceptor>,
+    deadline: Instant,
+    http: Arc<auto::Builder<TokioExecutor>>,
+    app: axum::Router,
+) {
     let Ok(ssl) = Ssl::new(acceptor.context()) else {
         return;
     };
@@ -190,15 +200,12 @@ async fn serve_one(
     };
     let handshake = std::pin::Pin::new(&mut stream).accept();
     if !matches!(
-        tokio::time::timeout(handshake_timeout, handshake).await,
+        tokio::time::timeout_at(deadline, handshake).await,
         Ok(Ok(()))
     ) {
         return;
     }
-    let http = if stream.ssl().selected_alpn_protocol() == Some(b"h2") {
-        h2
-    } else {
-        h1
-    };
-    let _ = http.serve_connection(TokioIo::new(stream), svc).await;
+    let _ = http
+        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app))
+        .await;
 }
