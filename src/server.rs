@@ -225,6 +225,7 @@ async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         .max_buf_size(limits.max_head_bytes.max(8192));
+    let http = Arc::new(http);
     let graceful = GracefulShutdown::new();
     let mut pause = Duration::ZERO;
     tokio::pin!(shutdown);
@@ -254,13 +255,20 @@ async fn serve(
                 }
             }
         };
-        let conn = http
-            .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(app.clone()))
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let (http, app, watcher) = (http.clone(), app.clone(), graceful.watcher());
+        let header_timeout = limits.header_timeout;
         tokio::spawn(async move {
-            let _ = conn.await;
-            drop(slot);
+            let _slot = slot;
+            // Until its first byte a connection holds only its socket: hyper's state and read
+            // buffer are allocated (boxed) for clients that talk. `peek`, not `readable`, which
+            // can be a false positive on a fresh socket.
+            let mut first = [0u8; 1];
+            let talked = tokio::time::timeout(header_timeout, tcp.peek(&mut first)).await;
+            if !matches!(talked, Ok(Ok(1))) {
+                return;
+            }
+            let conn = http.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(app));
+            let _ = Box::pin(watcher.watch(conn)).await;
         });
     }
     drop(listener);

@@ -17,14 +17,14 @@ mod process_support;
 mod support;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use kube::api::{Api, ListParams, PostParams};
 use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
-use process_support::{mib, DevApi};
+use process_support::{mib, sample_peak, send_body, DevApi};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -35,19 +35,8 @@ const PEAK_OVER_BASELINE_MIB: f64 = 48.0;
 const RETURN_MIB: f64 = 32.0;
 const ANSWER: Duration = Duration::from_secs(20);
 
-/// Connections that connect and then say nothing.
-async fn open_idle(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
-    let mut out = Vec::with_capacity(n);
-    for chunk in (0..n).collect::<Vec<_>>().chunks(200) {
-        let conns =
-            futures::future::join_all(chunk.iter().map(|_| TcpStream::connect(addr))).await;
-        out.extend(conns.into_iter().map(|c| c.unwrap()));
-    }
-    out
-}
-
-/// Sends a create with a `BODY`-byte body over TLS (token: none, or a wrong one) and returns the
-/// status line's code, or 0 when the server cut the connection before an answer was read.
+/// Sends a create with a `BODY`-byte body over TLS (token: none, or a wrong one); the status
+/// code of the answer, or 0 when the server cut the connection before it was read.
 async fn flood(addr: SocketAddr, token: Option<&'static str>) -> u16 {
     let mut b = SslConnector::builder(SslMethod::tls()).unwrap();
     b.set_verify(SslVerifyMode::NONE);
@@ -71,52 +60,7 @@ async fn flood(addr: SocketAddr, token: Option<&'static str>) -> u16 {
         "POST /apis/certificates.k8s.io/v1/certificatesigningrequests HTTP/1.1\r\nHost: {addr}\r\n\
          Content-Type: application/json\r\nContent-Length: {BODY}\r\n{auth}\r\n"
     );
-    let (mut rd, mut wr) = tokio::io::split(tls);
-    let writer = async move {
-        let _ = wr.write_all(head.as_bytes()).await;
-        let chunk = vec![b' '; 64 * 1024];
-        for _ in 0..BODY / chunk.len() {
-            if wr.write_all(&chunk).await.is_err() {
-                return;
-            }
-        }
-        let _ = wr.flush().await;
-    };
-    let reader = async move {
-        let mut buf = vec![0u8; 4096];
-        let mut got = Vec::new();
-        while !got.windows(2).any(|w| w == b"\r\n") {
-            match rd.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-            }
-        }
-        String::from_utf8_lossy(&got)
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0)
-    };
-    let (code, ()) = tokio::time::timeout(Duration::from_secs(60), async {
-        tokio::join!(reader, writer)
-    })
-    .await
-    .unwrap_or((0, ()));
-    code
-}
-
-/// Samples the child's RSS every 50 ms; returns the peak (KiB) once `stop` is set.
-fn sample_peak(pid: u32, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<u64> {
-    let peak = Arc::new(AtomicU64::new(0));
-    tokio::spawn(async move {
-        while !stop.load(Ordering::SeqCst) {
-            if let Some(kb) = process_support::rss_kib(pid) {
-                peak.fetch_max(kb, Ordering::SeqCst);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        peak.load(Ordering::SeqCst)
-    })
+    send_body(tls, head, BODY).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,43 +90,15 @@ async fn survives_unauthenticated_bodies_and_idle_connections() {
 
     let stop = Arc::new(AtomicBool::new(false));
     let peak = sample_peak(api.proc.pid(), stop.clone());
-    // The attack runs on its own threads, so encrypting 1.5 GB of junk does not starve the
-    // checks below of their runtime.
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    let attack = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let mut idle = open_idle(addr, IDLE).await;
-            let opened = Instant::now();
-            let flooders: Vec<_> = (0..FLOODERS)
-                .map(|i| tokio::spawn(flood(addr, (i % 2 == 0).then_some("not-a-token"))))
-                .collect();
-            let _ = ready_tx.send(());
-            let mut codes = std::collections::BTreeMap::<u16, usize>::new();
-            for f in flooders {
-                *codes.entry(f.await.unwrap()).or_default() += 1;
-            }
-            // Connections that never start TLS are closed by the server (10 s handshake
-            // timeout): each read ends (EOF or reset) well before 40 s after opening.
-            let mut kept = 0;
-            for conn in idle.iter_mut().take(20) {
-                let left = Duration::from_secs(40).saturating_sub(opened.elapsed());
-                let mut b = [0u8; 1];
-                if !matches!(
-                    tokio::time::timeout(left, conn.read(&mut b)).await,
-                    Ok(Ok(0)) | Ok(Err(_))
-                ) {
-                    kept += 1;
-                }
-            }
-            (codes, kept)
-        })
-    });
-    ready_rx.await.unwrap();
+    // Silent connections must be closed by the 10 s handshake timeout, well within 40 s.
+    let (ready, attack) = process_support::attack(
+        addr,
+        IDLE,
+        FLOODERS,
+        move |i| flood(addr, (i % 2 == 0).then_some("not-a-token")),
+        Duration::from_secs(40),
+    );
+    ready.await.unwrap();
     // Let the bodies arrive before asking.
     tokio::time::sleep(Duration::from_secs(2)).await;
 
@@ -208,9 +124,10 @@ async fn survives_unauthenticated_bodies_and_idle_connections() {
     assert_eq!(health.status(), 200);
     let health_took = t.elapsed();
 
-    let (codes, kept) = tokio::task::spawn_blocking(move || attack.join().unwrap())
+    let report = tokio::task::spawn_blocking(move || attack.join().unwrap())
         .await
         .unwrap();
+    let codes = report.codes;
     stop.store(true, Ordering::SeqCst);
     let peak = peak.await.unwrap();
     println!(
@@ -233,7 +150,10 @@ async fn survives_unauthenticated_bodies_and_idle_connections() {
         mib(peak),
         mib(baseline)
     );
-    assert_eq!(kept, 0, "silent connections kept open past the handshake timeout");
+    assert_eq!(
+        report.kept_open, 0,
+        "silent connections kept open past the handshake timeout"
+    );
 
     // Memory comes back.
     let mut now = api.proc.rss_kib();

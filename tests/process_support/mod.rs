@@ -3,9 +3,15 @@
 //! `csr-signer run` against it, and their resident memory as the kernel reports it.
 #![allow(dead_code, clippy::unwrap_used)]
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 /// Resident set size of process `pid` in KiB (`VmRSS` of /proc/<pid>/status); None once it exited.
 pub fn rss_kib(pid: u32) -> Option<u64> {
@@ -228,4 +234,135 @@ pub async fn eventually(limit: Duration, what: &str, mut f: impl FnMut() -> bool
         assert!(Instant::now() < deadline, "{what} (after {limit:?})");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// `n` connections that connect and then say nothing.
+pub async fn open_idle(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let batch = (n - out.len()).min(200);
+        let conns =
+            futures::future::join_all((0..batch).map(|_| TcpStream::connect(addr))).await;
+        out.extend(conns.into_iter().map(|c| c.unwrap()));
+    }
+    out
+}
+
+/// Writes `head` then `body_len` bytes of junk while reading the answer; returns the answer's
+/// status code, or 0 when the server cut the connection before one was read. Bounded: 60 s.
+pub async fn send_body<S: AsyncRead + AsyncWrite>(stream: S, head: String, body_len: usize) -> u16 {
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let writer = async move {
+        let _ = wr.write_all(head.as_bytes()).await;
+        let chunk = vec![b' '; 64 * 1024];
+        let mut left = body_len;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            if wr.write_all(&chunk[..n]).await.is_err() {
+                return;
+            }
+            left -= n;
+        }
+        let _ = wr.flush().await;
+    };
+    let reader = async move {
+        let mut buf = vec![0u8; 4096];
+        let mut got = Vec::new();
+        while !got.windows(2).any(|w| w == b"\r\n") {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+        String::from_utf8_lossy(&got)
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0)
+    };
+    tokio::time::timeout(Duration::from_secs(60), async { tokio::join!(reader, writer).0 })
+        .await
+        .unwrap_or(0)
+}
+
+/// Samples `pid`'s RSS every 50 ms until `stop` is set; the task returns the peak (KiB).
+pub fn sample_peak(pid: u32, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<u64> {
+    let peak = Arc::new(AtomicU64::new(0));
+    tokio::spawn(async move {
+        while !stop.load(Ordering::SeqCst) {
+            if let Some(kb) = rss_kib(pid) {
+                peak.fetch_max(kb, Ordering::SeqCst);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        peak.load(Ordering::SeqCst)
+    })
+}
+
+/// What the attackers of [`attack`] saw.
+#[derive(Debug)]
+pub struct AttackReport {
+    /// Status codes the body senders got (0: cut before an answer).
+    pub codes: std::collections::BTreeMap<u16, usize>,
+    /// Silent connections (of 20 sampled) the server had not closed by the deadline.
+    pub kept_open: usize,
+}
+
+/// Opens `idle` silent connections to `addr`, then runs `floods` body senders (`flood(i)`) at
+/// once; `ready` fires when all are under way. Afterwards checks that the server closed the silent
+/// connections within `close_within` of their opening. Runs on its own two-thread runtime on its
+/// own OS thread, so that the attackers' work (thousands of sockets, encrypting junk) does not
+/// starve the caller's checks.
+pub fn attack<F, Fut>(
+    addr: SocketAddr,
+    idle: usize,
+    floods: usize,
+    flood: F,
+    close_within: Duration,
+) -> (
+    tokio::sync::oneshot::Receiver<()>,
+    std::thread::JoinHandle<AttackReport>,
+)
+where
+    F: Fn(usize) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = u16> + Send + 'static,
+{
+    let (ready_tx, ready) = tokio::sync::oneshot::channel();
+    let thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let mut silent = open_idle(addr, idle).await;
+            let opened = Instant::now();
+            let senders: Vec<_> = (0..floods).map(|i| tokio::spawn(flood(i))).collect();
+            let _ = ready_tx.send(());
+            let mut codes = std::collections::BTreeMap::new();
+            for s in senders {
+                *codes.entry(s.await.unwrap()).or_default() += 1;
+            }
+            let kept_open = still_open(&mut silent, 20, opened + close_within).await;
+            AttackReport { codes, kept_open }
+        })
+    });
+    (ready, thread)
+}
+
+/// Reads from each of the first `n` of `conns` until `by`; returns how many the server did not
+/// close by then.
+pub async fn still_open(conns: &mut [TcpStream], n: usize, by: Instant) -> usize {
+    let mut kept = 0;
+    for conn in conns.iter_mut().take(n) {
+        let left = by.saturating_duration_since(Instant::now());
+        let mut b = [0u8; 1];
+        if !matches!(
+            tokio::time::timeout(left, conn.read(&mut b)).await,
+            Ok(Ok(0)) | Ok(Err(_))
+        ) {
+            kept += 1;
+        }
+    }
+    kept
 }
