@@ -355,4 +355,54 @@ mod tests {
         tx.send(()).unwrap();
         task.await.unwrap().unwrap();
     }
+
+    /// Connections beyond the limit wait in the backlog until a slot frees.
+    #[tokio::test]
+    async fn excess_connections_wait_for_a_free_slot() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let limits = Limits {
+            max_connections: 3,
+            header_timeout: Duration::from_secs(60),
+            ..Limits::default()
+        };
+        let (addr, fut) = bind_with(
+            "127.0.0.1:0".parse().unwrap(),
+            Arc::new(Metrics::new().unwrap()),
+            Arc::new(Readiness::new(1)),
+            async move {
+                let _ = rx.await;
+            },
+            limits,
+        )
+        .await
+        .unwrap();
+        let task = tokio::spawn(fut);
+        // Three slow clients take every slot with half a request head.
+        let mut slow = Vec::new();
+        for _ in 0..3 {
+            let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+            c.write_all(b"GET /heal").await.unwrap();
+            slow.push(c);
+        }
+        let mut probe = tokio::net::TcpStream::connect(addr).await.unwrap();
+        probe
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        let early =
+            tokio::time::timeout(Duration::from_millis(300), probe.read_to_string(&mut answer))
+                .await;
+        assert!(early.is_err(), "served beyond the limit: {answer}");
+        drop(slow.pop());
+        tokio::time::timeout(Duration::from_secs(20), probe.read_to_string(&mut answer))
+            .await
+            .expect("served once a slot was free")
+            .unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        tx.send(()).unwrap();
+        drop(slow);
+        task.await.unwrap().unwrap();
+    }
 }
