@@ -391,9 +391,11 @@ mod tests {
             .await
             .unwrap();
         let mut answer = String::new();
-        let early =
-            tokio::time::timeout(Duration::from_millis(300), probe.read_to_string(&mut answer))
-                .await;
+        let early = tokio::time::timeout(
+            Duration::from_millis(300),
+            probe.read_to_string(&mut answer),
+        )
+        .await;
         assert!(early.is_err(), "served beyond the limit: {answer}");
         drop(slow.pop());
         tokio::time::timeout(Duration::from_secs(20), probe.read_to_string(&mut answer))

@@ -114,13 +114,10 @@ async fn survives_unauthenticated_bodies_and_idle_connections() {
         .build()
         .unwrap();
     let t = Instant::now();
-    let health = tokio::time::timeout(
-        ANSWER,
-        https.get(format!("https://{addr}/healthz")).send(),
-    )
-    .await
-    .expect("/healthz answered in time")
-    .unwrap();
+    let health = tokio::time::timeout(ANSWER, https.get(format!("https://{addr}/healthz")).send())
+        .await
+        .expect("/healthz answered in time")
+        .unwrap();
     assert_eq!(health.status(), 200);
     let health_took = t.elapsed();
 

@@ -60,7 +60,10 @@ async fn wait_issued(csrs: &Api<CertificateSigningRequest>, name: &str, within: 
         if c.status.and_then(|s| s.certificate).is_some() {
             return;
         }
-        assert!(Instant::now() < deadline, "{name} not issued within {within:?}");
+        assert!(
+            Instant::now() < deadline,
+            "{name} not issued within {within:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -83,7 +86,11 @@ async fn probes_answer_under_idle_connections_and_large_bodies() {
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     while get(&http, listen, "/readyz").await.0 != 200 {
-        assert!(Instant::now() < deadline, "never ready: {}", signer.log_text());
+        assert!(
+            Instant::now() < deadline,
+            "never ready: {}",
+            signer.log_text()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let csrs = Api::<CertificateSigningRequest>::all(api.client("admin").await);

@@ -54,7 +54,11 @@ impl Proc {
     /// Resident memory in KiB; panics (with the log) if the process is gone.
     pub fn rss_kib(&mut self) -> u64 {
         if let Ok(Some(status)) = self.child.try_wait() {
-            panic!("{} exited ({status}); log:\n{}", self.log.display(), self.log_text());
+            panic!(
+                "{} exited ({status}); log:\n{}",
+                self.log.display(),
+                self.log_text()
+            );
         }
         rss_kib(self.pid()).unwrap()
     }
@@ -93,6 +97,11 @@ pub struct DevApi {
 impl DevApi {
     /// Starts it and waits until it has written its kubeconfig (it listens by then).
     pub async fn start(dir: &Path, tls: bool) -> DevApi {
+        DevApi::start_with(dir, tls, &[]).await
+    }
+
+    /// [`DevApi::start`] with more command-line arguments.
+    pub async fn start_with(dir: &Path, tls: bool, extra: &[&str]) -> DevApi {
         let port = crate::support::free_port();
         let kubeconfig = dir.join("dev.kubeconfig");
         let port_s = port.to_string();
@@ -107,6 +116,7 @@ impl DevApi {
         if !tls {
             args.push("--plain-http".as_ref());
         }
+        args.extend(extra.iter().map(std::ffi::OsStr::new));
         let mut proc = Proc::spawn(dir, "dev", &args);
         let deadline = Instant::now() + Duration::from_secs(60);
         while !kubeconfig.exists() {
@@ -215,11 +225,28 @@ pub async fn run_signer(
     }
 }
 
-/// Settings for `csr-signer run` signing [`crate::support::SIGNER`] with the CA in `ca_dir`.
-pub fn run_settings(ca_cert: &Path, ca_key: &Path, listen: std::net::SocketAddr, qps: u32) -> String {
+/// Settings for `csr-signer run` signing [`crate::support::SIGNER`] with the CA at
+/// `ca_cert`/`ca_key`, recording Events.
+pub fn run_settings(
+    ca_cert: &Path,
+    ca_key: &Path,
+    listen: std::net::SocketAddr,
+    qps: u32,
+) -> String {
+    run_settings_events(ca_cert, ca_key, listen, qps, true)
+}
+
+/// [`run_settings`] with Events on or off.
+pub fn run_settings_events(
+    ca_cert: &Path,
+    ca_key: &Path,
+    listen: std::net::SocketAddr,
+    qps: u32,
+    events: bool,
+) -> String {
     format!(
         "signers:\n- name: {}\n  ca: {{certFile: {}, keyFile: {}}}\n\
-         controller: {{qps: {qps}, burst: {qps}, workers: 4, events: true, leaderElection: {{enabled: false}}}}\n\
+         controller: {{qps: {qps}, burst: {qps}, workers: 4, events: {events}, leaderElection: {{enabled: false}}}}\n\
          server: {{listen: \"{listen}\"}}\n",
         crate::support::SIGNER,
         ca_cert.display(),
@@ -241,8 +268,7 @@ pub async fn open_idle(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
     let mut out = Vec::with_capacity(n);
     while out.len() < n {
         let batch = (n - out.len()).min(200);
-        let conns =
-            futures::future::join_all((0..batch).map(|_| TcpStream::connect(addr))).await;
+        let conns = futures::future::join_all((0..batch).map(|_| TcpStream::connect(addr))).await;
         out.extend(conns.into_iter().map(|c| c.unwrap()));
     }
     out
@@ -280,9 +306,11 @@ pub async fn send_body<S: AsyncRead + AsyncWrite>(stream: S, head: String, body_
             .and_then(|c| c.parse().ok())
             .unwrap_or(0)
     };
-    tokio::time::timeout(Duration::from_secs(60), async { tokio::join!(reader, writer).0 })
-        .await
-        .unwrap_or(0)
+    tokio::time::timeout(Duration::from_secs(60), async {
+        tokio::join!(reader, writer).0
+    })
+    .await
+    .unwrap_or(0)
 }
 
 /// Samples `pid`'s RSS every 50 ms until `stop` is set; the task returns the peak (KiB).

@@ -467,6 +467,8 @@ pub struct DevOptions {
     pub plain_http: bool,
     pub kubeconfig_out: PathBuf,
     pub state: Option<PathBuf>,
+    /// Events are deleted this long after their last write (kube-apiserver's `--event-ttl`).
+    pub event_ttl: Duration,
 }
 
 /// Prints a line to stdout; a closed stdout (piped to a finished process) must not stop the server.
@@ -487,6 +489,7 @@ pub async fn run_dev(
         listen: SocketAddr::from(([127, 0, 0, 1], opts.port)),
         tls: !opts.plain_http,
         state_file: opts.state.clone(),
+        event_ttl: opts.event_ttl,
         ..Default::default()
     };
     let api = start(cfg).await?;

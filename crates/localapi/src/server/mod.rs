@@ -74,8 +74,7 @@ impl BodyBudget {
             return Err(too_large());
         }
         let room = declared.map_or(MAX_BODY, |n| n as usize).max(1) as u32;
-        let Ok(Ok(_held)) =
-            tokio::time::timeout(BODY_BUDGET_WAIT, self.0.acquire_many(room)).await
+        let Ok(Ok(_held)) = tokio::time::timeout(BODY_BUDGET_WAIT, self.0.acquire_many(room)).await
         else {
             return Err(ApiError::too_many_requests(1));
         };
