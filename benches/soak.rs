@@ -7,7 +7,7 @@
 //!
 //! The local API runs with `--event-ttl 60s` (kube-apiserver's default is one hour, which a run of
 //! minutes would not reach); its watch history keeps 75 s or 10,000 events, as by default.
-//! `cargo test --all-targets` runs a short version (2,000 CSRs, 300 alive) to check it works; the
+//! `cargo test --all-targets` runs a short version (1,000 CSRs, 300 alive, 50/s) to check it works; the
 //! full run is `cargo bench --bench soak` (16,000 CSRs, 2,000 alive, at 80 CSRs/s).
 
 #[path = "../tests/process_support/mod.rs"]
@@ -207,10 +207,12 @@ fn main() {
             events,
         }
     } else {
+        // Debug build: slow enough that a CSR must live a few seconds to be issued before its
+        // deletion.
         Plan {
-            total: 2_000,
+            total: 1_000,
             alive: 300,
-            per_second: 200,
+            per_second: 50,
             events,
         }
     };
