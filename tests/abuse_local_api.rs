@@ -199,3 +199,34 @@ async fn an_authenticated_body_over_the_limit_is_refused_before_it_is_read() {
         "{text}"
     );
 }
+
+/// At the open-file limit (here 512, which the process cannot raise) it neither spins nor stops
+/// answering: connections beyond what fits wait in the backlog, silent ones are cut after the
+/// 10 s handshake timeout, and a real client is then served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_open_file_limit_it_waits_instead_of_spinning() {
+    csr_signer::server::raise_open_file_limit().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let api = DevApi::start_limited(dir.path(), true, &[], Some(512)).await;
+    let csrs = Api::<CertificateSigningRequest>::all(api.client("developer").await);
+    csrs.list(&ListParams::default()).await.unwrap();
+    let silent = process_support::open_idle(api.addr(), 1000).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let cpu_before = api.proc.cpu_seconds();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let cpu = api.proc.cpu_seconds() - cpu_before;
+    assert!(cpu < 1.0, "{cpu:.2} s of CPU in 4 s while full: spinning");
+    // A new client (a new connection: the pooled one may be gone) is served once the silent
+    // connections are cut.
+    let fresh = Api::<CertificateSigningRequest>::all(api.client("developer").await);
+    let t = Instant::now();
+    tokio::time::timeout(Duration::from_secs(60), fresh.list(&ListParams::default()))
+        .await
+        .expect("served at the open-file limit")
+        .unwrap();
+    println!(
+        "1,000 silent connections at a 512-file limit: {cpu:.2} s CPU in 4 s, a new client served after {:?}",
+        t.elapsed()
+    );
+    drop(silent);
+}

@@ -35,8 +35,30 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(dir: &Path, name: &str, args: &[&std::ffi::OsStr]) -> Proc {
+        Proc::spawn_limited(dir, name, None, args)
+    }
+
+    /// [`Proc::spawn`] with the open-file limit (soft and hard) set to `nofile` by the shell
+    /// that execs it, so the process cannot raise it.
+    pub fn spawn_limited(
+        dir: &Path,
+        name: &str,
+        nofile: Option<u64>,
+        args: &[&std::ffi::OsStr],
+    ) -> Proc {
         let log = dir.join(format!("{name}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_csr-signer"))
+        let bin = env!("CARGO_BIN_EXE_csr-signer");
+        let mut cmd = match nofile {
+            None => Command::new(bin),
+            Some(n) => {
+                let mut c = Command::new("sh");
+                c.arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(bin);
+                c
+            }
+        };
+        let child = cmd
             .args(args)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
@@ -102,6 +124,16 @@ impl DevApi {
 
     /// [`DevApi::start`] with more command-line arguments.
     pub async fn start_with(dir: &Path, tls: bool, extra: &[&str]) -> DevApi {
+        DevApi::start_limited(dir, tls, extra, None).await
+    }
+
+    /// [`DevApi::start_with`] under an open-file limit it cannot raise.
+    pub async fn start_limited(
+        dir: &Path,
+        tls: bool,
+        extra: &[&str],
+        nofile: Option<u64>,
+    ) -> DevApi {
         let port = crate::support::free_port();
         let kubeconfig = dir.join("dev.kubeconfig");
         let port_s = port.to_string();
@@ -117,7 +149,7 @@ impl DevApi {
             args.push("--plain-http".as_ref());
         }
         args.extend(extra.iter().map(std::ffi::OsStr::new));
-        let mut proc = Proc::spawn(dir, "dev", &args);
+        let mut proc = Proc::spawn_limited(dir, "dev", nofile, &args);
         let deadline = Instant::now() + Duration::from_secs(60);
         while !kubeconfig.exists() {
             assert!(
