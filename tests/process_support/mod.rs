@@ -426,3 +426,38 @@ pub async fn still_open(conns: &mut [TcpStream], n: usize, by: Instant) -> usize
     }
     kept
 }
+
+/// The load of the abuse tests: silent connections, body senders, and each body's size (the
+/// apiserver's 3 MiB limit).
+pub const SILENT: usize = 2000;
+pub const BODIES: usize = 500;
+pub const BODY_BYTES: usize = 3 * 1024 * 1024;
+
+/// How far above its baseline a server's RSS may go under that load, and where it must be back
+/// to afterwards (MiB; measured: +3 to +6).
+pub const PEAK_OVER_BASELINE_MIB: f64 = 48.0;
+pub const RETURN_MIB: f64 = 32.0;
+
+/// Asserts the attack's peak against the baseline, then waits (up to 60 s) for RSS to come back
+/// within [`RETURN_MIB`] of it; returns the RSS after (KiB).
+pub async fn assert_memory_bounded(proc: &mut Proc, baseline: u64, peak: u64) -> u64 {
+    assert!(
+        mib(peak) < mib(baseline) + PEAK_OVER_BASELINE_MIB,
+        "peak RSS {:.1} MiB (baseline {:.1} MiB)",
+        mib(peak),
+        mib(baseline)
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut now = proc.rss_kib();
+    while mib(now) > mib(baseline) + RETURN_MIB && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        now = proc.rss_kib();
+    }
+    assert!(
+        mib(now) <= mib(baseline) + RETURN_MIB,
+        "RSS {:.1} MiB after the attack, baseline {:.1} MiB",
+        mib(now),
+        mib(baseline)
+    );
+    now
+}
