@@ -515,3 +515,63 @@ fn with_gvk(v: &Value, def: &ResourceDef, version: &str) -> Value {
     v["apiVersion"] = json!(def.api_version(version));
     v
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn with_length(n: usize) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(http::header::CONTENT_LENGTH, n.into());
+        h
+    }
+
+    /// A body whose bytes never come.
+    fn stalled() -> Body {
+        Body::from_stream(futures::stream::pending::<Result<Bytes, std::io::Error>>())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bodies_share_a_budget_then_get_429_and_a_stalled_body_gets_504() {
+        let budget = Arc::new(BodyBudget::new(MAX_BODY));
+        let first = {
+            let b = budget.clone();
+            tokio::spawn(async move { b.read(&with_length(MAX_BODY), stalled()).await })
+        };
+        tokio::task::yield_now().await;
+        // The budget is held by the stalled body: the next one waits, then gets 429.
+        let second = budget
+            .read(&with_length(10), Body::from("0123456789"))
+            .await;
+        let e = second.unwrap_err();
+        assert_eq!((e.code, e.retry_after), (429, Some(1)));
+        assert_eq!(e.body["reason"], "TooManyRequests");
+        let e = first.await.unwrap().unwrap_err();
+        assert_eq!((e.code, e.body["reason"].as_str()), (504, Some("Timeout")));
+        // With the budget free again a body is read whole.
+        let ok = budget
+            .read(&with_length(3), Body::from("abc"))
+            .await
+            .unwrap();
+        assert_eq!(&ok[..], b"abc");
+    }
+
+    #[tokio::test]
+    async fn a_body_over_3_mib_is_refused_by_its_declared_length_or_its_bytes() {
+        let budget = BodyBudget::new(64 << 20);
+        let e = budget
+            .read(&with_length(MAX_BODY + 1), stalled())
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, 413);
+        assert_eq!(
+            e.body["message"],
+            "Request entity too large: limit is 3145728"
+        );
+        // No length declared (chunked): counted as it arrives.
+        let big = Body::from(vec![b' '; MAX_BODY + 1]);
+        let e = budget.read(&HeaderMap::new(), big).await.unwrap_err();
+        assert_eq!(e.code, 413);
+    }
+}
