@@ -1,8 +1,8 @@
 //! Accepting connections so that a local user without credentials cannot take the server down:
 //! a bounded number of connections at once (the rest wait in the listen backlog), a deadline for
-//! the TLS handshake and for each request head (which is also the keep-alive idle limit), capped
-//! request heads, and a growing pause instead of a busy loop when `accept` fails (EMFILE), the
-//! way Go's `net/http` server behaves.
+//! the first byte and the TLS handshake and one for each request head (which is also the
+//! keep-alive idle limit), capped request heads, and a growing pause instead of a busy loop when
+//! `accept` fails (EMFILE), the way Go's `net/http` server behaves.
 //!
 //! The server speaks HTTP/1.1 only (tls.rs selects it by ALPN), and says so to hyper-util up
 //! front: its protocol sniffing runs before hyper's header timeout starts, so a connection that
