@@ -20,6 +20,9 @@ pub struct DevArgs {
     /// Keep API objects in this file across restarts (in memory only by default).
     #[arg(long)]
     pub state: Option<PathBuf>,
+    /// Events are deleted this long after their last write, as with kube-apiserver's flag.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1h")]
+    pub event_ttl: std::time::Duration,
     /// Directory for the dev CA (created on first run, reused after); default
     /// $XDG_STATE_HOME/csr-signer-dev, else ~/.local/state/csr-signer-dev.
     #[arg(long)]
@@ -44,12 +47,14 @@ fn default_dev_state_dir() -> PathBuf {
 }
 
 pub fn dev(args: &DevArgs) -> anyhow::Result<ExitCode> {
+    let _ = csr_signer::server::raise_open_file_limit();
     let cmd = super::devsigner::DevCommand {
         api: csr_signer::dev::DevOptions {
             port: args.port,
             plain_http: args.plain_http,
             kubeconfig_out: args.kubeconfig_out.clone(),
             state: args.state.clone(),
+            event_ttl: args.event_ttl,
         },
         signer: super::devsigner::DevSignerOptions {
             state_dir: args.state_dir.clone().unwrap_or_else(default_dev_state_dir),

@@ -345,6 +345,7 @@ pub async fn run(cmd: DevCommand) -> csr_signer::Result<()> {
         listen: std::net::SocketAddr::from(([127, 0, 0, 1], cmd.api.port)),
         tls: !cmd.api.plain_http,
         state_file: cmd.api.state.clone(),
+        event_ttl: cmd.api.event_ttl,
         ..Default::default()
     })
     .await?;

@@ -50,6 +50,7 @@ pub async fn kube_config(
 }
 
 pub fn run(args: &RunArgs, overrides: &Overrides) -> anyhow::Result<ExitCode> {
+    let _ = csr_signer::server::raise_open_file_limit();
     let overrides = Overrides {
         listen: args.listen,
         ..overrides.clone()

@@ -1,7 +1,9 @@
 //! In-process fault injection for tests (not reachable over HTTP): failing the next N matching
 //! requests, added latency, closing watches, compacting history, forcing write conflicts. Also
-//! keeps a log of served requests so tests can assert what a client did.
+//! keeps a log of the most recent served requests (a ring: the oldest go first) so tests can
+//! assert what a client did without the log growing with the server's lifetime.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -61,14 +63,7 @@ impl Failure {
                 None,
             ),
             Failure::TooManyRequests { retry_after_secs } => {
-                let mut e = ApiError::new(
-                    429,
-                    "TooManyRequests",
-                    "Too many requests, please try again later.",
-                    Some(serde_json::json!({"retryAfterSeconds": retry_after_secs})),
-                );
-                e.retry_after = Some(retry_after_secs);
-                e
+                ApiError::too_many_requests(retry_after_secs)
             }
         }
     }
@@ -92,12 +87,12 @@ pub struct RequestRecord {
     pub status: u16,
 }
 
-#[derive(Default)]
 struct State {
     fail: Vec<FailRule>,
     latency: Vec<(Match, Duration)>,
     conflicts: Vec<Match>,
-    log: Vec<RequestRecord>,
+    log: VecDeque<RequestRecord>,
+    log_capacity: usize,
 }
 
 pub(crate) enum Injected {
@@ -105,8 +100,6 @@ pub(crate) enum Injected {
     Latency(Duration),
     Fail(ApiError, Duration),
 }
-
-const MAX_LOG: usize = 200_000;
 
 /// Handle for injecting faults into a running local API.
 pub struct Faults {
@@ -125,9 +118,16 @@ impl Drop for InFlight<'_> {
 }
 
 impl Faults {
-    pub(crate) fn new(store: Arc<Store>) -> Self {
+    /// `log_capacity`: how many of the latest requests [`Faults::requests`] remembers.
+    pub(crate) fn new(store: Arc<Store>, log_capacity: usize) -> Self {
         Faults {
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                fail: Vec::new(),
+                latency: Vec::new(),
+                conflicts: Vec::new(),
+                log: VecDeque::new(),
+                log_capacity,
+            }),
             store,
             in_flight: std::sync::atomic::AtomicUsize::new(0),
         }
@@ -190,9 +190,10 @@ impl Faults {
         self.store.open_watches()
     }
 
-    /// Requests served so far (method, path, status), oldest first.
+    /// The latest requests served (method, path, status), oldest first; at most the configured
+    /// `request_log` of them.
     pub fn requests(&self) -> Vec<RequestRecord> {
-        self.lock().log.clone()
+        self.lock().log.iter().cloned().collect()
     }
 
     /// Number of served requests with this method whose path contains `path_contains`.
@@ -242,15 +243,53 @@ impl Faults {
 
     pub(crate) fn record(&self, method: &Method, path: &str, query: &str, user: &str, status: u16) {
         let mut s = self.lock();
-        if s.log.len() >= MAX_LOG {
-            s.log.drain(..MAX_LOG / 2);
+        if s.log_capacity == 0 {
+            return;
         }
-        s.log.push(RequestRecord {
+        while s.log.len() >= s.log_capacity {
+            s.log.pop_front();
+        }
+        s.log.push_back(RequestRecord {
             method: method.clone(),
             path: path.to_string(),
             query: query.to_string(),
             user: user.to_string(),
             status,
         });
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::store::Retention;
+
+    fn faults(capacity: usize) -> Faults {
+        let store = Arc::new(Store::new(Retention {
+            max_history: 10,
+            history_window: Duration::from_secs(75),
+            event_ttl: Duration::from_secs(3600),
+        }));
+        Faults::new(store, capacity)
+    }
+
+    #[test]
+    fn request_log_keeps_the_latest_in_order() {
+        let f = faults(3);
+        for i in 0..5 {
+            f.record(&Method::GET, &format!("/p{i}"), "", "u", 200);
+        }
+        let paths: Vec<String> = f.requests().into_iter().map(|r| r.path).collect();
+        assert_eq!(paths, ["/p2", "/p3", "/p4"]);
+        assert_eq!(f.count(&Method::GET, "/p"), 3);
+        assert_eq!(f.count(&Method::GET, "/p0"), 0);
+    }
+
+    #[test]
+    fn a_zero_capacity_log_records_nothing() {
+        let f = faults(0);
+        f.record(&Method::GET, "/p", "", "u", 200);
+        assert!(f.requests().is_empty());
     }
 }

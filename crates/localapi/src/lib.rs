@@ -75,8 +75,27 @@ pub struct LocalApiConfig {
     pub state_file: Option<PathBuf>,
     /// How often open watches that asked for bookmarks get one.
     pub bookmark_interval: Duration,
-    /// Watch events kept for resumption; older resourceVersions get 410 Gone.
+    /// At most this many watch events are kept for resumption; older resourceVersions get 410.
     pub max_history: usize,
+    /// Watch events older than this are dropped too (beyond the newest 100), as kube-apiserver's
+    /// watch cache keeps 75 s of history.
+    pub history_window: Duration,
+    /// Events (core and events.k8s.io) are deleted this long after their last write, as with
+    /// kube-apiserver's `--event-ttl` (one hour).
+    pub event_ttl: Duration,
+    /// How many of the latest requests [`Faults::requests`] remembers.
+    pub request_log: usize,
+    /// Connections served at once; more wait in the listen backlog. Lowered at start to fit the
+    /// process's open-file limit.
+    pub max_connections: usize,
+    /// A connection that has not finished its TLS handshake by then is closed.
+    pub handshake_timeout: Duration,
+    /// A connection that has not sent a whole request head by then (from its start, or since its
+    /// previous response) is closed; this is also the keep-alive idle limit.
+    pub idle_timeout: Duration,
+    /// Request bodies being read at once, all connections together, in bytes (each is at most
+    /// 3 MiB, as kube-apiserver's limit); requests over it wait, then get 429.
+    pub body_bytes_in_flight: usize,
 }
 
 impl Default for LocalApiConfig {
@@ -87,7 +106,14 @@ impl Default for LocalApiConfig {
             users: default_users(),
             state_file: None,
             bookmark_interval: Duration::from_secs(5),
-            max_history: 100_000,
+            max_history: 10_000,
+            history_window: Duration::from_secs(75),
+            event_ttl: Duration::from_secs(3600),
+            request_log: 50_000,
+            max_connections: 4096,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            body_bytes_in_flight: 64 << 20,
         }
     }
 }
@@ -131,7 +157,11 @@ pub async fn start(cfg: LocalApiConfig) -> Result<LocalApi> {
             cfg.listen
         )));
     }
-    let store = Arc::new(Store::new(cfg.max_history));
+    let store = Arc::new(Store::new(store::Retention {
+        max_history: cfg.max_history,
+        history_window: cfg.history_window,
+        event_ttl: cfg.event_ttl,
+    }));
     seed_namespaces(&store);
     if let Some(path) = &cfg.state_file {
         load_state(&store, path)?;
@@ -151,25 +181,30 @@ pub async fn start(cfg: LocalApiConfig) -> Result<LocalApi> {
     let shared = Arc::new(Shared {
         store: store.clone(),
         users: RwLock::new(cfg.users.clone()),
-        faults: Faults::new(store.clone()),
+        faults: Faults::new(store.clone(), cfg.request_log),
         server_address: addr.to_string(),
         started: Instant::now(),
+        bodies: server::BodyBudget::new(cfg.body_bytes_in_flight),
     });
     let app = axum::Router::new()
         .fallback(server::handle)
         .with_state(shared.clone());
     let (stop, stop_rx) = watch::channel(false);
     let acceptor = pki.map(|p| Arc::new(p.acceptor));
-    let bookmark_interval = cfg.bookmark_interval;
-    let state_file = cfg.state_file.clone();
+    let limits = server::conn::Limits {
+        max_connections: server::conn::fit_open_files(cfg.max_connections),
+        handshake_timeout: cfg.handshake_timeout,
+        idle_timeout: cfg.idle_timeout,
+    };
     let task = tokio::spawn(serve(
-        listener,
+        server::conn::Acceptor::new(listener, acceptor, &limits),
         app,
-        acceptor,
-        stop_rx,
-        store,
-        bookmark_interval,
-        state_file,
+        Background {
+            stop: stop_rx,
+            store,
+            bookmark_interval: cfg.bookmark_interval,
+            state_file: cfg.state_file.clone(),
+        },
     ));
     Ok(LocalApi {
         shared,
@@ -231,63 +266,42 @@ fn save_state(store: &Store, path: &Path) -> Result<()> {
     std::fs::rename(&tmp, path).map_err(|e| io_err(path, e))
 }
 
-async fn serve(
-    listener: TcpListener,
-    app: axum::Router,
-    acceptor: Option<Arc<openssl::ssl::SslAcceptor>>,
-    mut stop: watch::Receiver<bool>,
+/// What the serving task does besides serving connections.
+struct Background {
+    stop: watch::Receiver<bool>,
     store: Arc<Store>,
     bookmark_interval: Duration,
     state_file: Option<PathBuf>,
-) {
-    let mut conns = tokio::task::JoinSet::new();
+}
+
+async fn serve(mut conns: server::conn::Acceptor, app: axum::Router, mut bg: Background) {
     let mut bookmarks = tokio::time::interval_at(
-        tokio::time::Instant::now() + bookmark_interval,
-        bookmark_interval,
+        tokio::time::Instant::now() + bg.bookmark_interval,
+        bg.bookmark_interval,
     );
     let mut save = tokio::time::interval(Duration::from_millis(500));
+    let mut expire = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
-            _ = stop.changed() => break,
-            _ = bookmarks.tick() => store.bookmark_all(),
+            _ = bg.stop.changed() => break,
+            _ = bookmarks.tick() => bg.store.bookmark_all(),
+            _ = expire.tick() => {
+                bg.store.expire(Instant::now());
+            }
             _ = save.tick() => {
-                if let Some(p) = &state_file {
-                    if store.take_dirty() {
-                        if let Err(e) = save_state(&store, p) {
+                if let Some(p) = &bg.state_file {
+                    if bg.store.take_dirty() {
+                        if let Err(e) = save_state(&bg.store, p) {
                             tracing::warn!(error = %e, "saving local API state failed");
                         }
                     }
                 }
             }
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
-            accepted = listener.accept() => {
-                let Ok((tcp, _)) = accepted else { continue };
-                let _ = tcp.set_nodelay(true);
-                let app = app.clone();
-                let acceptor = acceptor.clone();
-                conns.spawn(async move {
-                    let svc = hyper_util::service::TowerToHyperService::new(app);
-                    let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-                    match acceptor {
-                        Some(acc) => {
-                            let Ok(ssl) = openssl::ssl::Ssl::new(acc.context()) else { return };
-                            let Ok(mut stream) = tokio_openssl::SslStream::new(ssl, tcp) else { return };
-                            if std::pin::Pin::new(&mut stream).accept().await.is_err() {
-                                return;
-                            }
-                            let _ = builder.serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), svc).await;
-                        }
-                        None => {
-                            let _ = builder.serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(tcp), svc).await;
-                        }
-                    }
-                });
-            }
+            () = conns.next(&app) => {}
         }
     }
-    store.close_watches();
-    conns.abort_all();
-    while conns.join_next().await.is_some() {}
+    bg.store.close_watches();
+    conns.close().await;
 }
 
 impl LocalApi {
@@ -453,6 +467,8 @@ pub struct DevOptions {
     pub plain_http: bool,
     pub kubeconfig_out: PathBuf,
     pub state: Option<PathBuf>,
+    /// Events are deleted this long after their last write (kube-apiserver's `--event-ttl`).
+    pub event_ttl: Duration,
 }
 
 /// Prints a line to stdout; a closed stdout (piped to a finished process) must not stop the server.
@@ -473,6 +489,7 @@ pub async fn run_dev(
         listen: SocketAddr::from(([127, 0, 0, 1], opts.port)),
         tls: !opts.plain_http,
         state_file: opts.state.clone(),
+        event_ttl: opts.event_ttl,
         ..Default::default()
     };
     let api = start(cfg).await?;

@@ -196,6 +196,18 @@ impl ApiError {
         )
     }
 
+    /// 429 as kube-apiserver's max-in-flight filter sends it, with `Retry-After`.
+    pub fn too_many_requests(retry_after_secs: u64) -> Self {
+        let mut e = Self::new(
+            429,
+            "TooManyRequests",
+            "Too many requests, please try again later.",
+            Some(serde_json::json!({"retryAfterSeconds": retry_after_secs})),
+        );
+        e.retry_after = Some(retry_after_secs);
+        e
+    }
+
     pub fn expired(message: impl Into<String>) -> Self {
         Self::new(410, "Expired", message, None)
     }

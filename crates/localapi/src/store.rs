@@ -1,6 +1,12 @@
 //! The object store: every object of every served resource, one global resourceVersion counter
 //! (like etcd's revision), a bounded event history for watch resumption, and the open watches.
 //!
+//! Memory stays bounded under churn as it does in kube-apiserver: the history keeps events for a
+//! window (the watch cache keeps at least 75 s, at least 100 events, at most a fixed number) and a
+//! watch from before it gets 410 Gone, as after etcd's compaction; Events expire a fixed time after
+//! their last write (kube-apiserver's `--event-ttl`, one hour), with a DELETED watch event, as an
+//! etcd lease expiring deletes the key.
+//!
 //! All mutations go through [`Store::mutate`], which runs the caller's decision under the store lock
 //! (the equivalent of etcd's GuaranteedUpdate), so a read-modify-write is atomic and every persisted
 //! change bumps the revision and emits exactly one event. A no-op leaves the revision alone.
@@ -8,6 +14,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::sync::mpsc;
@@ -35,6 +42,8 @@ impl EventType {
 #[derive(Debug)]
 pub struct Event {
     pub rv: u64,
+    /// When it was recorded, for the history window.
+    pub at: Instant,
     pub key: &'static str,
     pub etype: EventType,
     pub old: Option<Arc<Value>>,
@@ -97,14 +106,54 @@ pub enum Change {
 
 type ObjKey = (String, String);
 
+/// Events the history keeps whatever their age (the watch cache's lower bound capacity), so a
+/// quiet server does not send every resuming watch back to a relist.
+pub const MIN_HISTORY: usize = 100;
+
+/// Resources whose objects expire a fixed time after their last write (`--event-ttl`).
+pub const TTL_KEYS: &[&str] = &["core/events", "events.k8s.io/events"];
+
+/// How much the store remembers besides the current objects.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// At most this many watch events are kept.
+    pub max_history: usize,
+    /// Beyond [`MIN_HISTORY`] events, those older than this are dropped.
+    pub history_window: Duration,
+    /// Objects of [`TTL_KEYS`] are deleted this long after their last write.
+    pub event_ttl: Duration,
+}
+
 struct Inner {
     rv: u64,
     objects: HashMap<&'static str, BTreeMap<ObjKey, Arc<Value>>>,
     history: VecDeque<Arc<Event>>,
     /// Watches starting before this revision get 410 Gone.
     floor: u64,
-    max_history: usize,
+    retention: Retention,
+    /// Last write of every object of a [`TTL_KEYS`] resource, oldest first as written; an entry
+    /// whose time no longer matches `ttl_written` was superseded by a later write.
+    ttl_queue: VecDeque<(Instant, &'static str, ObjKey)>,
+    ttl_written: HashMap<(&'static str, ObjKey), Instant>,
     watchers: Vec<Watcher>,
+}
+
+impl Inner {
+    /// Drops events beyond the count cap, and those older than the window beyond the minimum.
+    fn trim_history(&mut self, now: Instant) {
+        let r = self.retention;
+        while let Some(front) = self.history.front() {
+            let too_many = self.history.len() > r.max_history;
+            let too_old = self.history.len() > MIN_HISTORY
+                && now.saturating_duration_since(front.at) > r.history_window;
+            if !(too_many || too_old) {
+                break;
+            }
+            let rv = front.rv;
+            self.history.pop_front();
+            self.floor = self.floor.max(rv);
+        }
+    }
 }
 
 pub struct Store {
@@ -121,14 +170,19 @@ pub fn name_of(v: &Value) -> &str {
 }
 
 impl Store {
-    pub fn new(max_history: usize) -> Self {
+    pub fn new(retention: Retention) -> Self {
         Store {
             inner: Mutex::new(Inner {
                 rv: 1,
                 objects: HashMap::new(),
                 history: VecDeque::new(),
                 floor: 0,
-                max_history: max_history.max(1),
+                retention: Retention {
+                    max_history: retention.max_history.max(1),
+                    ..retention
+                },
+                ttl_queue: VecDeque::new(),
+                ttl_written: HashMap::new(),
                 watchers: Vec::new(),
             }),
             dirty: AtomicBool::new(false),
@@ -200,6 +254,11 @@ impl Store {
                 v["metadata"]["resourceVersion"] = Value::String(rv.to_string());
                 g.rv = rv;
                 let v = Arc::new(v);
+                if TTL_KEYS.contains(&key) {
+                    let now = Instant::now();
+                    g.ttl_queue.push_back((now, key, k.clone()));
+                    g.ttl_written.insert((key, k.clone()), now);
+                }
                 g.objects.entry(key).or_default().insert(k, v.clone());
                 let etype = if current.is_some() {
                     EventType::Modified
@@ -217,25 +276,24 @@ impl Store {
                 if let Some(m) = g.objects.get_mut(key) {
                     m.remove(&k);
                 }
+                g.ttl_written.remove(&(key, k));
                 // The DELETED event carries the last state with the deletion's revision.
                 let mut v = (*cur).clone();
                 v["metadata"]["resourceVersion"] = Value::String(rv.to_string());
                 (EventType::Deleted, Arc::new(v), Some(cur))
             }
         };
+        let now = Instant::now();
         let ev = Arc::new(Event {
             rv: g.rv,
+            at: now,
             key,
             etype,
             old,
             object: stored.clone(),
         });
         g.history.push_back(ev.clone());
-        while g.history.len() > g.max_history {
-            if let Some(dropped) = g.history.pop_front() {
-                g.floor = g.floor.max(dropped.rv);
-            }
-        }
+        g.trim_history(now);
         g.watchers.retain(|w| match w.translate(&ev) {
             Some(msg) => w.tx.send(msg).is_ok(),
             None => !w.tx.is_closed(),
@@ -298,6 +356,50 @@ impl Store {
         Ok(rx)
     }
 
+    /// Applies the time-based retention now: drops history past the window and deletes objects
+    /// whose TTL ran out (each deletion is a normal DELETED event). Returns how many expired.
+    pub fn expire(&self, now: Instant) -> usize {
+        let due: Vec<(&'static str, ObjKey)> = {
+            let mut g = self.lock();
+            g.trim_history(now);
+            let ttl = g.retention.event_ttl;
+            let mut due = Vec::new();
+            while let Some((at, _, _)) = g.ttl_queue.front() {
+                if now.saturating_duration_since(*at) < ttl {
+                    break;
+                }
+                let Some((at, key, k)) = g.ttl_queue.pop_front() else {
+                    break;
+                };
+                // Only the entry of the latest write counts; older ones were superseded.
+                if g.ttl_written.get(&(key, k.clone())) == Some(&at) {
+                    due.push((key, k));
+                }
+            }
+            due
+        };
+        let mut n = 0;
+        for (key, (ns, name)) in due {
+            let deleted = self.mutate(key, &ns, &name, |cur| {
+                Ok(if cur.is_some() {
+                    Change::Delete
+                } else {
+                    Change::NoOp
+                })
+            });
+            if deleted.is_ok_and(|(_, written)| written) {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Watch events currently kept for resumption.
+    #[cfg(test)]
+    fn history_len(&self) -> usize {
+        self.lock().history.len()
+    }
+
     /// Is a list continuation / watch from `rv` still served?
     pub fn is_compacted(&self, rv: u64) -> bool {
         rv < self.lock().floor
@@ -349,11 +451,132 @@ impl Store {
     /// Loads objects saved by [`Store::snapshot`]; history starts empty, so older watches get 410.
     pub fn restore(&self, rv: u64, objects: Vec<(&'static str, Value)>) {
         let mut g = self.lock();
+        let now = Instant::now();
         for (key, v) in objects {
             let k = (namespace_of(&v).to_string(), name_of(&v).to_string());
+            if TTL_KEYS.contains(&key) {
+                // The saved file has no write times: restored events get a full TTL from now.
+                g.ttl_queue.push_back((now, key, k.clone()));
+                g.ttl_written.insert((key, k.clone()), now);
+            }
             g.objects.entry(key).or_default().insert(k, Arc::new(v));
         }
         g.rv = g.rv.max(rv);
         g.floor = g.rv;
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn store(max_history: usize, window: Duration, ttl: Duration) -> Store {
+        Store::new(Retention {
+            max_history,
+            history_window: window,
+            event_ttl: ttl,
+        })
+    }
+
+    fn put(s: &Store, key: &'static str, name: &str) -> u64 {
+        let obj = json!({"metadata": {"name": name, "namespace": "default"}});
+        s.mutate(key, "default", name, |cur| {
+            Ok(if cur.is_some() {
+                Change::Update(obj)
+            } else {
+                Change::Create(obj)
+            })
+        })
+        .unwrap();
+        s.current_rv()
+    }
+
+    fn watch_from(s: &Store, rv: u64) -> Result<Vec<WatchMsg>, ApiError> {
+        let mut rx = s.watch("core/configmaps", None, Arc::new(|_| true), Some(rv), false)?;
+        let mut out = Vec::new();
+        while let Ok(m) = rx.try_recv() {
+            out.push(m);
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn history_is_capped_by_count_and_older_watches_get_410() {
+        let s = store(150, Duration::from_secs(3600), Duration::from_secs(3600));
+        let first = put(&s, "core/configmaps", "c0");
+        for i in 1..200 {
+            put(&s, "core/configmaps", &format!("c{i}"));
+        }
+        assert_eq!(s.history_len(), 150);
+        // Events after rv are all still there: the 150 newest.
+        let oldest_kept = s.current_rv() - 150;
+        assert_eq!(watch_from(&s, oldest_kept).unwrap().len(), 150);
+        let e = watch_from(&s, first).unwrap_err();
+        assert_eq!(e.code, 410);
+        assert_eq!(
+            e.body["message"],
+            format!("too old resource version: {first} ({oldest_kept})")
+        );
+        assert_eq!(e.body["reason"], "Expired");
+    }
+
+    #[test]
+    fn history_older_than_the_window_goes_but_the_minimum_stays() {
+        let window = Duration::from_secs(75);
+        let s = store(100_000, window, Duration::from_secs(3600));
+        for i in 0..(MIN_HISTORY + 50) {
+            put(&s, "core/configmaps", &format!("c{i}"));
+        }
+        assert_eq!(s.history_len(), MIN_HISTORY + 50, "all within the window");
+        s.expire(Instant::now() + window / 2);
+        assert_eq!(s.history_len(), MIN_HISTORY + 50, "not old enough yet");
+        s.expire(Instant::now() + window * 2);
+        assert_eq!(s.history_len(), MIN_HISTORY, "the lower bound is kept");
+        assert!(s.is_compacted(s.current_rv() - MIN_HISTORY as u64 - 1));
+        assert!(!s.is_compacted(s.current_rv() - MIN_HISTORY as u64));
+    }
+
+    #[test]
+    fn events_expire_after_their_last_write_with_a_deleted_event() {
+        let ttl = Duration::from_secs(3600);
+        let s = store(100_000, Duration::from_secs(75), ttl);
+        put(&s, "core/events", "e1");
+        put(&s, "events.k8s.io/events", "e2");
+        put(&s, "core/configmaps", "kept");
+        let mut rx = s
+            .watch("core/events", None, Arc::new(|_| true), None, false)
+            .unwrap();
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(WatchMsg::Event(EventType::Added, _))
+        ));
+        assert_eq!(s.expire(Instant::now() + ttl / 2), 0);
+        assert_eq!(s.expire(Instant::now() + ttl + Duration::from_secs(1)), 2);
+        assert!(s.get("core/events", "default", "e1").is_none());
+        assert!(s.get("events.k8s.io/events", "default", "e2").is_none());
+        assert!(s.get("core/configmaps", "default", "kept").is_some());
+        match rx.try_recv() {
+            Ok(WatchMsg::Event(EventType::Deleted, o)) => assert_eq!(name_of(&o), "e1"),
+            other => panic!("expected DELETED, got {other:?}"),
+        }
+        // Nothing is left to expire a second time.
+        assert_eq!(s.expire(Instant::now() + ttl * 3), 0);
+    }
+
+    #[test]
+    fn a_rewritten_event_lives_a_full_ttl_from_its_last_write() {
+        let ttl = Duration::from_secs(60);
+        let s = store(100_000, Duration::from_secs(75), ttl);
+        put(&s, "core/events", "e");
+        std::thread::sleep(Duration::from_millis(20));
+        put(&s, "core/events", "e");
+        let second = Instant::now();
+        // Due for the first write, not for the second: kept.
+        assert_eq!(s.expire(second + ttl - Duration::from_millis(10)), 0);
+        assert!(s.get("core/events", "default", "e").is_some());
+        assert_eq!(s.expire(second + ttl), 1);
+        assert!(s.get("core/events", "default", "e").is_none());
     }
 }

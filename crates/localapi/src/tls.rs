@@ -145,6 +145,8 @@ pub fn generate() -> Result<ServingPki> {
     acc.add_extra_chain_cert(ca.clone())
         .map_err(crypto("TLS acceptor"))?;
     acc.check_private_key().map_err(crypto("TLS acceptor"))?;
+    // Idle connections (pooled clients, quiet watches) give their record buffers back.
+    acc.set_mode(openssl::ssl::SslMode::RELEASE_BUFFERS);
     // kubectl/client-go negotiate HTTP/2 when offered; HTTP/1.1 keeps watch streaming simple.
     acc.set_alpn_select_callback(|_, client| {
         openssl::ssl::select_next_proto(b"\x08http/1.1", client)

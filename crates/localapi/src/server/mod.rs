@@ -1,5 +1,9 @@
 //! The HTTP side: request parsing (k8s RequestInfo rules), authentication, authorization, and the
 //! create / get / list / watch / update / patch / delete handlers over the store.
+//!
+//! A request body is read only once the request is authenticated and authorized (as
+//! kube-apiserver's filter chain does), at most 3 MiB of it, within a shared budget of bytes being
+//! read at once: a caller without credentials never makes the server hold more than its head.
 
 use std::convert::Infallible;
 use std::sync::{Arc, RwLock};
@@ -21,6 +25,7 @@ use super::status::{quote, ApiError, FieldError};
 use super::store::{name_of, Change, EventType, Filter, Store, WatchMsg};
 use super::{discovery, protobuf, table};
 
+pub mod conn;
 mod create;
 mod read;
 mod update;
@@ -36,9 +41,64 @@ pub struct Shared {
     pub faults: Faults,
     pub server_address: String,
     pub started: Instant,
+    pub bodies: BodyBudget,
 }
 
+/// kube-apiserver's `--max-request-body-bytes` default (3 MiB).
 const MAX_BODY: usize = 3 * 1024 * 1024;
+
+/// How long a request waits for room in the body budget before it gets 429.
+const BODY_BUDGET_WAIT: Duration = Duration::from_secs(10);
+
+/// A body not received by then gets 504 (kube-apiserver's default `--request-timeout`).
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Bytes of request bodies being read at once, all connections together.
+pub struct BodyBudget(tokio::sync::Semaphore);
+
+impl BodyBudget {
+    /// Never below one maximal body, so every allowed body can be read.
+    pub fn new(bytes: usize) -> Self {
+        let bytes = bytes.clamp(MAX_BODY, u32::MAX as usize);
+        BodyBudget(tokio::sync::Semaphore::new(bytes))
+    }
+
+    /// Reads a body of at most [`MAX_BODY`] bytes, holding room for it in the budget meanwhile
+    /// (its declared length, else the maximum).
+    async fn read(&self, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+        let declared = headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > MAX_BODY as u64) {
+            return Err(too_large());
+        }
+        let room = declared.map_or(MAX_BODY, |n| n as usize).max(1) as u32;
+        let Ok(Ok(_held)) = tokio::time::timeout(BODY_BUDGET_WAIT, self.0.acquire_many(room)).await
+        else {
+            return Err(ApiError::too_many_requests(1));
+        };
+        match tokio::time::timeout(BODY_READ_TIMEOUT, axum::body::to_bytes(body, MAX_BODY)).await {
+            Ok(Ok(b)) => Ok(b),
+            Ok(Err(_)) => Err(too_large()),
+            Err(_) => Err(ApiError::new(
+                504,
+                "Timeout",
+                "Timeout: request did not complete within the allotted timeout",
+                None,
+            )),
+        }
+    }
+}
+
+fn too_large() -> ApiError {
+    ApiError::new(
+        413,
+        "RequestEntityTooLarge",
+        "Request entity too large: limit is 3145728",
+        None,
+    )
+}
 
 /// Query string → (key, value) pairs, percent-decoded.
 fn parse_query(q: Option<&str>) -> Vec<(String, String)> {
@@ -233,18 +293,6 @@ pub async fn handle(State(sh): State<Arc<Shared>>, req: Request) -> Response {
         }
     }
 
-    let body = match axum::body::to_bytes(body, MAX_BODY).await {
-        Ok(b) => b,
-        Err(_) => {
-            return error_response(&ApiError::new(
-                413,
-                "RequestEntityTooLarge",
-                "Request entity too large: limit is 3145728",
-                None,
-            ))
-        }
-    };
-
     let resp = dispatch(&sh, &method, &path, &query, &parts.headers, body).await;
     sh.faults
         .record(&method, &path, &raw_query, &user, resp.status().as_u16());
@@ -257,7 +305,7 @@ async fn dispatch(
     path: &str,
     query: &Query,
     headers: &HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let user = match authenticate(sh, headers) {
         Auth::User(u) => u,
@@ -325,6 +373,10 @@ async fn dispatch(
         if verb != "create" {
             return error_response(&ApiError::method_not_allowed());
         }
+        let body = match sh.bodies.read(headers, body).await {
+            Ok(b) => b,
+            Err(e) => return error_response(&e),
+        };
         return match decode_body(headers, &body) {
             Ok(v) => json_response(201, &access_review(&user, v)),
             Err(e) => error_response(&e),
@@ -342,6 +394,14 @@ async fn dispatch(
         let msg = attrs.forbidden_message(&user.name);
         return error_response(&ApiError::forbidden(r.def.gr(), &r.name, &msg));
     }
+    let body = match verb {
+        "create" | "update" | "patch" | "delete" => match sh.bodies.read(headers, body).await {
+            Ok(b) => b,
+            Err(e) => return error_response(&e),
+        },
+        // Reads never look at a body; it is dropped unread.
+        _ => Bytes::new(),
+    };
     let want_table = headers
         .get("accept")
         .and_then(|h| h.to_str().ok())
@@ -454,4 +514,64 @@ fn with_gvk(v: &Value, def: &ResourceDef, version: &str) -> Value {
     v["kind"] = json!(def.kind);
     v["apiVersion"] = json!(def.api_version(version));
     v
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn with_length(n: usize) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(http::header::CONTENT_LENGTH, n.into());
+        h
+    }
+
+    /// A body whose bytes never come.
+    fn stalled() -> Body {
+        Body::from_stream(futures::stream::pending::<Result<Bytes, std::io::Error>>())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bodies_share_a_budget_then_get_429_and_a_stalled_body_gets_504() {
+        let budget = Arc::new(BodyBudget::new(MAX_BODY));
+        let first = {
+            let b = budget.clone();
+            tokio::spawn(async move { b.read(&with_length(MAX_BODY), stalled()).await })
+        };
+        tokio::task::yield_now().await;
+        // The budget is held by the stalled body: the next one waits, then gets 429.
+        let second = budget
+            .read(&with_length(10), Body::from("0123456789"))
+            .await;
+        let e = second.unwrap_err();
+        assert_eq!((e.code, e.retry_after), (429, Some(1)));
+        assert_eq!(e.body["reason"], "TooManyRequests");
+        let e = first.await.unwrap().unwrap_err();
+        assert_eq!((e.code, e.body["reason"].as_str()), (504, Some("Timeout")));
+        // With the budget free again a body is read whole.
+        let ok = budget
+            .read(&with_length(3), Body::from("abc"))
+            .await
+            .unwrap();
+        assert_eq!(&ok[..], b"abc");
+    }
+
+    #[tokio::test]
+    async fn a_body_over_3_mib_is_refused_by_its_declared_length_or_its_bytes() {
+        let budget = BodyBudget::new(64 << 20);
+        let e = budget
+            .read(&with_length(MAX_BODY + 1), stalled())
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, 413);
+        assert_eq!(
+            e.body["message"],
+            "Request entity too large: limit is 3145728"
+        );
+        // No length declared (chunked): counted as it arrives.
+        let big = Body::from(vec![b' '; MAX_BODY + 1]);
+        let e = budget.read(&HeaderMap::new(), big).await.unwrap_err();
+        assert_eq!(e.code, 413);
+    }
 }
