@@ -1,7 +1,9 @@
 """The staged CA rotation with the chart (docs/helm.md, "Rotating the CA"): `otherCas` values become config
 entries whose files come from certificate-only mounts, each step of the guide rolls the pods, and the guide's
 own commands (`csr-signer ca init`, `kubectl create secret|configmap`) and values give pods whose config
-`csr-signer check-config` accepts, with the CA keys mounted only where they sign."""
+`csr-signer check-config` accepts, with the CA keys mounted only where they sign, and that, run one step after
+the other on the local API, publish the bundles the guide describes with no gap for a client that trusts only
+the bundle."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import helm_python as helm
@@ -197,6 +200,24 @@ def _check_config(binary, config: Path):
                           timeout=60)
 
 
+def _guide_setup(binary: Path, work: Path) -> dict[tuple[str, str], dict[str, bytes]]:
+    """Runs the guide's commands in `work`: section 2's CA in service (a root) and its Secret, section 7's next CA
+    (an intermediate), its Secret and the ConfigMap for the old certificate (not the in-place replacement of an
+    intermediate, piped to kubectl apply: another story). Returns the Secrets and ConfigMaps."""
+    work.mkdir()
+    rotation = section("## 7. Rotating the CA")
+    setup = section("## 2. The CA")
+    assert "csr-signer ca init --out ./mtls-ca" in shell_commands(setup, "csr-signer ca init")
+    creates = ["kubectl -n pki create secret tls csr-signer-ca --cert=mtls-ca/ca.crt --key=mtls-ca/ca.key"]
+    assert creates[0] in shell_commands(setup, "kubectl -n pki create")
+    inits = ["csr-signer ca init --out ./mtls-ca"] + shell_commands(rotation, "csr-signer ca init")
+    assert len(inits) == 2
+    for command in inits:
+        _run([str(binary)] + shlex.split(command)[1:], work)
+    creates += [c for c in shell_commands(rotation, "kubectl -n pki create") if "|" not in c]
+    return _objects_from_kubectl(creates, work)
+
+
 def test_the_guide_rotation_is_accepted_by_the_binary(tmp_path):
     """Every step of the guide, with CAs from `csr-signer ca init` and Secrets/ConfigMaps from the guide's kubectl
     commands, laid out as the kubelet mounts them: `check-config` loads every CA (it reads the otherCas files),
@@ -208,21 +229,7 @@ def test_the_guide_rotation_is_accepted_by_the_binary(tmp_path):
     if shutil.which("kubectl") is None:
         pytest.skip("kubectl not found: the guide's `kubectl create` commands make the Secrets")
     work = tmp_path / "work"
-    work.mkdir()
-    rotation = section("## 7. Rotating the CA")
-    setup = section("## 2. The CA")
-    # Section 2: the CA in service (a root) and its Secret.
-    assert "csr-signer ca init --out ./mtls-ca" in shell_commands(setup, "csr-signer ca init")
-    creates = ["kubectl -n pki create secret tls csr-signer-ca --cert=mtls-ca/ca.crt --key=mtls-ca/ca.key"]
-    assert creates[0] in shell_commands(setup, "kubectl -n pki create")
-    inits = ["csr-signer ca init --out ./mtls-ca"] + shell_commands(rotation, "csr-signer ca init")
-    assert len(inits) == 2
-    for command in inits:
-        _run([str(binary)] + shlex.split(command)[1:], work)
-    # Section 7: the next CA's Secret and the ConfigMap for the old certificate (the in-place replacement of a
-    # new intermediate, piped to kubectl apply, is another story).
-    creates += [c for c in shell_commands(rotation, "kubectl -n pki create") if "|" not in c]
-    objects = _objects_from_kubectl(creates, work)
+    objects = _guide_setup(binary, work)
     assert set(objects) == {("Secret", "csr-signer-ca"), ("Secret", "csr-signer-ca-2"),
                             ("ConfigMap", "csr-signer-ca-previous")}
     assert b"PRIVATE KEY" in objects[("Secret", "csr-signer-ca-2")]["tls.key"]
@@ -287,3 +294,146 @@ def test_check_config_reads_the_other_ca_files(tmp_path):
     config = mount_volumes(r, objects, tmp_path / "key")
     result = _check_config(binary, config)
     assert result.returncode != 0 and "signers[0].otherCas[0].certFile" in result.stderr, result.stderr
+
+
+class _Cluster:
+    """`csr-signer dev --no-signer`: the project's local Kubernetes API (CSRs, Leases, ClusterTrustBundles), on
+    which the signer pods of each step run one after the other as a rolling update would leave them."""
+
+    def __init__(self, binary: Path, work: Path):
+        self.binary, self.work = binary, work
+        self.kubeconfig = work / "kubeconfig"
+        self.env = {"PATH": os.environ["PATH"], "HOME": str(work), "KUBECONFIG": str(self.kubeconfig)}
+        self.api = subprocess.Popen([str(binary), "dev", "--no-signer", "--port", "0", "--kubeconfig-out",
+                                     str(self.kubeconfig), "--state-dir", str(work / "dev-state")],
+                                    cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.pod: subprocess.Popen | None = None
+        self.pod_log = None
+        try:
+            self.wait_for(lambda: self.kubeconfig.exists() and self.kubectl("create", "namespace", "pki", check=False)
+                          .returncode == 0, "the local API")
+        except BaseException:
+            self.close()
+            raise
+
+    def kubectl(self, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+        result = subprocess.run(["kubectl", *args], cwd=self.work, env=self.env, input=stdin, capture_output=True,
+                                text=True, timeout=60)
+        assert not check or result.returncode == 0, f"kubectl {args}: {result.stderr}"
+        return result
+
+    def shell(self, command: str) -> str:
+        return subprocess.run(["bash", "-o", "pipefail", "-c", command], cwd=self.work, env=self.env,
+                              capture_output=True, text=True, timeout=60).stdout.strip()
+
+    @staticmethod
+    def wait_for(condition, what: str, seconds: float = 30):
+        deadline = time.monotonic() + seconds
+        while not condition():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            time.sleep(0.2)
+
+    def run_pod(self, config: Path, name: str):
+        """Replaces the running signer with one on `config`, as the rollout of a step does."""
+        self.stop_pod()
+        env = self.env | {"POD_NAME": name, "POD_NAMESPACE": "pki"}
+        self.pod_log = open(self.work / f"{name}.log", "w")
+        self.pod = subprocess.Popen([str(self.binary), "run", "--config", str(config), "--kubeconfig",
+                                     str(self.kubeconfig), "--listen", "127.0.0.1:0"], cwd=self.work, env=env,
+                                    stdout=self.pod_log, stderr=subprocess.STDOUT)
+
+    def stop_pod(self):
+        if self.pod is not None:
+            self.pod.terminate()
+            self.pod.wait(timeout=30)
+            self.pod = None
+            self.pod_log.close()
+
+    def close(self):
+        self.stop_pod()
+        self.api.terminate()
+        self.api.wait(timeout=30)
+
+    def bundle(self) -> set[str]:
+        pem = self.kubectl("get", "clustertrustbundle", "example.com:mtls:live", "-o",
+                           "jsonpath={.spec.trustBundle}", check=False).stdout
+        return {_pem_body(b) for b in re.findall(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", pem, re.S)}
+
+    def issue(self, name: str) -> Path:
+        """A CSR from a team, approved; returns the file holding what the signer wrote (leaf, then intermediates)."""
+        subprocess.run(["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                        "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", "/O=team-a"],
+                       cwd=self.work, check=True, capture_output=True)
+        request = base64.b64encode((self.work / f"{name}.csr").read_bytes()).decode()
+        self.kubectl("apply", "-f", "-", stdin=json.dumps({
+            "apiVersion": "certificates.k8s.io/v1", "kind": "CertificateSigningRequest", "metadata": {"name": name},
+            "spec": {"signerName": "example.com/mtls", "request": request, "expirationSeconds": 3600,
+                     "usages": ["digital signature", "client auth"]}}))
+        self.kubectl("certificate", "approve", name)
+        out = self.work / f"{name}.crt"
+
+        def issued():
+            data = self.kubectl("get", "csr", name, "-o", "jsonpath={.status.certificate}").stdout
+            if data:
+                out.write_bytes(base64.b64decode(data))
+            return bool(data)
+        self.wait_for(issued, f"the certificate of {name}")
+        return out
+
+    def verifies(self, certificate: Path) -> bool:
+        """openssl, trusting only the published bundle, with the intermediates the signer sent."""
+        bundle = self.work / "bundle.pem"
+        bundle.write_text(self.kubectl("get", "clustertrustbundle", "example.com:mtls:live", "-o",
+                                       "jsonpath={.spec.trustBundle}").stdout)
+        return subprocess.run(["openssl", "verify", "-CAfile", str(bundle), "-untrusted", str(certificate),
+                               str(certificate)], capture_output=True).returncode == 0
+
+
+def _pem_body(pem: str) -> str:
+    return "".join(pem.strip().splitlines()[1:-1])
+
+
+def test_the_guide_rotation_on_a_running_signer(tmp_path):
+    """The guide's steps, each run as the pods it renders (its config and mounted files) on the local API: the
+    published bundle is what the guide says (its own `grep -c` command included), and a client trusting only the
+    bundle accepts the certificates issued before and after the switch until the old CA's entry is removed."""
+    binary = find_binary()
+    if binary is None:
+        pytest.skip("no csr-signer binary in target/release or target/debug (cargo build --bin csr-signer first)")
+    if shutil.which("kubectl") is None:
+        pytest.skip("kubectl not found: the guide's `kubectl create` commands make the Secrets")
+    if subprocess.run([str(binary), "dev", "--help"], capture_output=True).returncode != 0:
+        pytest.skip(f"{binary} is built without the `dev` feature (the local API)")
+    work = tmp_path / "work"
+    objects = _guide_setup(binary, work)
+    old_root = _pem_body((work / "mtls-ca/ca.crt").read_text())
+    new_root = _pem_body((work / "mtls-ca-2/root.crt").read_text())
+    count = next(c for c in shell_commands(section("## 7. Rotating the CA"), "kubectl get clustertrustbundle")
+                 if "grep -c" in c)
+    steps = guide_steps()
+    plan = [("start", START, {old_root}), ("step-1", steps[STEP_1], {old_root, new_root}),
+            ("step-3", steps[STEP_3], {old_root, new_root}), ("step-5", steps[STEP_5], {new_root})]
+    cluster = _Cluster(binary, work)
+    try:
+        issued = {}
+        for name, values, roots in plan:
+            config = mount_volumes(render(values, name=RELEASE, namespace=NAMESPACE), objects, tmp_path / name)
+            cluster.run_pod(config, name)
+            cluster.wait_for(lambda: cluster.bundle() == roots, f"the bundle of {name}")
+            assert cluster.shell(count) == str(len(roots)), name
+            issued[name] = cluster.issue(f"app-{name}")
+            verified = {n for n, crt in issued.items() if cluster.verifies(crt)}
+            if name == "step-5":
+                # The old CA's entry removed: its certificates no longer verify (why the guide waits for step 4).
+                assert verified == {"step-3", "step-5"}, name
+            else:
+                assert verified == set(issued), name
+        # Who signed (openssl, anchored on one CA certificate): the old CA until the switch, the new one after.
+        def signed_by(ca: str) -> set[str]:
+            return {n for n, crt in issued.items() if subprocess.run(
+                ["openssl", "verify", "-partial_chain", "-CAfile", ca, str(crt)], cwd=work,
+                capture_output=True).returncode == 0}
+        assert signed_by("mtls-ca/ca.crt") == {"start", "step-1"}
+        assert signed_by("mtls-ca-2/ca.crt") == {"step-3", "step-5"}
+    finally:
+        cluster.close()
