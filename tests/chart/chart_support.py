@@ -55,13 +55,69 @@ class Rendered:
         assert len(found) == 1, f"expected one {kind} {name or ''}, found {[o['metadata']['name'] for o in found]}"
         return found[0]
 
-    def config(self) -> dict[str, Any]:
+    def config_text(self) -> str:
         found = [cm for cm in self.all("ConfigMap") if "config.yaml" in cm.get("data", {})]
         assert len(found) == 1, found
-        return yaml.safe_load(found[0]["data"]["config.yaml"])
+        return found[0]["data"]["config.yaml"]
+
+    def config(self) -> dict[str, Any]:
+        return yaml.safe_load(self.config_text())
 
     def pod_spec(self) -> dict[str, Any]:
         return self.one("Deployment")["spec"]["template"]["spec"]
+
+
+class MountError(Exception):
+    """What makes the kubelet leave a pod in ContainerCreating: a missing Secret/ConfigMap or key."""
+
+
+def mount_volumes(r: Rendered, objects: dict[tuple[str, str], dict[str, bytes]], root: Path) -> Path:
+    """Lays out the container's volumeMounts under `root` as the kubelet would, from `objects` ({("Secret" or
+    "ConfigMap", name): {key: bytes}}): a secret/configMap volume gets every key of its object, or only its
+    `items` (key -> path); a projected volume the items of each source; files get the volume's defaultMode.
+    Writes the rendered config file with its /etc/csr-signer/ paths moved under `root` and returns its path."""
+    spec = r.pod_spec()
+    volumes = {v["name"]: v for v in spec["volumes"]}
+
+    def files(kind: str, ref: dict[str, Any]) -> dict[str, bytes]:
+        name = ref.get("name") or ref.get("secretName")
+        if (kind, name) not in objects:
+            raise MountError(f"{kind} {name} does not exist")
+        data = objects[(kind, name)]
+        if "items" not in ref:
+            return dict(data)
+        out = {}
+        for item in ref["items"]:
+            if item["key"] not in data:
+                raise MountError(f"{kind} {name} has no key {item['key']}")
+            out[item["path"]] = data[item["key"]]
+        return out
+
+    for m in spec["containers"][0]["volumeMounts"]:
+        v = volumes[m["name"]]
+        target = root / m["mountPath"].lstrip("/")
+        if "subPath" in m:
+            continue  # the config file, written below with its paths moved
+        if "secret" in v:
+            laid, mode = files("Secret", v["secret"]), v["secret"].get("defaultMode", 0o644)
+        elif "configMap" in v:
+            laid, mode = files("ConfigMap", v["configMap"]), v["configMap"].get("defaultMode", 0o644)
+        elif "projected" in v:
+            laid, mode = {}, v["projected"].get("defaultMode", 0o644)
+            for source in v["projected"]["sources"]:
+                (kind, ref), = [(k, source[k]) for k in ("secret", "configMap") if k in source]
+                laid |= files("Secret" if kind == "secret" else "ConfigMap", ref)
+        else:
+            target.mkdir(parents=True, exist_ok=True)  # emptyDir and the like
+            continue
+        for path, data in laid.items():
+            f = target / path
+            f.parent.mkdir(parents=True, exist_ok=True)
+            f.write_bytes(data)
+            f.chmod(mode)
+    config = root / "config.yaml"
+    config.write_text(r.config_text().replace("/etc/csr-signer/", f"{root}/etc/csr-signer/"))
+    return config
 
 
 def render(values: dict[str, Any] | None = None, name: str = RELEASE, namespace: str = NAMESPACE) -> Rendered:
@@ -70,15 +126,17 @@ def render(values: dict[str, Any] | None = None, name: str = RELEASE, namespace:
 
 
 def multi_signer_values(ca: dict[str, str]) -> dict[str, Any]:
-    """Three signers (existing Secret, created from values with a chain, existing with chain + passphraseKey),
-    every optional object switched on."""
+    """Three signers (existing Secret with a published next CA, created from values with a chain, existing with
+    chain + passphraseKey and two retiring CAs from a ConfigMap and a Secret), every optional object switched on."""
     return {
         "fullnameOverride": "",
         "replicaCount": 3,
         "image": {"repository": "registry.example.com/pki/csr-signer", "digest": "sha256:" + "ab" * 32},
         "imagePullSecrets": [{"name": "regcred"}],
         "signers": [
-            {"name": "example.com/mtls", "ca": {"existingSecret": "mtls-ca"}},
+            {"name": "example.com/mtls", "ca": {"existingSecret": "mtls-ca"},
+             "otherCas": [{"name": "next", "state": "published", "existingSecret": "mtls-ca-next",
+                           "chainKey": "chain.crt"}]},
             {
                 "name": "example.com/web",
                 "ca": {"create": True, "certificate": ca["certificate"], "key": ca["key"], "chain": ca["root"]},
@@ -87,6 +145,9 @@ def multi_signer_values(ca: dict[str, str]) -> dict[str, Any]:
             {
                 "name": "internal.example.org/spiffe",
                 "ca": {"existingSecret": "spiffe-ca", "chainKey": "ca-chain.crt", "passphraseKey": "passphrase"},
+                "otherCas": [{"name": "previous", "state": "retiring", "existingConfigMap": "spiffe-ca-previous",
+                              "certKey": "ca.crt", "chainKey": "ca-chain.crt"},
+                             {"name": "old-2024", "state": "retiring", "existingSecret": "spiffe-ca-2024"}],
             },
         ],
         "controller": {"workers": 8, "qps": 20.5, "burst": 40,
@@ -113,6 +174,10 @@ def multi_signer_values(ca: dict[str, str]) -> dict[str, Any]:
         "tolerations": [{"key": "pki", "operator": "Exists", "effect": "NoSchedule"}],
     }
 
+
+# An otherCas entry the schema accepts (test_rotation.py checks); each rejected case in test_chart.py differs
+# from it in one field.
+VALID_OTHER_CA: dict[str, Any] = {"name": "next", "state": "published", "existingSecret": "n"}
 
 MINIMAL_VALUES: dict[str, Any] = {
     # Everything optional off: one replica without leader election, bring-your-own ServiceAccount and RBAC.

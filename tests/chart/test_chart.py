@@ -12,7 +12,8 @@ import helm_python as helm
 import pytest
 import yaml
 
-from chart_support import CHART, NAMESPACE, RELEASE, ROOT, cargo_version, multi_signer_values, render, value_sets
+from chart_support import (CHART, NAMESPACE, RELEASE, ROOT, VALID_OTHER_CA, cargo_version, multi_signer_values, render,
+                           value_sets)
 
 
 def test_chart_app_version_is_the_crate_version():
@@ -63,6 +64,7 @@ CONFIG_KEYS = {"signers", "controller", "server", "log", "trustBundles", "audit"
 CONTROLLER_KEYS = {"qps", "burst", "workers", "leaderElection", "events"}
 LEADER_KEYS = {"enabled", "leaseName", "namespace", "leaseDurationSeconds", "renewDeadlineSeconds", "retryPeriodSeconds"}
 CA_KEYS = {"certFile", "keyFile", "chainFile", "passphraseFile"}
+OTHER_CA_KEYS = {"name", "state", "certFile", "chainFile"}
 
 
 def test_config_file_has_the_contract_shape(rendered_sets):
@@ -74,8 +76,10 @@ def test_config_file_has_the_contract_shape(rendered_sets):
         assert cfg["server"] == {"listen": "0.0.0.0:8080"}, name
         assert set(cfg["log"]) == {"format", "level"}, name
         for signer in cfg["signers"]:
-            assert set(signer) <= {"name", "ca", "policy"}, name
+            assert set(signer) <= {"name", "ca", "otherCas", "policy"}, name
             assert set(signer["ca"]) == CA_KEYS, name
+            for other in signer.get("otherCas", []):
+                assert set(other) == OTHER_CA_KEYS, name
 
 
 def test_config_reflects_values(rendered_sets):
@@ -274,6 +278,30 @@ BAD_VALUES = {
     "bad interval": {"serviceMonitor": {"enabled": True, "interval": "30 seconds"}},
     "bad CIDR": {"networkPolicy": {"apiServer": {"cidrs": ["kubernetes.default"]}}},
     "policy not an object": {"signers": [{"name": "example.com/a", "ca": {"existingSecret": "x"}, "policy": "strict"}]},
+    **{f"otherCas: {case}": {"signers": [{"name": "example.com/a", "ca": {"existingSecret": "x"},
+                                          "otherCas": [VALID_OTHER_CA | other]}]}
+       for case, other in {
+           "unknown key": {"keyFile": "/ca/tls.key"},
+           "state active": {"state": "active"},
+           "state capitalised": {"state": "Published"},
+           "name upper case": {"name": "Next"},
+           "name with a dot": {"name": "ca.next"},
+           "name ending in a dash": {"name": "next-"},
+           "name of 64 characters": {"name": "n" * 64},
+           "empty name": {"name": ""},
+           "Secret and ConfigMap": {"existingConfigMap": "c"},
+           "empty Secret name": {"existingSecret": ""},
+           "certKey the private key": {"certKey": "tls.key"},
+           "chainKey a private key": {"chainKey": "ca.key"},
+           "certKey empty": {"certKey": ""},
+           "certKey not a Secret key": {"certKey": "a/b"},
+       }.items()},
+    "otherCas: no source": {"signers": [{"name": "example.com/a", "ca": {"existingSecret": "x"},
+                                         "otherCas": [{"name": "next", "state": "published"}]}]},
+    "otherCas: no state": {"signers": [{"name": "example.com/a", "ca": {"existingSecret": "x"},
+                                        "otherCas": [{"name": "next", "existingSecret": "n"}]}]},
+    "otherCas not a list": {"signers": [{"name": "example.com/a", "ca": {"existingSecret": "x"},
+                                         "otherCas": {"name": "next", "state": "published", "existingSecret": "n"}}]},
 }
 
 
@@ -313,6 +341,13 @@ def test_shipped_values_file_passes_the_schema():
     ({"signers": [{"name": "example.com/a", "ca": {"create": True, "certificate": "-----BEGIN CERTIFICATE-----",
                                                    "key": "-----BEGIN PRIVATE KEY-----", "passphraseKey": "p"}}]},
      "passphraseKey needs an existing Secret"),
+    ({"signers": [{"name": "example.com/a", "ca": {"existingSecret": "x"},
+                   "otherCas": [{"name": "old", "state": "retiring", "existingSecret": "a"},
+                                {"name": "old", "state": "published", "existingConfigMap": "b"}]}]},
+     'signers[0].otherCas[1].name: "old" is listed twice'),
+    ({"signers": [{"name": "example.com/a", "ca": {"existingSecret": "x"},
+                   "otherCas": [{"name": "old", "state": "retiring", "existingSecret": "a", "chainKey": "tls.crt"}]}]},
+     'certKey and chainKey name the same key "tls.crt"'),
 ])
 def test_templates_refuse_unsafe_combinations(values, message):
     with helm.Chart.load(str(CHART)) as chart:

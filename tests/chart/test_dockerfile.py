@@ -10,7 +10,7 @@ import tomllib
 
 import pytest
 
-from chart_support import ROOT, find_binary, render
+from chart_support import ROOT, find_binary, mount_volumes, render
 
 DOCKERFILE = ROOT / "Dockerfile"
 
@@ -145,16 +145,8 @@ def test_chart_config_and_secret_are_accepted_by_the_binary(tmp_path):
         "create": True, "certificate": (ca_out / "ca.crt").read_text(), "key": key_pem}}]}
     r = render(values)
     secret = r.one("Secret")
-    volume = next(v for v in r.pod_spec()["volumes"] if v.get("secret", {}).get("secretName") == secret["metadata"]["name"])
-    mount = next(m for m in r.pod_spec()["containers"][0]["volumeMounts"] if m["name"] == volume["name"])
-    mounted = tmp_path / mount["mountPath"].lstrip("/")
-    mounted.mkdir(parents=True)
-    for key, data in secret["data"].items():
-        (mounted / key).write_bytes(base64.b64decode(data))
-        (mounted / key).chmod(volume["secret"]["defaultMode"])
-    text = r.one("ConfigMap", "rel-csr-signer")["data"]["config.yaml"].replace("/etc/csr-signer/", f"{tmp_path}/etc/csr-signer/")
-    config = tmp_path / "config.yaml"
-    config.write_text(text)
+    config = mount_volumes(r, {("Secret", secret["metadata"]["name"]):
+                               {k: base64.b64decode(v) for k, v in secret["data"].items()}}, tmp_path)
     result = subprocess.run([str(binary), "check-config", "--config", str(config)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     assert yaml.safe_load(result.stdout)["signers"][0]["name"] == "example.com/mtls"

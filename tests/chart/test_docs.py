@@ -30,7 +30,7 @@ def test_set_flags_in_the_guide_pass_the_schema():
 
 
 def test_values_file_in_the_guide_renders():
-    blocks = [b for b in code_blocks("yaml") if b.startswith("# my-values.yaml")]
+    blocks = [b for b in code_blocks("yaml") if b.startswith("# my-values.yaml\n")]
     assert len(blocks) == 1
     values = yaml.safe_load(blocks[0])
     r = render(values, name="csr-signer", namespace="pki")

@@ -89,6 +89,33 @@ Name of the Secret holding signer number .index's CA. Call with (dict "root" $ "
 {{- if lt (len .Values.signers) 1 }}
 {{- fail "at least one signer is required" }}
 {{- end }}
+{{- range $i, $s := .Values.signers }}
+{{- $names := list }}
+{{- range $j, $o := $s.otherCas }}
+{{- /* The name is the CA's directory in the pod (and its metric label): two entries would share it. */}}
+{{- if has $o.name $names }}
+{{- fail (printf "signers[%d].otherCas[%d].name: %q is listed twice for this signer" (int $i) (int $j) $o.name) }}
+{{- end }}
+{{- $names = append $names $o.name }}
+{{- if eq (include "csr-signer.otherCaCertKey" $o) (default "" $o.chainKey) }}
+{{- fail (printf "signers[%d].otherCas[%d]: certKey and chainKey name the same key %q" (int $i) (int $j) $o.chainKey) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Where the certificates of a CA the signer trusts but does not sign with (signers[.index].otherCas entry
+.other) are mounted: one directory per entry, named after it, holding only ca.crt and chain.crt. Call with
+(dict "index" $i "other" $o).
+*/}}
+{{- define "csr-signer.otherCaDir" -}}
+{{- printf "/etc/csr-signer/other-cas/%d/%s" (int .index) .other.name }}
+{{- end }}
+
+{{/* Key in an otherCas entry's Secret or ConfigMap that holds the CA certificate. */}}
+{{- define "csr-signer.otherCaCertKey" -}}
+{{- default "tls.crt" .certKey }}
 {{- end }}
 
 {{/* Non-empty when at least one signer's CA Secret is created from values. */}}
