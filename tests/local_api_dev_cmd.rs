@@ -7,6 +7,7 @@ mod support;
 use std::path::Path;
 use std::process::Stdio;
 
+use base64::Engine as _;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -68,6 +69,31 @@ async fn kubectl(kc: &Path, args: &[&str], stdin: Option<&str>) -> (bool, String
     )
 }
 
+/// A developer creates CSR `name` (CN `cn`) with kubectl, and the approver approves it.
+async fn request_and_approve(kc: &Path, name: &str, cn: &str) {
+    let pem = support::CsrSpec::new(
+        support::key(csr_signer::ca_init::KeyType::P256),
+        &[("CN", cn)],
+    )
+    .pem();
+    let req = base64::engine::general_purpose::STANDARD.encode(pem);
+    let manifest = format!("apiVersion: certificates.k8s.io/v1\nkind: CertificateSigningRequest\nmetadata:\n  name: {name}\nspec:\n  request: {req}\n  signerName: example.com/mtls\n  usages: [client auth]\n");
+    let (ok, _, err) = kubectl(
+        kc,
+        &["--context", "developer", "apply", "-f", "-"],
+        Some(&manifest),
+    )
+    .await;
+    assert!(ok, "{err}");
+    let (ok, _, err) = kubectl(
+        kc,
+        &["--context", "approver", "certificate", "approve", name],
+        None,
+    )
+    .await;
+    assert!(ok, "{err}");
+}
+
 async fn terminate(mut child: Child) {
     let pid = child.id().expect("running").to_string();
     let st = Command::new("kill")
@@ -109,28 +135,7 @@ async fn dev_command_publishes_the_ca_as_a_cluster_trust_bundle() {
     }
     assert!(!bundle.is_empty(), "`{command}` never printed a bundle");
 
-    let pem = support::CsrSpec::new(
-        support::key(csr_signer::ca_init::KeyType::P256),
-        &[("CN", "developer")],
-    )
-    .pem();
-    use base64::Engine;
-    let req = base64::engine::general_purpose::STANDARD.encode(pem);
-    let manifest = format!("apiVersion: certificates.k8s.io/v1\nkind: CertificateSigningRequest\nmetadata:\n  name: tb\nspec:\n  request: {req}\n  signerName: example.com/mtls\n  usages: [client auth]\n");
-    let (ok, _, err) = kubectl(
-        &kc,
-        &["--context", "developer", "apply", "-f", "-"],
-        Some(&manifest),
-    )
-    .await;
-    assert!(ok, "{err}");
-    let (ok, _, err) = kubectl(
-        &kc,
-        &["--context", "approver", "certificate", "approve", "tb"],
-        None,
-    )
-    .await;
-    assert!(ok, "{err}");
+    request_and_approve(&kc, "tb", "developer").await;
     let mut chain = String::new();
     for _ in 0..100 {
         let (_, out, _) = kubectl(
@@ -178,28 +183,7 @@ async fn dev_command_serves_kubectl_and_keeps_state() {
     contexts.sort();
     assert_eq!(contexts, vec!["admin", "approver", "developer"]);
 
-    let pem = support::CsrSpec::new(
-        support::key(csr_signer::ca_init::KeyType::P256),
-        &[("CN", "app")],
-    )
-    .pem();
-    use base64::Engine;
-    let req = base64::engine::general_purpose::STANDARD.encode(pem);
-    let manifest = format!("apiVersion: certificates.k8s.io/v1\nkind: CertificateSigningRequest\nmetadata:\n  name: kept\nspec:\n  request: {req}\n  signerName: example.com/mtls\n  usages: [client auth]\n");
-    let (ok, _, err) = kubectl(
-        &kc,
-        &["--context", "developer", "apply", "-f", "-"],
-        Some(&manifest),
-    )
-    .await;
-    assert!(ok, "{err}");
-    let (ok, _, err) = kubectl(
-        &kc,
-        &["--context", "approver", "certificate", "approve", "kept"],
-        None,
-    )
-    .await;
-    assert!(ok, "{err}");
+    request_and_approve(&kc, "kept", "app").await;
     terminate(child).await;
     assert!(state.exists(), "state saved on shutdown");
 

@@ -65,11 +65,21 @@ pub fn ca_init(args: &CaInitArgs) -> anyhow::Result<ExitCode> {
     );
     println!();
     println!("Config snippet:");
-    println!(
-        "  ca: {{certFile: {}, keyFile: {}}}",
-        created.cert.display(),
-        created.key.display()
-    );
+    if created.trust_anchor == created.cert {
+        println!(
+            "  ca: {{certFile: {}, keyFile: {}}}",
+            created.cert.display(),
+            created.key.display()
+        );
+    } else {
+        // The root as chainFile: it is what the trust bundle publishes (and is never sent in chains).
+        println!(
+            "  ca: {{certFile: {}, keyFile: {}, chainFile: {}}}",
+            created.cert.display(),
+            created.key.display(),
+            created.trust_anchor.display()
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -38,6 +38,11 @@ impl<K: Hash + Eq + Clone> Backoff<K> {
         self.failures.remove(key);
     }
 
+    /// Keeps only the keys `keep` accepts (after a relist, CSRs deleted meanwhile go).
+    pub fn retain(&mut self, mut keep: impl FnMut(&K) -> bool) {
+        self.failures.retain(|k, _| keep(k));
+    }
+
     /// How many failures in a row `key` has had.
     pub fn failures(&self, key: &K) -> u32 {
         self.failures.get(key).copied().unwrap_or(0)

@@ -7,7 +7,7 @@
 //! bucket or the channel is full they are dropped. The same (CSR, reason) is recorded at most
 //! once per `dedup_window`, which keeps a CSR stuck on a transient error from spamming.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -39,11 +39,59 @@ pub struct CsrEvent {
     pub message: String,
 }
 
+/// Which (CSR, reason) pairs were recorded within the window. Entries leave when the window has
+/// passed (oldest first, a little work on each insert) or when their CSR is deleted, so the memory it
+/// holds follows the event rate and the number of live CSRs, not how many CSRs were ever seen.
+#[derive(Debug, Default)]
+struct Recent {
+    by_uid: HashMap<String, Vec<(&'static str, Instant)>>,
+    order: VecDeque<(Instant, String)>,
+}
+
+impl Recent {
+    /// Whether `(uid, reason)` may be recorded at `now`; if so, it is remembered.
+    fn admit(&mut self, uid: &str, reason: &'static str, now: Instant, window: Duration) -> bool {
+        while let Some((t, _)) = self.order.front() {
+            if now.duration_since(*t) < window {
+                break;
+            }
+            let Some((t, old)) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(list) = self.by_uid.get_mut(&old) {
+                list.retain(|(_, at)| *at != t);
+                if list.is_empty() {
+                    self.by_uid.remove(&old);
+                }
+            }
+        }
+        let list = self.by_uid.entry(uid.to_owned()).or_default();
+        if list
+            .iter()
+            .any(|(r, at)| *r == reason && now.duration_since(*at) < window)
+        {
+            return false;
+        }
+        list.retain(|(r, _)| *r != reason);
+        list.push((reason, now));
+        self.order.push_back((now, uid.to_owned()));
+        true
+    }
+
+    fn forget(&mut self, uid: &str) {
+        self.by_uid.remove(uid);
+    }
+
+    fn len(&self) -> usize {
+        self.by_uid.values().map(Vec::len).sum()
+    }
+}
+
 /// Hands events to the background sender; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct EventRecorder {
     tx: Option<mpsc::Sender<CsrEvent>>,
-    recent: Arc<Mutex<HashMap<(String, &'static str), Instant>>>,
+    recent: Arc<Mutex<Recent>>,
     dedup_window: Duration,
 }
 
@@ -52,7 +100,7 @@ impl EventRecorder {
     pub fn disabled() -> EventRecorder {
         EventRecorder {
             tx: None,
-            recent: Arc::new(Mutex::new(HashMap::new())),
+            recent: Arc::new(Mutex::new(Recent::default())),
             dedup_window: Duration::from_secs(600),
         }
     }
@@ -84,11 +132,19 @@ impl EventRecorder {
         (
             EventRecorder {
                 tx: Some(tx),
-                recent: Arc::new(Mutex::new(HashMap::new())),
+                recent: Arc::new(Mutex::new(Recent::default())),
                 dedup_window: Duration::from_secs(600),
             },
             task,
         )
+    }
+
+    /// Forgets a deleted CSR (its uid is never reused).
+    pub fn forget(&self, uid: &str) {
+        self.recent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .forget(uid);
     }
 
     /// Queues `ev` unless the same reason was recorded for this CSR within the window.
@@ -96,18 +152,9 @@ impl EventRecorder {
         let Some(tx) = &self.tx else { return };
         {
             let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-            let now = Instant::now();
-            if recent.len() > 50_000 {
-                let window = self.dedup_window;
-                recent.retain(|_, t| now.duration_since(*t) < window);
+            if !recent.admit(&ev.csr_uid, ev.reason, Instant::now(), self.dedup_window) {
+                return;
             }
-            let key = (ev.csr_uid.clone(), ev.reason);
-            if let Some(t) = recent.get(&key) {
-                if now.duration_since(*t) < self.dedup_window {
-                    return;
-                }
-            }
-            recent.insert(key, now);
         }
         if tx.try_send(ev).is_err() {
             tracing::debug!("event queue full; event dropped");
@@ -230,12 +277,30 @@ mod tests {
         assert_eq!(e.reason.as_deref(), Some("SigningFailed"));
     }
 
+    #[test]
+    fn remembered_pairs_leave_with_the_window_or_their_csr() {
+        let mut r = Recent::default();
+        let w = Duration::from_secs(600);
+        let t0 = Instant::now();
+        for i in 0..1000 {
+            assert!(r.admit(&format!("u{i}"), "Issued", t0, w));
+        }
+        assert!(!r.admit("u1", "Issued", t0 + Duration::from_secs(599), w));
+        assert!(r.admit("u1", "SigningError", t0 + Duration::from_secs(1), w));
+        r.forget("u2");
+        assert_eq!(r.len(), 1000);
+        // A window later, the next insert clears everything older: memory follows the rate.
+        assert!(r.admit("new", "Issued", t0 + Duration::from_secs(700), w));
+        assert_eq!(r.len(), 1, "only the new pair is left");
+        assert!(r.admit("u1", "Issued", t0 + Duration::from_secs(700), w));
+    }
+
     #[tokio::test]
     async fn same_reason_for_same_csr_is_recorded_once_per_window() {
         let (tx, mut rx) = mpsc::channel(16);
         let r = EventRecorder {
             tx: Some(tx),
-            recent: Arc::new(Mutex::new(HashMap::new())),
+            recent: Arc::new(Mutex::new(Recent::default())),
             dedup_window: Duration::from_secs(600),
         };
         let ev = |uid: &str, reason| CsrEvent {

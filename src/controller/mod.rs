@@ -364,6 +364,9 @@ async fn watch_signer(shared: Arc<Shared>, signer: usize) {
         match ev {
             Ok(watcher::Event::Apply(csr)) => shared.apply(signer, &csr),
             Ok(watcher::Event::Delete(csr)) => {
+                if let Some(uid) = csr.metadata.uid.as_deref() {
+                    shared.events.forget(uid);
+                }
                 if let Some(n) = csr.metadata.name.as_deref() {
                     shared.remove(&Key {
                         signer,
@@ -385,6 +388,9 @@ async fn watch_signer(shared: Arc<Shared>, signer: usize) {
                     }
                     // CSRs deleted while the watch was down never sent a Delete.
                     shared.store.retain_listed(signer, &seen);
+                    shared
+                        .backoff()
+                        .retain(|k| k.signer != signer || seen.contains(k.name.as_ref()));
                 }
                 if !synced {
                     synced = true;

@@ -58,7 +58,7 @@ pub struct ControlPlane {
     pub ready: Ready,
     child: Mutex<Child>,
     // Held open: the harness stops when it closes.
-    _stdin: Mutex<ChildStdin>,
+    stdin: Mutex<Option<ChildStdin>>,
     pub log: PathBuf,
     _logdir: tempfile::TempDir,
 }
@@ -134,7 +134,7 @@ impl ControlPlane {
         ControlPlane {
             ready,
             child: Mutex::new(child),
-            _stdin: Mutex::new(stdin),
+            stdin: Mutex::new(Some(stdin)),
             log,
             _logdir: logdir,
         }
@@ -234,8 +234,18 @@ impl ControlPlane {
 
 impl Drop for ControlPlane {
     fn drop(&mut self) {
+        // Closing stdin stops the harness cleanly, and only a clean stop removes its state directory
+        // (~120 MB of etcd data and certificates); kill only if it does not stop in time.
+        if let Ok(mut stdin) = self.stdin.lock() {
+            stdin.take();
+        }
         if let Ok(mut c) = self.child.lock() {
-            // SIGTERM-equivalent is the stdin close below; kill makes drop prompt.
+            for _ in 0..200 {
+                if matches!(c.try_wait(), Ok(Some(_))) {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
             let _ = c.kill();
             let _ = c.wait();
         }
