@@ -82,6 +82,7 @@ impl Recent {
         self.by_uid.remove(uid);
     }
 
+    #[cfg(test)]
     fn len(&self) -> usize {
         self.by_uid.values().map(Vec::len).sum()
     }
