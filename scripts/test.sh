@@ -50,7 +50,7 @@ cargo test --workspace --all-targets
 if [ -x tests/chart/run.sh ]; then
   scrape="$(mktemp)"
   echo "== tests/chart/scrape-metrics.sh"
-  bin="${CARGO_TARGET_DIR:-target}/debug/csr-signer"
+  bin="$(realpath "${CARGO_TARGET_DIR:-target}/debug/csr-signer")"
   tests/chart/scrape-metrics.sh "$bin" "$scrape"
   echo "== tests/chart/run.sh"
   CSR_SIGNER_BIN="$bin" METRICS_SCRAPE_FILE="$scrape" tests/chart/run.sh

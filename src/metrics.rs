@@ -406,6 +406,22 @@ impl Metrics {
         self.ca_reload_errors.with_label_values(&[signer]).inc();
     }
 
+    /// Creates the trust-bundle series of a signer (errors at zero for each reason, the missing-anchor
+    /// gauge at 0, the publish time at 0 = never), so alerts and dashboards see them before the first
+    /// sync and on standby replicas (which never publish; the alert takes the max over replicas).
+    pub fn init_trust_bundle(&self, signer: &str, reasons: &[&str]) {
+        for reason in reasons {
+            self.trust_bundle_errors
+                .with_label_values(&[signer, reason]);
+        }
+        self.trust_bundle_missing_anchor
+            .with_label_values(&[signer])
+            .set(0);
+        self.trust_bundle_published
+            .with_label_values(&[signer])
+            .set(0.0);
+    }
+
     /// The signer's ClusterTrustBundle was confirmed up to date at `unix_seconds`.
     pub fn record_trust_bundle_published(&self, signer: &str, unix_seconds: f64) {
         self.trust_bundle_published

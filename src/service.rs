@@ -153,6 +153,11 @@ pub async fn start_with_metrics(
     if let Some(p) = opts.ca_poll_interval {
         cfg.ca_poll_interval = p;
     }
+    if settings.trust_bundles.enabled {
+        for signer in engine.signers() {
+            metrics.init_trust_bundle(signer.name(), &crate::trust::publish::REASONS);
+        }
+    }
     let publisher = settings.trust_bundles.enabled.then(|| {
         crate::trust::publish::Publisher::new(
             client.clone(),

@@ -49,6 +49,17 @@ enum SyncError {
     Api(kube::Error),
 }
 
+/// Every value of the `reason` label of `trust_bundle_errors_total`, created at zero on start.
+pub const REASONS: [&str; 7] = [
+    "api_unavailable",
+    "not_owned",
+    "no_root",
+    "forbidden",
+    "conflict",
+    "invalid",
+    "api_error",
+];
+
 impl SyncError {
     fn from_kube(e: kube::Error) -> SyncError {
         match crate::metrics::status_code(&e) {
@@ -169,10 +180,10 @@ impl Publisher {
                         discovery_failed = false;
                     }
                     Ok(None) => {
-                        if !discovery_failed {
-                            self.fail_all(&SyncError::ApiUnavailable);
-                            discovery_failed = true;
-                        }
+                        // Counted at every look (once per resync) so the warning stays while the API
+                        // is missing; logged once.
+                        self.fail_all(&SyncError::ApiUnavailable, !discovery_failed);
+                        discovery_failed = true;
                         discovery_due = now + resync;
                     }
                     Err(e) => {
@@ -290,13 +301,16 @@ impl Publisher {
         state.next_due = Some(now + backoff);
     }
 
-    fn fail_all(&self, e: &SyncError) {
-        tracing::warn!(reason = e.as_str(), "{}", e.message());
+    /// The cluster has no ClusterTrustBundle API: counted (and logged if `log`). The missing-anchor gauge is
+    /// left unset: there is no published bundle that could be wrong, and a critical alert on every
+    /// 1.33–1.36 cluster without the beta API would be noise (the warning names the reason).
+    fn fail_all(&self, e: &SyncError, log: bool) {
+        if log {
+            tracing::warn!(reason = e.as_str(), "{}", e.message());
+        }
         for signer in self.engine.signers() {
             self.metrics
                 .record_trust_bundle_error(signer.name(), e.as_str());
-            self.metrics
-                .set_trust_bundle_missing_anchor(signer.name(), true);
         }
     }
 

@@ -45,6 +45,7 @@ controller:
   events: true
 server: { listen: "127.0.0.1:$METRICS_PORT" }
 log: { format: json, level: info }
+trustBundles: { enabled: true }
 YAML
 cat > "$WORK/kubeconfig" <<YAML
 apiVersion: v1
