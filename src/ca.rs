@@ -475,16 +475,20 @@ fn is_self_issued(c: &X509Ref) -> bool {
 
 /// `CN=…, O=…` for messages.
 fn describe(c: &X509Ref) -> String {
-    let parts: Vec<String> = c
-        .subject_name()
-        .entries()
+    format!("\"{}\"", subject_text(c.subject_name()))
+}
+
+/// A Name as `CN=…, O=…` for people (messages, `ca status`, the dev demo); `?` where OpenSSL cannot
+/// convert a value to UTF-8.
+pub fn subject_text(name: &openssl::x509::X509NameRef) -> String {
+    name.entries()
         .map(|e| {
-            let name = e.object().nid().short_name().unwrap_or("?");
-            let value = e.data().to_string().unwrap_or_else(|_| "?".into());
-            format!("{name}={value}")
+            let key = e.object().nid().short_name().unwrap_or("?");
+            let value = e.data().to_string().map(|v| v.to_string());
+            format!("{key}={}", value.as_deref().unwrap_or("?"))
         })
-        .collect();
-    format!("\"{}\"", parts.join(", "))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The chain file's certificates, checked to be what issued certificates will be verified through:

@@ -115,21 +115,7 @@ struct Row {
 
 fn describe_cert(der: &[u8]) -> anyhow::Result<(String, String, SystemTime, SystemTime, String)> {
     let cert = X509::from_der(der)?;
-    let subject = cert
-        .subject_name()
-        .entries()
-        .map(|e| {
-            format!(
-                "{}={}",
-                e.object().nid().short_name().unwrap_or("?"),
-                e.data()
-                    .to_string()
-                    .map(|s| s.to_string())
-                    .unwrap_or_else(|_| "?".into())
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
+    let subject = csr_signer::ca::subject_text(cert.subject_name());
     let pkey = cert.public_key()?;
     let key = match pkey.id() {
         Id::RSA => format!("RSA-{}", pkey.bits()),
@@ -240,10 +226,7 @@ fn rows(
     };
     let mut out = Vec::new();
     let (subject, key, nb, na, ski) = describe_cert(&active.cert_der)?;
-    let active_roots: Vec<Vec<u8>> =
-        openssl::x509::X509::stack_from_pem(active.cert_pem.as_bytes())
-            .map(|v| v.iter().filter_map(|c| c.to_der().ok()).collect())
-            .unwrap_or_default();
+    let active_roots = trust::der_blocks(&active.cert_pem);
     out.push(Row {
         name: "ca".into(),
         state: "active",

@@ -224,18 +224,12 @@ pub async fn run_demo(
         .first()
         .ok_or_else(|| csr_signer::Error::Service("empty status.certificate".into()))?;
     writeln!(out, "4. the signer issued a certificate:").map_err(io)?;
-    let subject: Vec<String> = leaf
-        .subject_name()
-        .entries()
-        .map(|e| {
-            format!(
-                "{}={}",
-                e.object().nid().short_name().unwrap_or("?"),
-                String::from_utf8_lossy(e.data().as_slice()).into_owned()
-            )
-        })
-        .collect();
-    writeln!(out, "   subject:   {}", subject.join(", ")).map_err(io)?;
+    writeln!(
+        out,
+        "   subject:   {}",
+        csr_signer::ca::subject_text(leaf.subject_name())
+    )
+    .map_err(io)?;
     let sans: Vec<String> = leaf
         .subject_alt_names()
         .map(|names| {

@@ -282,7 +282,7 @@ pub fn covers(published: &str, required: &[Vec<u8>]) -> bool {
 
 /// The DER of every `CERTIFICATE` block in `text`, in order; anything unparsable is skipped (the
 /// text is either ours or the apiserver's validated bundle).
-fn der_blocks(text: &str) -> Vec<Vec<u8>> {
+pub fn der_blocks(text: &str) -> Vec<Vec<u8>> {
     openssl::x509::X509::stack_from_pem(text.as_bytes())
         .map(|certs| certs.iter().filter_map(|c| c.to_der().ok()).collect())
         .unwrap_or_default()
