@@ -17,8 +17,7 @@ use csr_signer::ca_init::KeyType;
 use csr_signer::config::Settings;
 use k8s_openapi::api::certificates::v1::{ClusterTrustBundle, ClusterTrustBundleSpec};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use openssl::x509::X509;
-use support::{key, openssl_verify, CsrSpec, TestCa};
+use support::{cert_der, cert_ders, key, openssl_verify, CsrSpec, TestCa};
 
 const BUNDLE: &str = "example.com:mtls:live";
 const USAGES: &[&str] = &["digital signature", "client auth"];
@@ -64,21 +63,6 @@ async fn wait_bundle(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("bundle {name} never reached the expected state; last: {last:?}");
-}
-
-fn ders(pem: &str) -> Vec<Vec<u8>> {
-    X509::stack_from_pem(pem.as_bytes())
-        .unwrap()
-        .iter()
-        .map(|c| c.to_der().unwrap())
-        .collect()
-}
-
-fn der_of(path: &Path) -> Vec<u8> {
-    X509::from_pem(&std::fs::read(path).unwrap())
-        .unwrap()
-        .to_der()
-        .unwrap()
 }
 
 fn foreign_bundle(name: &str, pem: &str, labels: &[(&str, &str)]) -> ClusterTrustBundle {
@@ -144,7 +128,7 @@ on_both_servers! {
         let labels = first.metadata.labels.clone().unwrap_or_default();
         assert_eq!(labels.get("app.kubernetes.io/managed-by").map(String::as_str), Some("csr-signer"));
         assert_eq!(labels.get("csr-signer/stage").map(String::as_str), Some("live"));
-        assert_eq!(ders(&first.spec.trust_bundle), vec![der_of(&a.root)]);
+        assert_eq!(cert_ders(&first.spec.trust_bundle), vec![cert_der(&a.root)]);
         issued_verifies_against(&env, "tb-a", &first.spec.trust_bundle).await;
         wait_metric(&svc, &format!("csr_signer_trust_bundle_missing_anchor{{signer=\"{SIGNER}\"}}"), |v| v == 0.0).await;
         wait_metric(&svc, &format!("csr_signer_trust_bundle_published_timestamp_seconds{{signer=\"{SIGNER}\"}}"), |v| v > 0.0).await;
@@ -152,7 +136,7 @@ on_both_servers! {
         // A new CA on disk: the bundle follows it.
         std::fs::copy(&b.key, &key_file).unwrap();
         std::fs::copy(&b.cert, &cert).unwrap();
-        let second = wait_bundle(&env, BUNDLE, |x| ders(&x.spec.trust_bundle) == vec![der_of(&b.root)]).await;
+        let second = wait_bundle(&env, BUNDLE, |x| cert_ders(&x.spec.trust_bundle) == vec![cert_der(&b.root)]).await;
         assert_eq!(second.metadata.uid, first.metadata.uid, "updated in place, not recreated");
         issued_verifies_against(&env, "tb-b", &second.spec.trust_bundle).await;
 
@@ -207,7 +191,7 @@ on_both_servers! {
         // with fewer anchors than before): free the name and both happen.
         api.delete(BUNDLE, &DeleteParams::default()).await.unwrap();
         let live = wait_bundle(&env, BUNDLE, |_| true).await;
-        assert_eq!(ders(&live.spec.trust_bundle), vec![der_of(&ours.root)]);
+        assert_eq!(cert_ders(&live.spec.trust_bundle), vec![cert_der(&ours.root)]);
         for _ in 0..300 {
             if api.get_opt("example.com:mtls:old").await.unwrap().is_none() {
                 break;
@@ -308,8 +292,8 @@ async fn the_api_version_comes_from_discovery_real_apiserver() {
                 }
                 let found = found.unwrap_or_else(|| panic!("no bundle through {version}"));
                 assert_eq!(
-                    ders(found.data["spec"]["trustBundle"].as_str().unwrap()),
-                    vec![der_of(&ca.root)]
+                    cert_ders(found.data["spec"]["trustBundle"].as_str().unwrap()),
+                    vec![cert_der(&ca.root)]
                 );
                 // The audit log says which version wrote it.
                 let writes: Vec<String> = cp

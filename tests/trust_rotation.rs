@@ -22,7 +22,7 @@ use openssl::asn1::Asn1Time;
 use openssl::pkey::{PKey, Private};
 use openssl::ssl::{SslAcceptor, SslConnector, SslMethod, SslVerifyMode};
 use openssl::x509::X509;
-use support::{key, CsrSpec, TestCa};
+use support::{cert_der, cert_ders, key, CsrSpec, TestCa};
 
 const BUNDLE: &str = "example.com:mtls:live";
 const USAGES: &[&str] = &["digital signature", "server auth"];
@@ -90,25 +90,12 @@ fn settings(cert: &Path, key: &Path, other_cas: &str) -> Settings {
     Settings::from_yaml(&yaml, "test.yaml").unwrap()
 }
 
-fn ders(pem: &str) -> Vec<Vec<u8>> {
-    X509::stack_from_pem(pem.as_bytes())
-        .map(|s| s.iter().map(|c| c.to_der().unwrap()).collect())
-        .unwrap_or_default()
-}
-
-fn der_of(path: &Path) -> Vec<u8> {
-    X509::from_pem(&std::fs::read(path).unwrap())
-        .unwrap()
-        .to_der()
-        .unwrap()
-}
-
 async fn wait_bundle(env: &Env, want: &[Vec<u8>]) -> String {
     let api: Api<ClusterTrustBundle> = Api::all(env.admin.clone());
     let mut last = None;
     for _ in 0..400 {
         if let Some(b) = api.get_opt(BUNDLE).await.unwrap() {
-            if ders(&b.spec.trust_bundle) == want {
+            if cert_ders(&b.spec.trust_bundle) == want {
                 return b.spec.trust_bundle;
             }
             last = Some(b.spec.trust_bundle);
@@ -202,7 +189,7 @@ on_both_servers! {
         let dir = env.dir.path();
         let (a_cert, a_key, a_not_after) = short_lived_ca(dir, 50);
         let b = TestCa::with_intermediate(KeyType::P256);
-        let (a_root, b_root) = (der_of(&a_cert), der_of(&b.root));
+        let (a_root, b_root) = (cert_der(&a_cert), cert_der(&b.root));
         let b_chain = b.root.display().to_string();
 
         // 1. A signs alone.
@@ -252,7 +239,7 @@ async fn wait_bundle_until(env: &Env, want: &[Vec<u8>], deadline: SystemTime) ->
     let api: Api<ClusterTrustBundle> = Api::all(env.admin.clone());
     loop {
         let b = api.get(BUNDLE).await.unwrap();
-        if ders(&b.spec.trust_bundle) == want {
+        if cert_ders(&b.spec.trust_bundle) == want {
             return b.spec.trust_bundle;
         }
         assert!(

@@ -313,3 +313,20 @@ pub async fn approve_now(
     .await
     .unwrap_or_else(|e| panic!("approve {name}: {e}"));
 }
+
+/// The DER of every certificate in a PEM text, in order (empty when it holds none), read by OpenSSL.
+#[allow(dead_code)]
+pub fn cert_ders(pem: &str) -> Vec<Vec<u8>> {
+    X509::stack_from_pem(pem.as_bytes())
+        .map(|s| s.iter().map(|c| c.to_der().expect("der")).collect())
+        .unwrap_or_default()
+}
+
+/// The DER of the one certificate in a PEM file.
+#[allow(dead_code)]
+pub fn cert_der(path: &Path) -> Vec<u8> {
+    X509::from_pem(&std::fs::read(path).expect("read"))
+        .expect("pem")
+        .to_der()
+        .expect("der")
+}
