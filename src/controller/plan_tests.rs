@@ -28,6 +28,7 @@ fn issued() -> Signed {
         granted_seconds: 3900,
         requested_seconds: Some(3600),
         lifetime: LifetimeOutcome::Honoured,
+        begin_refresh_at: None,
     }))
 }
 
