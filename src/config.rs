@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::approval::{AutoApprove, AutoApproveSettings};
 use crate::audit::AuditSettings;
 use crate::error::{Error, Result};
 use crate::policy::{is_dns_label, PodCertificateSettings, PodPolicy, Policy, PolicySettings};
@@ -101,6 +102,9 @@ struct RawSigner {
     /// Shape, defaults and validation live with the pod policy (`policy::PodCertificateSettings`).
     #[serde(default)]
     pod_certificates: PodCertificateSettings,
+    /// Shape, defaults and validation live with auto-approval (`approval::AutoApproveSettings`).
+    #[serde(default)]
+    auto_approve: AutoApproveSettings,
 }
 
 /// Where a CA that this signer trusts but does not sign with lives (`signers[i].otherCas[j]`): the
@@ -265,6 +269,8 @@ pub struct SignerSettings {
     pub policy: Policy,
     /// How PodCertificateRequests are signed; `None`: this signer leaves them alone.
     pub pod_certificates: Option<PodPolicy>,
+    /// When csr-signer approves this signer's CSRs itself; `None`: never.
+    pub auto_approve: Option<AutoApprove>,
 }
 
 /// The whole validated configuration.
@@ -680,6 +686,10 @@ impl Settings {
                 .pod_certificates
                 .policy()
                 .map_err(|e| err(key(&format!("podCertificates.{}", e.key)), e.message))?;
+            let auto_approve = s
+                .auto_approve
+                .validate()
+                .map_err(|e| err(key(&format!("autoApprove.{}", e.key)), e.message))?;
             let mut ca_names = BTreeSet::new();
             for (j, o) in s.other_cas.iter().enumerate() {
                 let k = key(&format!("otherCas[{j}].name"));
@@ -699,6 +709,7 @@ impl Settings {
                 other_cas: s.other_cas,
                 policy,
                 pod_certificates,
+                auto_approve,
             });
         }
         let c = &raw.controller;
@@ -754,6 +765,7 @@ impl Settings {
                 "otherCas": s.other_cas,
                 "policy": s.policy.describe(),
                 "podCertificates": s.pod_certificates.as_ref().map(PodPolicy::describe),
+                "autoApprove": s.auto_approve.as_ref().map(AutoApprove::describe),
             })).collect::<Vec<_>>(),
             "controller": self.controller,
             "server": self.server,
