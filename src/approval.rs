@@ -324,7 +324,7 @@ mod tests {
     #[test]
     fn the_first_matching_rule_names_the_approval() {
         let a = approver(RULES);
-        let groups = vec!["system:serviceaccounts".to_string()];
+        let groups = ["system:serviceaccounts".to_string()];
         for (user, groups, rule) in [
             (
                 "system:serviceaccount:team-a:app",
