@@ -8,7 +8,7 @@
 //! the one we would use. Failures back off (doubling from `poll` up to the resync period) and are
 //! counted by reason; they never stop signing.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -19,16 +19,17 @@ use kube::api::{
 use tokio::sync::watch;
 
 use super::{
-    covers, desired, fingerprint, is_ours, recorded_retiring_since, Bundle, Inputs,
-    TrustBundleSettings, RETIRING_SINCE_ANNOTATION,
+    covers, is_ours, recorded_retiring_since, signer_bundle, Bundle, TrustBundleSettings,
+    RETIRING_SINCE_ANNOTATION,
 };
 use super::{MANAGED_BY_LABEL, MANAGED_BY_VALUE};
-use crate::config::OtherCaState;
 use crate::engine::Engine;
 use crate::metrics::{unix_seconds, Metrics};
 
 const FIELD_MANAGER: &str = "csr-signer";
 const GROUP: &str = "certificates.k8s.io";
+/// The `via` label of the trust-bundle metrics this publisher sets.
+pub const VIA: &str = "clustertrustbundle";
 
 /// Why one sync failed; `as_str` is the `reason` label of `trust_bundle_errors_total` and the log
 /// field.
@@ -214,27 +215,12 @@ impl Publisher {
                         }
                     }
                 }
-                let wall = SystemTime::now();
-                let retiring: BTreeSet<String> = signer
-                    .other_cas()
-                    .iter()
-                    .filter(|c| c.state == OtherCaState::Retiring)
-                    .map(|c| fingerprint(&c.cert_der))
-                    .collect();
-                state.retiring_since.retain(|fp, _| retiring.contains(fp));
-                for fp in retiring {
-                    state.retiring_since.entry(fp).or_insert(wall);
-                }
-                let active = signer.ca();
-                let inputs = Inputs {
-                    signer: &name,
-                    active: &active,
-                    others: signer.other_cas(),
-                    retiring_since: &state.retiring_since,
-                    max_lifetime: signer.policy().max_lifetime(),
-                    now: wall,
-                };
-                let bundle = desired(&inputs, &self.settings);
+                let bundle = signer_bundle(
+                    signer,
+                    &mut state.retiring_since,
+                    &self.settings,
+                    SystemTime::now(),
+                );
                 let changed = match &bundle {
                     Ok(b) => {
                         state.confirmed.as_ref() != Some(&(b.pem.clone(), b.annotations.clone()))
@@ -257,8 +243,8 @@ impl Publisher {
                             tracing::info!(signer = %name, bundle = %b.name, "ClusterTrustBundle up to date");
                         }
                         self.metrics
-                            .record_trust_bundle_published(&name, unix_seconds(SystemTime::now()));
-                        self.metrics.set_trust_bundle_missing_anchor(&name, false);
+                            .record_trust_bundle_published(&name, VIA, unix_seconds(SystemTime::now()));
+                        self.metrics.set_trust_bundle_missing_anchor(&name, VIA, false);
                         state.confirmed = Some((b.pem, b.annotations));
                         state.failures = 0;
                         state.next_due = Some(now + resync);
@@ -287,8 +273,8 @@ impl Publisher {
         resync: Duration,
     ) {
         let reason = e.as_str();
-        self.metrics.record_trust_bundle_error(name, reason);
-        self.metrics.set_trust_bundle_missing_anchor(name, !covered);
+        self.metrics.record_trust_bundle_error(name, VIA, reason);
+        self.metrics.set_trust_bundle_missing_anchor(name, VIA, !covered);
         if state.last_error != Some(reason) {
             tracing::error!(signer = %name, reason, error = %e.message(), "cannot publish the ClusterTrustBundle; retrying");
             state.last_error = Some(reason);
@@ -310,7 +296,7 @@ impl Publisher {
         }
         for signer in self.engine.signers() {
             self.metrics
-                .record_trust_bundle_error(signer.name(), e.as_str());
+                .record_trust_bundle_error(signer.name(), VIA, e.as_str());
         }
     }
 
