@@ -130,8 +130,8 @@ on_both_servers! {
         assert_eq!(labels.get("csr-signer/stage").map(String::as_str), Some("live"));
         assert_eq!(cert_ders(&first.spec.trust_bundle), vec![cert_der(&a.root)]);
         issued_verifies_against(&env, "tb-a", &first.spec.trust_bundle).await;
-        wait_metric(&svc, &format!("csr_signer_trust_bundle_missing_anchor{{signer=\"{SIGNER}\"}}"), |v| v == 0.0).await;
-        wait_metric(&svc, &format!("csr_signer_trust_bundle_published_timestamp_seconds{{signer=\"{SIGNER}\"}}"), |v| v > 0.0).await;
+        wait_metric(&svc, &format!("csr_signer_trust_bundle_missing_anchor{{signer=\"{SIGNER}\",via=\"clustertrustbundle\"}}"), |v| v == 0.0).await;
+        wait_metric(&svc, &format!("csr_signer_trust_bundle_published_timestamp_seconds{{signer=\"{SIGNER}\",via=\"clustertrustbundle\"}}"), |v| v > 0.0).await;
 
         // A new CA on disk: the bundle follows it.
         std::fs::copy(&b.key, &key_file).unwrap();
@@ -174,8 +174,8 @@ on_both_servers! {
             .unwrap();
 
         let (svc, stop) = env.start_signer(trust_settings(&ours.cert, &ours.key), "tb").await;
-        wait_metric(&svc, &format!("csr_signer_trust_bundle_errors_total{{reason=\"not_owned\",signer=\"{SIGNER}\"}}"), |v| v >= 1.0).await;
-        wait_metric(&svc, &format!("csr_signer_trust_bundle_missing_anchor{{signer=\"{SIGNER}\"}}"), |v| v == 1.0).await;
+        wait_metric(&svc, &format!("csr_signer_trust_bundle_errors_total{{reason=\"not_owned\",signer=\"{SIGNER}\",via=\"clustertrustbundle\"}}"), |v| v >= 1.0).await;
+        wait_metric(&svc, &format!("csr_signer_trust_bundle_missing_anchor{{signer=\"{SIGNER}\",via=\"clustertrustbundle\"}}"), |v| v == 1.0).await;
         // Signing goes on regardless.
         let pem = CsrSpec::new(key(KeyType::P256), &[("CN", "developer")]).pem();
         env.create("tb-still-signs", SIGNER, &pem, USAGES, None).await;
@@ -200,7 +200,7 @@ on_both_servers! {
         }
         assert!(api.get_opt("example.com:mtls:old").await.unwrap().is_none(), "our stale bundle was not deleted");
         assert!(api.get_opt("example.com:mtls:other").await.unwrap().is_some(), "someone else's bundle was deleted");
-        wait_metric(&svc, &format!("csr_signer_trust_bundle_missing_anchor{{signer=\"{SIGNER}\"}}"), |v| v == 0.0).await;
+        wait_metric(&svc, &format!("csr_signer_trust_bundle_missing_anchor{{signer=\"{SIGNER}\",via=\"clustertrustbundle\"}}"), |v| v == 0.0).await;
         let _ = stop.send(());
         svc.wait().await.unwrap();
     }
@@ -222,7 +222,7 @@ async fn without_attest_the_signer_reports_forbidden_and_keeps_signing_real_apis
     wait_metric(
         &svc,
         &format!(
-            "csr_signer_trust_bundle_errors_total{{reason=\"forbidden\",signer=\"{SIGNER}\"}}"
+            "csr_signer_trust_bundle_errors_total{{reason=\"forbidden\",signer=\"{SIGNER}\",via=\"clustertrustbundle\"}}"
         ),
         |v| v >= 1.0,
     )
@@ -308,17 +308,17 @@ async fn the_api_version_comes_from_discovery_real_apiserver() {
             None => {
                 wait_metric(
                     &svc,
-                    &format!("csr_signer_trust_bundle_errors_total{{reason=\"api_unavailable\",signer=\"{SIGNER}\"}}"),
+                    &format!("csr_signer_trust_bundle_errors_total{{reason=\"api_unavailable\",signer=\"{SIGNER}\",via=\"clustertrustbundle\"}}"),
                     |v| v >= 1.0,
                 )
                 .await;
                 // Counted once per resync (1 s here), not at every 200 ms poll, so the warning stays while
                 // the API is missing; no bundle, so no anchor can be missing from it.
                 tokio::time::sleep(Duration::from_millis(2500)).await;
-                let count = metric(&svc, &format!("csr_signer_trust_bundle_errors_total{{reason=\"api_unavailable\",signer=\"{SIGNER}\"}}")).await.unwrap();
+                let count = metric(&svc, &format!("csr_signer_trust_bundle_errors_total{{reason=\"api_unavailable\",signer=\"{SIGNER}\",via=\"clustertrustbundle\"}}")).await.unwrap();
                 assert!((2.0..=5.0).contains(&count), "{count}");
                 assert_eq!(
-                    metric(&svc, &format!("csr_signer_trust_bundle_missing_anchor{{signer=\"{SIGNER}\"}}")).await,
+                    metric(&svc, &format!("csr_signer_trust_bundle_missing_anchor{{signer=\"{SIGNER}\",via=\"clustertrustbundle\"}}")).await,
                     Some(0.0)
                 );
             }
