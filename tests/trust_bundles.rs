@@ -7,6 +7,7 @@
 
 mod controller_support;
 mod support;
+mod trust_support;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -17,10 +18,10 @@ use csr_signer::ca_init::KeyType;
 use csr_signer::config::Settings;
 use k8s_openapi::api::certificates::v1::{ClusterTrustBundle, ClusterTrustBundleSpec};
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use support::{cert_der, cert_ders, key, openssl_verify, CsrSpec, TestCa};
+use support::{cert_der, cert_ders, key, CsrSpec, TestCa};
+use trust_support::*;
 
 const BUNDLE: &str = "example.com:mtls:live";
-const USAGES: &[&str] = &["digital signature", "client auth"];
 
 fn trust_settings(cert: &Path, key: &Path) -> Settings {
     let yaml = format!(
@@ -82,35 +83,6 @@ fn foreign_bundle(name: &str, pem: &str, labels: &[(&str, &str)]) -> ClusterTrus
             trust_bundle: pem.into(),
         },
     }
-}
-
-async fn metric(svc: &csr_signer::service::Service, series: &str) -> Option<f64> {
-    sample(&scrape(svc.listen).await, series)
-}
-
-async fn wait_metric(svc: &csr_signer::service::Service, series: &str, ok: impl Fn(f64) -> bool) {
-    for _ in 0..300 {
-        if metric(svc, series).await.is_some_and(&ok) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!(
-        "{series} never reached the expected value:\n{}",
-        scrape(svc.listen).await
-    );
-}
-
-/// Issues one CSR and checks `openssl verify` accepts it with only `bundle_pem` as trust.
-async fn issued_verifies_against(env: &Env, name: &str, bundle_pem: &str) {
-    let pem = CsrSpec::new(key(KeyType::P256), &[("CN", "developer")]).pem();
-    env.create(name, SIGNER, &pem, USAGES, None).await;
-    env.approve(name).await;
-    let chain = env.wait_certificate(name).await;
-    let anchors = env.dir.path().join(format!("{name}-bundle.pem"));
-    std::fs::write(&anchors, bundle_pem).unwrap();
-    openssl_verify(&chain, &anchors, env.dir.path())
-        .unwrap_or_else(|e| panic!("{name} does not verify against the published bundle: {e}"));
 }
 
 on_both_servers! {

@@ -5,9 +5,9 @@
 //! holding exactly the PEM of the signer's ClusterTrustBundle (`signer_bundle`, the same function the
 //! ClusterTrustBundle publisher calls). The selected namespaces are listed at every resync and again
 //! whenever a watch on them reports a change, so a namespace labelled now gets its ConfigMap within
-//! a poll. Writes are server-side apply with our field manager and without force, after a read that
-//! proves the ConfigMap carries our managed-by label; a ConfigMap of that name without it is never
-//! changed or deleted (counted once per resync). Our ConfigMaps in namespaces no longer selected are
+//! a poll. Writes are server-side apply with our field manager, after a read that proves the
+//! ConfigMap carries our managed-by label (forced, so an edit of an anchor is undone); a ConfigMap of
+//! that name without the label is never changed or deleted (counted once per resync). Our ConfigMaps in namespaces no longer selected are
 //! deleted, each after a read proving it ours and with its uid and resourceVersion as preconditions.
 //! Failures back off per namespace (doubling from `poll` up to the resync period), are counted in
 //! the trust-bundle metrics with `via="configmap"` and never stop signing.
@@ -50,7 +50,7 @@ enum SyncError {
     NotOwned,
     /// 403: the namespaces or configmaps rule is missing.
     Forbidden(kube::Error),
-    /// 409 from the apply: another field manager owns a key we set.
+    /// 409: the ConfigMap changed between our read and a delete.
     Conflict(kube::Error),
     /// 422: the apiserver refused the ConfigMap.
     Invalid(kube::Error),
@@ -196,12 +196,9 @@ impl ConfigMapPublisher {
         let resync = Duration::from_secs(self.settings.resync_seconds);
         let namespaces: Api<Namespace> = Api::all(self.client.clone());
         // Only a trigger: whatever it reports, the selected set comes from a fresh list.
-        let mut changes = watcher(
-            namespaces,
-            watcher::Config::default().labels(selector),
-        )
-        .default_backoff()
-        .boxed();
+        let mut changes = watcher(namespaces, watcher::Config::default().labels(selector))
+            .default_backoff()
+            .boxed();
         let mut watch_error_logged = false;
         let now = Instant::now();
         let mut term = Term {
@@ -515,9 +512,16 @@ impl ConfigMapPublisher {
             },
             "data": content.data,
         });
-        api.patch(name, &PatchParams::apply(FIELD_MANAGER), &Patch::Apply(body))
-            .await
-            .map_err(SyncError::from_kube)?;
+        // Forced: the read above proved the ConfigMap ours, and an edit of an anchor (which moves the
+        // field to the editor's manager) must be undone, not reported as a conflict forever. Only the
+        // fields we set are taken back; anything else in the ConfigMap stays as it is.
+        api.patch(
+            name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(body),
+        )
+        .await
+        .map_err(SyncError::from_kube)?;
         tracing::info!(namespace = %ns, configmap = %name, "trust ConfigMap written");
         Ok(())
     }
@@ -589,8 +593,11 @@ impl ConfigMapPublisher {
             self.metrics
                 .set_trust_bundle_missing_anchor(name, VIA, missing);
             if all_current && verified {
-                self.metrics
-                    .record_trust_bundle_published(name, VIA, unix_seconds(SystemTime::now()));
+                self.metrics.record_trust_bundle_published(
+                    name,
+                    VIA,
+                    unix_seconds(SystemTime::now()),
+                );
             }
         }
     }

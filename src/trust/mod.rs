@@ -105,7 +105,10 @@ impl ConfigMapSettings {
                     return Err(format!("{}: operator {} needs values", e.key, e.operator))
                 }
                 "Exists" | "DoesNotExist" if n > 0 => {
-                    return Err(format!("{}: operator {} takes no values", e.key, e.operator))
+                    return Err(format!(
+                        "{}: operator {} takes no values",
+                        e.key, e.operator
+                    ))
                 }
                 _ => {}
             }
@@ -127,7 +130,8 @@ fn check_label_key(key: &str) -> Result<(), String> {
         Some((p, n)) => (Some(p), n),
         None => (None, key),
     };
-    if prefix.is_some_and(|p| !is_dns1123_subdomain(p)) || !is_label_value(name) || name.is_empty() {
+    if prefix.is_some_and(|p| !is_dns1123_subdomain(p)) || !is_label_value(name) || name.is_empty()
+    {
         return Err(format!("{key:?} is not a valid label key"));
     }
     Ok(())
@@ -145,7 +149,8 @@ fn check_label_value(v: &str) -> Result<(), String> {
 fn is_label_value(v: &str) -> bool {
     v.is_empty()
         || (v.len() <= 63
-            && v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
             && v.starts_with(|c: char| c.is_ascii_alphanumeric())
             && v.ends_with(|c: char| c.is_ascii_alphanumeric()))
 }
@@ -191,7 +196,10 @@ impl TrustBundleSettings {
         if !is_dns1123_subdomain(&cm.name) {
             return Err((
                 "configMaps.name".into(),
-                format!("{:?} must be a DNS subdomain (lower case letters, digits, '-' and '.')", cm.name),
+                format!(
+                    "{:?} must be a DNS subdomain (lower case letters, digits, '-' and '.')",
+                    cm.name
+                ),
             ));
         }
         if cm.enabled {
@@ -509,7 +517,11 @@ mod tests {
         assert_ne!(configmap_key("a.com/b.c"), configmap_key("a.com.b/c"));
         for s in ["example.com/mtls", "a.b.c/x-y.z"] {
             let k = configmap_key(s);
-            assert!(k.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b)), "{k}");
+            assert!(
+                k.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b)),
+                "{k}"
+            );
         }
     }
 

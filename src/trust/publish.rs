@@ -242,9 +242,13 @@ impl Publisher {
                         if state.last_error.take().is_some() || state.confirmed.is_none() {
                             tracing::info!(signer = %name, bundle = %b.name, "ClusterTrustBundle up to date");
                         }
+                        self.metrics.record_trust_bundle_published(
+                            &name,
+                            VIA,
+                            unix_seconds(SystemTime::now()),
+                        );
                         self.metrics
-                            .record_trust_bundle_published(&name, VIA, unix_seconds(SystemTime::now()));
-                        self.metrics.set_trust_bundle_missing_anchor(&name, VIA, false);
+                            .set_trust_bundle_missing_anchor(&name, VIA, false);
                         state.confirmed = Some((b.pem, b.annotations));
                         state.failures = 0;
                         state.next_due = Some(now + resync);
@@ -274,7 +278,8 @@ impl Publisher {
     ) {
         let reason = e.as_str();
         self.metrics.record_trust_bundle_error(name, VIA, reason);
-        self.metrics.set_trust_bundle_missing_anchor(name, VIA, !covered);
+        self.metrics
+            .set_trust_bundle_missing_anchor(name, VIA, !covered);
         if state.last_error != Some(reason) {
             tracing::error!(signer = %name, reason, error = %e.message(), "cannot publish the ClusterTrustBundle; retrying");
             state.last_error = Some(reason);
