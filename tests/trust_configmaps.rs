@@ -31,8 +31,12 @@ const NAME: &str = "csr-signer-trust-bundle";
 const KEY: &str = "example.com_mtls.pem";
 
 fn cm_settings(cert: &Path, key: &Path, ctb: bool) -> Settings {
+    cm_settings_resync(cert, key, ctb, 1)
+}
+
+fn cm_settings_resync(cert: &Path, key: &Path, ctb: bool, resync: u64) -> Settings {
     let yaml = format!(
-        "{}trustBundles: {{enabled: {ctb}, resyncSeconds: 1, configMaps: {{enabled: true, namespaceSelector: {{matchLabels: {{{LABEL}: \"yes\"}}}}}}}}\n",
+        "{}trustBundles: {{enabled: {ctb}, resyncSeconds: {resync}, configMaps: {{enabled: true, namespaceSelector: {{matchLabels: {{{LABEL}: \"yes\"}}}}}}}}\n",
         settings_yaml(cert, key, "", false, "127.0.0.1:0")
     );
     Settings::from_yaml(&yaml, "test.yaml").unwrap()
@@ -286,6 +290,96 @@ on_both_servers! {
         assert_eq!(unrelated_now.metadata.resource_version, unrelated.metadata.resource_version);
         // Nothing left selected lacks the anchor.
         wait_metric(&svc, &series("csr_signer_trust_bundle_missing_anchor", None), |v| v == 0.0).await;
+        let _ = stop.send(());
+        svc.wait().await.unwrap();
+    }
+}
+
+on_both_servers! {
+    /// With a resync far away, only the namespace watch can make a namespace labelled (or unlabelled)
+    /// after the start get (or lose) its ConfigMap within seconds.
+    async fn the_namespace_watch_reacts_between_resyncs(server) {
+        let env = cm_env(server).await;
+        let ca = TestCa::new(KeyType::P256);
+        let ns = namespace(&env, "watched", false).await;
+        let (svc, stop) = env.start_signer(cm_settings_resync(&ca.cert, &ca.key, false, 120), "cm").await;
+        wait_metric(&svc, &series("csr_signer_trust_bundle_published_timestamp_seconds", None), |v| v > 0.0).await;
+        let t = Instant::now();
+        label(&env, &ns, true).await;
+        wait_cm(&env, &ns, |_| true).await;
+        let added = t.elapsed();
+        let t = Instant::now();
+        label(&env, &ns, false).await;
+        wait_no_cm(&env, &ns).await;
+        let removed = t.elapsed();
+        eprintln!("labelled -> ConfigMap {added:?}; unlabelled -> deleted {removed:?}");
+        assert!(added < Duration::from_secs(10) && removed < Duration::from_secs(10));
+        let _ = stop.send(());
+        svc.wait().await.unwrap();
+    }
+}
+
+const RETIRING: &str = "csr-signer/retiring-since";
+
+fn annotation(meta: &kube::api::ObjectMeta) -> Option<String> {
+    meta.annotations.as_ref()?.get(RETIRING).cloned()
+}
+
+on_both_servers! {
+    /// A retiring CA is in the ConfigMap as in the ClusterTrustBundle, with its clock recorded on the
+    /// ConfigMap; a new leader reads the clock back instead of restarting it (which would keep the old CA
+    /// in the ConfigMaps longer than in the bundle).
+    async fn a_retiring_ca_is_published_and_keeps_its_clock_across_a_restart(server) {
+        let env = cm_env(server).await;
+        let (new, old) = (TestCa::new(KeyType::P256), TestCa::new(KeyType::P256));
+        let yaml = |identity_note: &str| {
+            let base = settings_yaml(&new.cert, &new.key, "", false, "127.0.0.1:0").replacen(
+                "\n  policy:",
+                &format!("\n  otherCas: [{{name: old, state: retiring, certFile: {}}}]\n  policy:", old.cert.display()),
+                1,
+            );
+            let yaml = format!(
+                "{base}trustBundles: {{enabled: true, resyncSeconds: 1, configMaps: {{enabled: true, namespaceSelector: {{matchLabels: {{{LABEL}: \"yes\"}}}}}}}}\n# {identity_note}\n"
+            );
+            Settings::from_yaml(&yaml, "test.yaml").unwrap()
+        };
+        let ns = namespace(&env, "retiring", true).await;
+        let both = vec![cert_der(&new.root), cert_der(&old.root)];
+        let (svc, stop) = env.start_signer(yaml("first"), "cm-1").await;
+        let first = wait_cm(&env, &ns, |c| cert_ders(&pem_of(c)) == both).await;
+        let recorded = annotation(&first.metadata).expect("no retiring-since annotation on the ConfigMap");
+        let ctbs: Api<ClusterTrustBundle> = Api::all(env.admin.clone());
+        let mut ctb = None;
+        for _ in 0..300 {
+            ctb = ctbs.get_opt("example.com:mtls:live").await.unwrap();
+            if ctb.as_ref().is_some_and(|c| cert_ders(&c.spec.trust_bundle) == both) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let ctb = ctb.unwrap();
+        assert_eq!(ctb.spec.trust_bundle, pem_of(&first));
+        // The same CA under the same key; the two publishers start their clocks within a poll.
+        let parse = |v: &str| serde_json::from_str::<BTreeMap<String, String>>(v).unwrap();
+        let (in_cm, in_ctb) = (parse(&recorded), parse(&annotation(&ctb.metadata).unwrap()));
+        assert_eq!(in_cm.keys().collect::<Vec<_>>(), in_ctb.keys().collect::<Vec<_>>());
+        for (fp, t) in &in_cm {
+            let a = humantime::parse_rfc3339(t).unwrap();
+            let b = humantime::parse_rfc3339(&in_ctb[fp]).unwrap();
+            let gap = a.duration_since(b).or_else(|_| b.duration_since(a)).unwrap();
+            assert!(gap <= Duration::from_secs(2), "{t} vs {}", in_ctb[fp]);
+        }
+        let _ = stop.send(());
+        svc.wait().await.unwrap();
+
+        // Later, another leader: the recorded clock stands (a restarted one would be seconds later).
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        let (svc, stop) = env.start_signer(yaml("second"), "cm-2").await;
+        wait_metric(&svc, &series("csr_signer_trust_bundle_published_timestamp_seconds", None), |v| v > 0.0).await;
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        let after = configmaps(&env, &ns).get(NAME).await.unwrap();
+        assert_eq!(annotation(&after.metadata).as_deref(), Some(recorded.as_str()));
+        assert_eq!(cert_ders(&pem_of(&after)), both);
         let _ = stop.send(());
         svc.wait().await.unwrap();
     }
