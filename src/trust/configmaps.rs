@@ -18,13 +18,15 @@ use std::time::{Duration, Instant, SystemTime};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, Preconditions};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::{watcher, WatchStreamExt};
 use tokio::sync::watch;
 
+use super::publish::{backoff, delete_as_read, SyncError};
 use super::{
-    configmap_key, covers, is_ours, recorded_retiring_since, signer_bundle, Bundle, BundleError,
-    TrustBundleSettings, MANAGED_BY_LABEL, MANAGED_BY_VALUE, RETIRING_SINCE_ANNOTATION,
+    configmap_key, covers, is_ours, metadata_matches, recorded_retiring_since, signer_bundle,
+    Bundle, BundleError, TrustBundleSettings, MANAGED_BY_LABEL, MANAGED_BY_VALUE,
+    RETIRING_SINCE_ANNOTATION,
 };
 use crate::engine::Engine;
 use crate::metrics::{status_code, unix_seconds, Metrics};
@@ -43,55 +45,8 @@ pub const REASONS: [&str; 6] = [
     "api_error",
 ];
 
-/// Why one namespace (or the namespace list) failed; `as_str` is the `reason` label and log field.
-#[derive(Debug)]
-enum SyncError {
-    /// The ConfigMap's name is taken by one without our managed-by label.
-    NotOwned,
-    /// 403: the namespaces or configmaps rule is missing.
-    Forbidden(kube::Error),
-    /// 409: the ConfigMap changed between our read and a delete.
-    Conflict(kube::Error),
-    /// 422: the apiserver refused the ConfigMap.
-    Invalid(kube::Error),
-    Api(kube::Error),
-}
-
-impl SyncError {
-    fn from_kube(e: kube::Error) -> SyncError {
-        match status_code(&e) {
-            403 => SyncError::Forbidden(e),
-            409 => SyncError::Conflict(e),
-            422 => SyncError::Invalid(e),
-            _ => SyncError::Api(e),
-        }
-    }
-
-    fn as_str(&self) -> &'static str {
-        match self {
-            SyncError::NotOwned => "not_owned",
-            SyncError::Forbidden(_) => "forbidden",
-            SyncError::Conflict(_) => "conflict",
-            SyncError::Invalid(_) => "invalid",
-            SyncError::Api(_) => "api_error",
-        }
-    }
-
-    fn message(&self) -> String {
-        match self {
-            SyncError::NotOwned => format!(
-                "a ConfigMap of this name exists without the label {MANAGED_BY_LABEL}={MANAGED_BY_VALUE}; it is left alone"
-            ),
-            SyncError::Forbidden(e) => format!(
-                "forbidden (the signer needs get/list/watch on namespaces and get/list/create/patch/delete on configmaps; the chart grants them with trustBundles.configMaps.enabled): {}",
-                crate::error::chain(e)
-            ),
-            SyncError::Conflict(e) | SyncError::Invalid(e) | SyncError::Api(e) => {
-                crate::error::chain(e)
-            }
-        }
-    }
-}
+/// The permissions a 403 points at.
+const NEEDS: &str = "list/watch on namespaces and get/list/create/patch/delete on configmaps (the chart grants them with trustBundles.configMaps.enabled)";
 
 /// What every selected namespace's ConfigMap should hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -259,7 +214,7 @@ impl ConfigMapPublisher {
                 Err(e) => {
                     self.count(e.as_str());
                     if term.list_error != Some(e.as_str()) {
-                        tracing::error!(reason = e.as_str(), error = %e.message(), "cannot list the namespaces selected for trust ConfigMaps; retrying");
+                        tracing::error!(reason = e.as_str(), error = %e.describe("ConfigMap", NEEDS), "cannot list the namespaces selected for trust ConfigMaps; retrying");
                         term.list_error = Some(e.as_str());
                     }
                     term.list_failures = term.list_failures.saturating_add(1);
@@ -300,7 +255,7 @@ impl ConfigMapPublisher {
                     let reason = e.as_str();
                     self.count(reason);
                     if state.last_error != Some(reason) {
-                        tracing::error!(namespace = %ns, configmap = %self.settings.config_maps.name, reason, error = %e.message(), "cannot publish the trust ConfigMap; retrying");
+                        tracing::error!(namespace = %ns, configmap = %self.settings.config_maps.name, reason, error = %e.describe("ConfigMap", NEEDS), "cannot publish the trust ConfigMap; retrying");
                         state.last_error = Some(reason);
                     }
                     state.confirmed = None;
@@ -329,7 +284,7 @@ impl ConfigMapPublisher {
                     let reason = e.as_str();
                     self.count(reason);
                     if state.last_error != Some(reason) {
-                        tracing::error!(namespace = %ns, reason, error = %e.message(), "cannot delete the trust ConfigMap of a namespace no longer selected; retrying");
+                        tracing::error!(namespace = %ns, reason, error = %e.describe("ConfigMap", NEEDS), "cannot delete the trust ConfigMap of a namespace no longer selected; retrying");
                         state.last_error = Some(reason);
                     }
                     state.failures = state.failures.saturating_add(1);
@@ -482,19 +437,7 @@ impl ConfigMapPublisher {
             Some(cm) if !is_ours(cm.metadata.labels.as_ref()) => return Err(SyncError::NotOwned),
             Some(cm) => {
                 cm.data.as_ref() == Some(&content.data)
-                    && content.labels.iter().all(|(k, v)| {
-                        cm.metadata
-                            .labels
-                            .as_ref()
-                            .and_then(|l| l.get(k))
-                            .is_some_and(|have| have == v)
-                    })
-                    && cm
-                        .metadata
-                        .annotations
-                        .as_ref()
-                        .and_then(|a| a.get(RETIRING_SINCE_ANNOTATION))
-                        == content.annotations.get(RETIRING_SINCE_ANNOTATION)
+                    && metadata_matches(&cm.metadata, &content.labels, &content.annotations)
             }
             None => false,
         };
@@ -536,14 +479,7 @@ impl ConfigMapPublisher {
         if !is_ours(cm.metadata.labels.as_ref()) {
             return Ok(());
         }
-        let dp = DeleteParams {
-            preconditions: Some(Preconditions {
-                uid: cm.metadata.uid.clone(),
-                resource_version: cm.metadata.resource_version.clone(),
-            }),
-            ..DeleteParams::default()
-        };
-        match api.delete(name, &dp).await {
+        match api.delete(name, &delete_as_read(&cm.metadata)).await {
             Ok(_) => {
                 tracing::info!(namespace = %ns, configmap = %name, "trust ConfigMap of a namespace no longer selected deleted");
                 Ok(())
@@ -603,6 +539,6 @@ impl ConfigMapPublisher {
     }
 
     fn backoff(&self, failures: u32, resync: Duration) -> Duration {
-        self.poll.saturating_mul(1 << failures.min(16)).min(resync)
+        backoff(self.poll, failures, resync)
     }
 }

@@ -432,6 +432,25 @@ pub fn is_ours(labels: Option<&BTreeMap<String, String>>) -> bool {
         .is_some_and(|v| v == MANAGED_BY_VALUE)
 }
 
+/// Whether an object found on the server carries `labels` (others may have added more) and exactly
+/// our retiring-since record.
+pub fn metadata_matches(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    labels: &BTreeMap<String, String>,
+    annotations: &BTreeMap<String, String>,
+) -> bool {
+    labels.iter().all(|(k, v)| {
+        meta.labels
+            .as_ref()
+            .and_then(|l| l.get(k))
+            .is_some_and(|have| have == v)
+    }) && meta
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(RETIRING_SINCE_ANNOTATION))
+        == annotations.get(RETIRING_SINCE_ANNOTATION)
+}
+
 /// Whether `published` (a bundle's PEM as found on the server) holds every anchor `required`.
 pub fn covers(published: &str, required: &[Vec<u8>]) -> bool {
     let have = der_blocks(published);
