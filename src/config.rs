@@ -741,6 +741,21 @@ impl Settings {
         raw.trust_bundles
             .validate()
             .map_err(|(k, m)| err(format!("trustBundles.{k}"), m))?;
+        if raw.trust_bundles.config_maps.enabled {
+            for s in &signers {
+                let key = crate::trust::configmap_key(s.name.as_str());
+                if key.len() > crate::trust::CONFIGMAP_KEY_MAX {
+                    return Err(err(
+                        "trustBundles.configMaps".into(),
+                        format!(
+                            "signer {:?} would be the ConfigMap key {key:?}, longer than {} bytes",
+                            s.name.as_str(),
+                            crate::trust::CONFIGMAP_KEY_MAX
+                        ),
+                    ));
+                }
+            }
+        }
         raw.audit
             .validate()
             .map_err(|(k, m)| err(format!("audit.{k}"), m))?;

@@ -235,23 +235,23 @@ impl Metrics {
             trust_bundle_published: GaugeVec::new(
                 Opts::new(
                     "csr_signer_trust_bundle_published_timestamp_seconds",
-                    "When the signer's ClusterTrustBundle was last confirmed up to date on the apiserver.",
+                    "When the signer's trust anchors were last confirmed up to date on the apiserver: its ClusterTrustBundle (via=clustertrustbundle), or the ConfigMap in every selected namespace (via=configmap).",
                 ),
-                &["signer"],
+                &["signer", "via"],
             )?,
             trust_bundle_errors: IntCounterVec::new(
                 Opts::new(
                     "csr_signer_trust_bundle_errors_total",
-                    "Failed attempts to publish a signer's ClusterTrustBundle, by reason.",
+                    "Failed attempts to publish a signer's trust anchors, by reason and by where (via=clustertrustbundle or configmap).",
                 ),
-                &["signer", "reason"],
+                &["signer", "via", "reason"],
             )?,
             trust_bundle_missing_anchor: IntGaugeVec::new(
                 Opts::new(
                     "csr_signer_trust_bundle_missing_anchor",
-                    "1 while the published ClusterTrustBundle lacks the anchor of the signing CA (certificates it issues do not verify against the bundle); must be 0.",
+                    "1 while the published ClusterTrustBundle (via=clustertrustbundle), or the ConfigMap of some selected namespace (via=configmap), lacks the anchor of the signing CA (certificates it issues do not verify against it); must be 0.",
                 ),
-                &["signer"],
+                &["signer", "via"],
             )?,
             registry,
         };
@@ -406,40 +406,41 @@ impl Metrics {
         self.ca_reload_errors.with_label_values(&[signer]).inc();
     }
 
-    /// Creates the trust-bundle series of a signer (errors at zero for each reason, the missing-anchor
-    /// gauge at 0, the publish time at 0 = never), so alerts and dashboards see them before the first
-    /// sync and on standby replicas (which never publish; the alert takes the max over replicas).
-    pub fn init_trust_bundle(&self, signer: &str, reasons: &[&str]) {
+    /// Creates the trust-bundle series of a signer for one `via` (errors at zero for each reason, the
+    /// missing-anchor gauge at 0, the publish time at 0 = never), so alerts and dashboards see them before
+    /// the first sync and on standby replicas (which never publish; the alert takes the max over replicas).
+    pub fn init_trust_bundle(&self, signer: &str, via: &str, reasons: &[&str]) {
         for reason in reasons {
             self.trust_bundle_errors
-                .with_label_values(&[signer, reason]);
+                .with_label_values(&[signer, via, reason]);
         }
         self.trust_bundle_missing_anchor
-            .with_label_values(&[signer])
+            .with_label_values(&[signer, via])
             .set(0);
         self.trust_bundle_published
-            .with_label_values(&[signer])
+            .with_label_values(&[signer, via])
             .set(0.0);
     }
 
-    /// The signer's ClusterTrustBundle was confirmed up to date at `unix_seconds`.
-    pub fn record_trust_bundle_published(&self, signer: &str, unix_seconds: f64) {
+    /// The signer's anchors were confirmed up to date (through `via`) at `unix_seconds`.
+    pub fn record_trust_bundle_published(&self, signer: &str, via: &str, unix_seconds: f64) {
         self.trust_bundle_published
-            .with_label_values(&[signer])
+            .with_label_values(&[signer, via])
             .set(unix_seconds);
     }
 
-    /// One failed publish attempt; `reason` comes from a fixed set (see `trust::publish`).
-    pub fn record_trust_bundle_error(&self, signer: &str, reason: &str) {
+    /// One failed publish attempt; `via` and `reason` come from fixed sets (see `trust::publish`,
+    /// `trust::configmaps`).
+    pub fn record_trust_bundle_error(&self, signer: &str, via: &str, reason: &str) {
         self.trust_bundle_errors
-            .with_label_values(&[signer, reason])
+            .with_label_values(&[signer, via, reason])
             .inc();
     }
 
-    /// Whether the published bundle lacks the signing CA's anchor.
-    pub fn set_trust_bundle_missing_anchor(&self, signer: &str, missing: bool) {
+    /// Whether what is published through `via` lacks the signing CA's anchor.
+    pub fn set_trust_bundle_missing_anchor(&self, signer: &str, via: &str, missing: bool) {
         self.trust_bundle_missing_anchor
-            .with_label_values(&[signer])
+            .with_label_values(&[signer, via])
             .set(i64::from(missing));
     }
 

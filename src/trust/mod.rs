@@ -8,12 +8,14 @@
 //! output: a signer-linked bundle is named `<signerName with / replaced by :>:<suffix>`; the trust
 //! bundle is PEM `CERTIFICATE` blocks without headers, each a CA, no duplicates, at least one.
 
+pub mod configmaps;
 pub mod publish;
 pub mod rotation;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use serde::{Deserialize, Serialize};
 
 use crate::ca::{pem, SigningCa, TrustedCa};
@@ -26,7 +28,7 @@ pub const MANAGED_BY_VALUE: &str = "csr-signer";
 pub const STAGE_LABEL: &str = "csr-signer/stage";
 
 /// `trustBundles` in the configuration file.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct TrustBundleSettings {
     /// Publish a ClusterTrustBundle per signer (needs `attest` on the signerName and write access to
@@ -43,6 +45,114 @@ pub struct TrustBundleSettings {
     /// How often the published bundles are compared with the CAs even when nothing changed here
     /// (someone may have edited or deleted them).
     pub resync_seconds: u64,
+    /// The same anchors as ConfigMaps in selected namespaces, for clusters (or consumers) without
+    /// ClusterTrustBundles. Independent of `enabled`.
+    pub config_maps: ConfigMapSettings,
+}
+
+/// `trustBundles.configMaps`: one ConfigMap per selected namespace, one key per signer
+/// (`configmap_key`), holding exactly the PEM of the signer's ClusterTrustBundle.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ConfigMapSettings {
+    pub enabled: bool,
+    /// Which namespaces get the ConfigMap: a Kubernetes label selector (`matchLabels`,
+    /// `matchExpressions`). Required when enabled, and must select something narrower than
+    /// every namespace.
+    pub namespace_selector: Option<LabelSelector>,
+    /// The ConfigMap's name in every selected namespace.
+    pub name: String,
+}
+
+impl Default for ConfigMapSettings {
+    fn default() -> Self {
+        ConfigMapSettings {
+            enabled: false,
+            namespace_selector: None,
+            name: "csr-signer-trust-bundle".into(),
+        }
+    }
+}
+
+/// A ConfigMap key holds only `[-._a-zA-Z0-9]`, at most 253 bytes.
+pub const CONFIGMAP_KEY_MAX: usize = 253;
+
+/// The ConfigMap key of a signer's PEM: `example.com/mtls` → `example.com_mtls.pem`. One-to-one: a
+/// valid signerName has exactly one `/` and no `_` (its parts are DNS labels and subdomains).
+pub fn configmap_key(signer: &str) -> String {
+    format!("{}.pem", signer.replace('/', "_"))
+}
+
+impl ConfigMapSettings {
+    /// The selector as the `labelSelector` query parameter, checked the way the apiserver checks it.
+    pub fn selector(&self) -> Result<String, String> {
+        let Some(sel) = &self.namespace_selector else {
+            return Err("is required when configMaps.enabled is true".into());
+        };
+        let exprs = sel.match_expressions.as_deref().unwrap_or_default();
+        for (k, v) in sel.match_labels.iter().flatten() {
+            check_label_key(k)?;
+            check_label_value(v)?;
+        }
+        for e in exprs {
+            check_label_key(&e.key)?;
+            for v in e.values.iter().flatten() {
+                check_label_value(v)?;
+            }
+            let n = e.values.as_ref().map_or(0, Vec::len);
+            match e.operator.as_str() {
+                "In" | "NotIn" if n == 0 => {
+                    return Err(format!("{}: operator {} needs values", e.key, e.operator))
+                }
+                "Exists" | "DoesNotExist" if n > 0 => {
+                    return Err(format!(
+                        "{}: operator {} takes no values",
+                        e.key, e.operator
+                    ))
+                }
+                _ => {}
+            }
+        }
+        let parsed = kube::core::Selector::try_from(sel.clone()).map_err(|e| e.to_string())?;
+        if parsed.selects_all() {
+            return Err(
+                "selects every namespace: give matchLabels or matchExpressions (label the namespaces that want the ConfigMap)"
+                    .into(),
+            );
+        }
+        Ok(parsed.to_string())
+    }
+}
+
+/// A label key: an optional DNS-subdomain prefix and `/`, then a name of at most 63 bytes.
+fn check_label_key(key: &str) -> Result<(), String> {
+    let (prefix, name) = match key.split_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, key),
+    };
+    if prefix.is_some_and(|p| !is_dns1123_subdomain(p)) || !is_label_value(name) || name.is_empty()
+    {
+        return Err(format!("{key:?} is not a valid label key"));
+    }
+    Ok(())
+}
+
+fn check_label_value(v: &str) -> Result<(), String> {
+    if is_label_value(v) {
+        Ok(())
+    } else {
+        Err(format!("{v:?} is not a valid label value"))
+    }
+}
+
+/// Empty, or at most 63 of `[-_.A-Za-z0-9]` starting and ending with an alphanumeric.
+fn is_label_value(v: &str) -> bool {
+    v.is_empty()
+        || (v.len() <= 63
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            && v.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && v.ends_with(|c: char| c.is_ascii_alphanumeric()))
 }
 
 impl Default for TrustBundleSettings {
@@ -53,6 +163,7 @@ impl Default for TrustBundleSettings {
             include_intermediates: false,
             labels: BTreeMap::new(),
             resync_seconds: 300,
+            config_maps: ConfigMapSettings::default(),
         }
     }
 }
@@ -80,6 +191,20 @@ impl TrustBundleSettings {
         }
         if self.resync_seconds == 0 {
             return Err(("resyncSeconds".into(), "must be at least 1".into()));
+        }
+        let cm = &self.config_maps;
+        if !is_dns1123_subdomain(&cm.name) {
+            return Err((
+                "configMaps.name".into(),
+                format!(
+                    "{:?} must be a DNS subdomain (lower case letters, digits, '-' and '.')",
+                    cm.name
+                ),
+            ));
+        }
+        if cm.enabled {
+            cm.selector()
+                .map_err(|m| ("configMaps.namespaceSelector".into(), m))?;
         }
         Ok(())
     }
@@ -253,6 +378,39 @@ pub fn desired(inp: &Inputs<'_>, settings: &TrustBundleSettings) -> Result<Bundl
     })
 }
 
+/// A signer's bundle now: `since` is first brought up to date with the signer's retiring CAs (a CA
+/// newly retiring starts its clock at `now`, one no longer retiring is forgotten). Both publishers
+/// call this, so the ClusterTrustBundle and the ConfigMaps carry the same PEM.
+pub fn signer_bundle(
+    signer: &crate::engine::SignerEngine,
+    since: &mut BTreeMap<String, SystemTime>,
+    settings: &TrustBundleSettings,
+    now: SystemTime,
+) -> Result<Bundle, BundleError> {
+    let retiring: std::collections::BTreeSet<String> = signer
+        .other_cas()
+        .iter()
+        .filter(|c| c.state == OtherCaState::Retiring)
+        .map(|c| fingerprint(&c.cert_der))
+        .collect();
+    since.retain(|fp, _| retiring.contains(fp));
+    for fp in retiring {
+        since.entry(fp).or_insert(now);
+    }
+    let active = signer.ca();
+    desired(
+        &Inputs {
+            signer: signer.name(),
+            active: &active,
+            others: signer.other_cas(),
+            retiring_since: since,
+            max_lifetime: signer.policy().max_lifetime(),
+            now,
+        },
+        settings,
+    )
+}
+
 /// The retiring-since times recorded on a bundle (unparsable entries are ignored: the CA's clock
 /// then starts again, which keeps it in the bundle longer, never shorter).
 pub fn recorded_retiring_since(
@@ -272,6 +430,25 @@ pub fn is_ours(labels: Option<&BTreeMap<String, String>>) -> bool {
     labels
         .and_then(|l| l.get(MANAGED_BY_LABEL))
         .is_some_and(|v| v == MANAGED_BY_VALUE)
+}
+
+/// Whether an object found on the server carries `labels` (others may have added more) and exactly
+/// our retiring-since record.
+pub fn metadata_matches(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    labels: &BTreeMap<String, String>,
+    annotations: &BTreeMap<String, String>,
+) -> bool {
+    labels.iter().all(|(k, v)| {
+        meta.labels
+            .as_ref()
+            .and_then(|l| l.get(k))
+            .is_some_and(|have| have == v)
+    }) && meta
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(RETIRING_SINCE_ANNOTATION))
+        == annotations.get(RETIRING_SINCE_ANNOTATION)
 }
 
 /// Whether `published` (a bundle's PEM as found on the server) holds every anchor `required`.
@@ -315,6 +492,56 @@ mod tests {
             s.validate().unwrap_err().0,
             "labels.app.kubernetes.io/managed-by"
         );
+    }
+
+    fn cm_settings(yaml: &str) -> Result<String, (String, String)> {
+        let s: TrustBundleSettings = serde_yaml::from_str(yaml).unwrap();
+        s.validate()?;
+        s.config_maps.selector().map_err(|m| ("selector".into(), m))
+    }
+
+    #[test]
+    fn configmaps_need_a_narrow_valid_selector_and_a_valid_name() {
+        // Off by default, with a default name, and then no selector is needed.
+        let off = TrustBundleSettings::default();
+        assert!(!off.config_maps.enabled);
+        assert_eq!(off.config_maps.name, "csr-signer-trust-bundle");
+        assert!(off.validate().is_ok());
+        assert_eq!(
+            cm_settings("configMaps: {enabled: true, namespaceSelector: {matchLabels: {csr-signer.example.com/trust: \"true\"}}}"),
+            Ok("csr-signer.example.com/trust=true".into())
+        );
+        assert_eq!(
+            cm_settings("configMaps: {enabled: true, namespaceSelector: {matchExpressions: [{key: team, operator: In, values: [a, b]}, {key: legacy, operator: DoesNotExist}]}}"),
+            Ok("team in (a,b),!legacy".into())
+        );
+        for (yaml, key) in [
+            ("configMaps: {enabled: true}", "configMaps.namespaceSelector"),
+            ("configMaps: {enabled: true, namespaceSelector: {}}", "configMaps.namespaceSelector"),
+            ("configMaps: {enabled: true, namespaceSelector: {matchLabels: {\"a b\": x}}}", "configMaps.namespaceSelector"),
+            ("configMaps: {enabled: true, namespaceSelector: {matchLabels: {a: \"x y\"}}}", "configMaps.namespaceSelector"),
+            ("configMaps: {enabled: true, namespaceSelector: {matchExpressions: [{key: a, operator: In}]}}", "configMaps.namespaceSelector"),
+            ("configMaps: {enabled: true, namespaceSelector: {matchExpressions: [{key: a, operator: Exists, values: [x]}]}}", "configMaps.namespaceSelector"),
+            ("configMaps: {enabled: true, namespaceSelector: {matchExpressions: [{key: a, operator: Near, values: [x]}]}}", "configMaps.namespaceSelector"),
+            ("configMaps: {name: Trust_Bundle}", "configMaps.name"),
+            ("configMaps: {name: \"\"}", "configMaps.name"),
+        ] {
+            assert_eq!(cm_settings(yaml).unwrap_err().0, key, "{yaml}");
+        }
+    }
+
+    #[test]
+    fn configmap_keys_are_one_to_one_and_allowed() {
+        assert_eq!(configmap_key("example.com/mtls"), "example.com_mtls.pem");
+        assert_ne!(configmap_key("a.com/b.c"), configmap_key("a.com.b/c"));
+        for s in ["example.com/mtls", "a.b.c/x-y.z"] {
+            let k = configmap_key(s);
+            assert!(
+                k.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b)),
+                "{k}"
+            );
+        }
     }
 
     use crate::ca_init::{init, InitOptions, KeyType};

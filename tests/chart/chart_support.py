@@ -153,6 +153,9 @@ def multi_signer_values(ca: dict[str, str]) -> dict[str, Any]:
         "controller": {"workers": 8, "qps": 20.5, "burst": 40,
                        "leaderElection": {"enabled": True, "leaseName": "pki-signer"}},
         "log": {"format": "text", "level": "debug"},
+        "trustBundles": {"configMaps": {"enabled": True, "name": "pki-trust", "namespaceSelector": {
+            "matchLabels": {"pki.example.com/trust": "true"},
+            "matchExpressions": [{"key": "environment", "operator": "In", "values": ["prod", "staging"]}]}}},
         "rbac": {"create": True, "requesterClusterRole": True, "approverClusterRole": True},
         "serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
         "prometheusRule": {"enabled": True, "labels": {"release": "kube-prometheus-stack"},

@@ -28,9 +28,9 @@ CONTRACT = {
     "csr_signer_watch_restarts_total": ("counter", {"signer"}),
     "csr_signer_certificates_signed_total": ("counter", {"signer"}),
     "csr_signer_audit_write_errors_total": ("counter", {"event"}),
-    "csr_signer_trust_bundle_published_timestamp_seconds": ("gauge", {"signer"}),
-    "csr_signer_trust_bundle_errors_total": ("counter", {"signer", "reason"}),
-    "csr_signer_trust_bundle_missing_anchor": ("gauge", {"signer"}),
+    "csr_signer_trust_bundle_published_timestamp_seconds": ("gauge", {"signer", "via"}),
+    "csr_signer_trust_bundle_errors_total": ("counter", {"signer", "via", "reason"}),
+    "csr_signer_trust_bundle_missing_anchor": ("gauge", {"signer", "via"}),
     "csr_signer_leader": ("gauge", set()),
     "csr_signer_build_info": ("gauge", {"version"}),
 }

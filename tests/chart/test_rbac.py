@@ -7,7 +7,7 @@ from chart_support import NAMESPACE, RELEASE, render
 FULLNAME = f"{RELEASE}-csr-signer"
 
 
-def signer_rules(signer_names, trust_bundles=True):
+def signer_rules(signer_names, trust_bundles=True, config_maps=False):
     rules = [
         {"apiGroups": ["certificates.k8s.io"], "resources": ["certificatesigningrequests"], "verbs": ["get", "list", "watch"]},
         {"apiGroups": ["certificates.k8s.io"], "resources": ["certificatesigningrequests/status"], "verbs": ["patch"]},
@@ -17,6 +17,12 @@ def signer_rules(signer_names, trust_bundles=True):
     if trust_bundles:
         # ClusterTrustBundle publishing (src/trust/publish.rs); create is checked inside the apply that creates.
         rules.append({"apiGroups": ["certificates.k8s.io"], "resources": ["clustertrustbundles"],
+                      "verbs": ["get", "list", "create", "patch", "delete"]})
+    if config_maps:
+        # Trust ConfigMaps (src/trust/configmaps.rs): the selected namespaces are listed and watched; a ConfigMap
+        # is read before it is applied or deleted, ours are listed, create is checked inside the creating apply.
+        rules.append({"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]})
+        rules.append({"apiGroups": [""], "resources": ["configmaps"],
                       "verbs": ["get", "list", "create", "patch", "delete"]})
     # The controller records core v1 Events (src/controller/events.rs), create only. That these are exactly
     # the verbs the signer uses is judged on the real apiserver by tests/real_chart_rbac.rs.
@@ -48,7 +54,8 @@ def test_signer_cluster_role_is_exact_for_the_default_signer():
 def test_signer_cluster_role_names_every_configured_signer_and_nothing_else(rendered_sets):
     r = rendered_sets["multi-signer-all-on"]
     role = r.one("ClusterRole", FULLNAME)
-    assert role["rules"] == signer_rules(["example.com/mtls", "example.com/web", "internal.example.org/spiffe"])
+    assert role["rules"] == signer_rules(["example.com/mtls", "example.com/web", "internal.example.org/spiffe"],
+                                         config_maps=True)
     assert_no_wildcards(role)
 
 
@@ -57,6 +64,13 @@ def test_without_trust_bundles_there_is_no_attest_and_no_bundle_access():
     role = r.one("ClusterRole", FULLNAME)
     assert role["rules"] == signer_rules(["example.com/mtls"], trust_bundles=False)
     assert r.config()["trustBundles"]["enabled"] is False
+
+
+def test_trust_configmaps_alone_grant_namespaces_and_configmaps_but_no_attest():
+    r = render({"trustBundles": {"enabled": False, "configMaps": {
+        "enabled": True, "namespaceSelector": {"matchLabels": {"trust": "yes"}}}}})
+    role = r.one("ClusterRole", FULLNAME)
+    assert role["rules"] == signer_rules(["example.com/mtls"], trust_bundles=False, config_maps=True)
 
 
 def test_sign_is_never_unrestricted():

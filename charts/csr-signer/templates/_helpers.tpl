@@ -89,6 +89,10 @@ Name of the Secret holding signer number .index's CA. Call with (dict "root" $ "
 {{- if lt (len .Values.signers) 1 }}
 {{- fail "at least one signer is required" }}
 {{- end }}
+{{- $cm := .Values.trustBundles.configMaps }}
+{{- if and $cm.enabled (not (or $cm.namespaceSelector.matchLabels $cm.namespaceSelector.matchExpressions)) }}
+{{- fail "trustBundles.configMaps.namespaceSelector: give matchLabels or matchExpressions (the namespaces that get the trust ConfigMap); it is required when trustBundles.configMaps.enabled is true" }}
+{{- end }}
 {{- range $i, $s := .Values.signers }}
 {{- $names := list }}
 {{- range $j, $o := $s.otherCas }}

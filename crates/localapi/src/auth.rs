@@ -302,4 +302,11 @@ pub fn signer_user(name: &str, signer_names: &[&str]) -> User {
             Rule::new(&[""], &["configmaps"], &["get", "list", "watch"])
                 .in_namespaces(&[lease_ns.as_str()]),
         )
+        // With trustBundles.configMaps: the selected namespaces, and our ConfigMap in each of them.
+        .with_rule(Rule::new(&[""], &["namespaces"], &["get", "list", "watch"]))
+        .with_rule(Rule::new(
+            &[""],
+            &["configmaps"],
+            &["get", "list", "watch", "create", "patch", "delete"],
+        ))
 }
