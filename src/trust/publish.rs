@@ -19,8 +19,8 @@ use kube::api::{
 use tokio::sync::watch;
 
 use super::{
-    covers, desired, fingerprint, is_ours, recorded_retiring_since, Bundle, Inputs,
-    TrustBundleSettings, RETIRING_SINCE_ANNOTATION,
+    covers, desired, fingerprint, in_bundle, is_ours, recorded_published_since,
+    recorded_retiring_since, Bundle, Inputs, TrustBundleSettings, ANNOTATIONS,
 };
 use super::{MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 use crate::config::OtherCaState;
@@ -109,6 +109,8 @@ struct SignerState {
     confirmed: Option<(String, BTreeMap<String, String>)>,
     /// Since when each retiring CA has been retiring; read back from the bundle once per leadership.
     retiring_since: BTreeMap<String, SystemTime>,
+    /// Since when each published CA has been in the bundle; read back likewise.
+    published_since: BTreeMap<String, SystemTime>,
     seeded: bool,
     next_due: Option<Instant>,
     failures: u32,
@@ -151,6 +153,10 @@ impl Publisher {
                 }
             }
             self.lead(&mut leader, &mut stop).await;
+            // Only the leader knows these times; a former leader's would go stale.
+            for signer in self.engine.signers() {
+                self.metrics.set_ca_published_since(signer.name(), &[]);
+            }
             if *stop.borrow() {
                 return;
             }
@@ -205,6 +211,8 @@ impl Publisher {
                             if let Some(o) = found.filter(|o| is_ours(o.metadata.labels.as_ref())) {
                                 state.retiring_since =
                                     recorded_retiring_since(o.metadata.annotations.as_ref());
+                                state.published_since =
+                                    recorded_published_since(o.metadata.annotations.as_ref());
                             }
                             state.seeded = true;
                         }
@@ -215,25 +223,51 @@ impl Publisher {
                     }
                 }
                 let wall = SystemTime::now();
-                let retiring: BTreeSet<String> = signer
-                    .other_cas()
+                let others = signer.other_cas();
+                let in_state = |s: OtherCaState| -> BTreeSet<String> {
+                    others
+                        .iter()
+                        .filter(|c| c.state == s && c.not_after > wall)
+                        .map(|c| fingerprint(&c.cert_der))
+                        .collect()
+                };
+                // A retiring CA keeps its clock after it expired (until it leaves otherCas)...
+                let retiring: BTreeSet<String> = others
                     .iter()
                     .filter(|c| c.state == OtherCaState::Retiring)
                     .map(|c| fingerprint(&c.cert_der))
                     .collect();
-                state.retiring_since.retain(|fp, _| retiring.contains(fp));
-                for fp in retiring {
-                    state.retiring_since.entry(fp).or_insert(wall);
+                // ...a published one's starts when this leader first puts it in the bundle (a file
+                // changed in place is a new CA, with a new clock).
+                let published = in_state(OtherCaState::Published);
+                for (since, current) in [
+                    (&mut state.retiring_since, retiring),
+                    (&mut state.published_since, published),
+                ] {
+                    since.retain(|fp, _| current.contains(fp));
+                    for fp in current {
+                        since.entry(fp).or_insert(wall);
+                    }
                 }
                 let active = signer.ca();
                 let inputs = Inputs {
                     signer: &name,
                     active: &active,
-                    others: signer.other_cas(),
+                    others: &others,
                     retiring_since: &state.retiring_since,
+                    published_since: &state.published_since,
                     max_lifetime: signer.policy().max_lifetime(),
                     now: wall,
                 };
+                // What the bundle written below records, for the published-since gauge.
+                let published_since: Vec<(String, f64)> = others
+                    .iter()
+                    .filter(|c| c.state == OtherCaState::Published && in_bundle(c, &inputs))
+                    .filter_map(|c| {
+                        let t = state.published_since.get(&fingerprint(&c.cert_der))?;
+                        Some((c.name.clone(), unix_seconds(*t)))
+                    })
+                    .collect();
                 let bundle = desired(&inputs, &self.settings);
                 let changed = match &bundle {
                     Ok(b) => {
@@ -259,6 +293,11 @@ impl Publisher {
                         self.metrics
                             .record_trust_bundle_published(&name, unix_seconds(SystemTime::now()));
                         self.metrics.set_trust_bundle_missing_anchor(&name, false);
+                        let since: Vec<(&str, f64)> = published_since
+                            .iter()
+                            .map(|(n, t)| (n.as_str(), *t))
+                            .collect();
+                        self.metrics.set_ca_published_since(&name, &since);
                         state.confirmed = Some((b.pem, b.annotations));
                         state.failures = 0;
                         state.next_due = Some(now + resync);
@@ -334,12 +373,10 @@ impl Publisher {
                             .and_then(|l| l.get(k))
                             .is_some_and(|have| have == v)
                     })
-                    && obj
-                        .metadata
-                        .annotations
-                        .as_ref()
-                        .and_then(|a| a.get(RETIRING_SINCE_ANNOTATION))
-                        == b.annotations.get(RETIRING_SINCE_ANNOTATION)
+                    && ANNOTATIONS.iter().all(|k| {
+                        obj.metadata.annotations.as_ref().and_then(|a| a.get(*k))
+                            == b.annotations.get(*k)
+                    })
             }
             None => false,
         };
