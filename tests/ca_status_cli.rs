@@ -10,6 +10,7 @@ use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use controller_support::*;
+use support::openssl_not_after;
 use csr_signer::config::Settings;
 
 fn bin() -> Command {
@@ -35,18 +36,6 @@ fn ca_init(dir: &Path, name: &str, days: u32, intermediate: bool) {
         cmd.arg("--intermediate");
     }
     ok(&mut cmd);
-}
-
-/// notAfter as `openssl x509` reads it, in the RFC 3339 form the CLI prints.
-fn openssl_not_after(cert: &Path) -> SystemTime {
-    let out = ok(Command::new("openssl")
-        .args(["x509", "-noout", "-enddate", "-dateopt", "iso_8601", "-in"])
-        .arg(cert));
-    let text = out
-        .trim()
-        .trim_start_matches("notAfter=")
-        .replacen(' ', "T", 1);
-    humantime::parse_rfc3339(&text).unwrap()
 }
 
 fn fmt(t: SystemTime) -> String {
@@ -79,7 +68,7 @@ fn offline_status_and_plan_follow_the_certificates() {
             .unwrap_or_else(|| panic!("no {name} row in:\n{status}"))
             .to_string()
     };
-    let (active, next) = (line("ca "), line("next "));
+    let (active, next) = (line("active "), line("next "));
     assert!(
         active.contains("active") && active.contains(&fmt(old_end)),
         "{status}"
@@ -170,7 +159,7 @@ async fn status_reads_the_published_bundle_real_apiserver() {
         after.contains("read from the cluster's example.com:mtls:live"),
         "{after}"
     );
-    for row in ["ca ", "next "] {
+    for row in ["active ", "next "] {
         let line = after
             .lines()
             .find(|l| l.trim_start().starts_with(row))

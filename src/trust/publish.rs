@@ -240,13 +240,19 @@ impl Publisher {
                 // ...a published one's starts when this leader first puts it in the bundle (a file
                 // changed in place is a new CA, with a new clock).
                 let published = in_state(OtherCaState::Published);
+                // Whole seconds, as the annotation records them: a new leader reads back the same time.
+                let started = SystemTime::UNIX_EPOCH
+                    + Duration::from_secs(
+                        wall.duration_since(SystemTime::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_secs()),
+                    );
                 for (since, current) in [
                     (&mut state.retiring_since, retiring),
                     (&mut state.published_since, published),
                 ] {
                     since.retain(|fp, _| current.contains(fp));
                     for fp in current {
-                        since.entry(fp).or_insert(wall);
+                        since.entry(fp).or_insert(started);
                     }
                 }
                 let active = signer.ca();
