@@ -699,7 +699,11 @@ impl Settings {
                     ));
                 }
                 if !ca_names.insert(o.name.clone()) {
-                    let what = if o.name == s.ca.name { " (it is the signing CA's ca.name)" } else { "" };
+                    let what = if o.name == s.ca.name {
+                        " (it is the signing CA's ca.name)"
+                    } else {
+                        ""
+                    };
                     return Err(err(k, format!("duplicate CA name {:?}{what}", o.name)));
                 }
             }
@@ -820,7 +824,10 @@ mod tests {
         let e = Settings::from_yaml(&with("Next", "old"), "t.yaml")
             .expect_err("not a DNS label")
             .to_string();
-        assert!(e.starts_with("t.yaml: signers[0].ca.name: \"Next\" must be a DNS label"), "{e}");
+        assert!(
+            e.starts_with("t.yaml: signers[0].ca.name: \"Next\" must be a DNS label"),
+            "{e}"
+        );
         let e = Settings::from_yaml(&with("next", "next"), "t.yaml")
             .expect_err("duplicate")
             .to_string();

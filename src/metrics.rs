@@ -607,7 +607,10 @@ mod tests {
     fn per_ca_series_follow_the_configuration() {
         let m = Metrics::new().unwrap();
         let s = "example.com/mtls";
-        m.set_ca_certificates(s, &[("active", "active", 100.0), ("next", "published", 200.0)]);
+        m.set_ca_certificates(
+            s,
+            &[("active", "active", 100.0), ("next", "published", 200.0)],
+        );
         m.set_ca_published_since(s, &[("next", 50.0)]);
         m.set_ca_certificates("example.com/web", &[("active", "active", 300.0)]);
         let text = m.encode().unwrap();
@@ -623,8 +626,14 @@ mod tests {
         m.set_ca_published_since(s, &[]);
         let text = m.encode().unwrap();
         assert!(!text.contains("state=\"published\""), "{text}");
-        assert!(!text.contains("ca=\"active\",signer=\"example.com/mtls\""), "{text}");
-        assert!(!text.contains("csr_signer_ca_published_since_timestamp_seconds{"), "{text}");
+        assert!(
+            !text.contains("ca=\"active\",signer=\"example.com/mtls\""),
+            "{text}"
+        );
+        assert!(
+            !text.contains("csr_signer_ca_published_since_timestamp_seconds{"),
+            "{text}"
+        );
         assert!(text.contains("csr_signer_ca_certificate_not_after_timestamp_seconds{ca=\"old\",signer=\"example.com/mtls\",state=\"retiring\"} 100"));
         // Other signers are untouched.
         assert!(text.contains("csr_signer_ca_certificate_not_after_timestamp_seconds{ca=\"active\",signer=\"example.com/web\",state=\"active\"} 300"));

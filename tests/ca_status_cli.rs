@@ -10,8 +10,8 @@ use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use controller_support::*;
-use support::openssl_not_after;
 use csr_signer::config::Settings;
+use support::openssl_not_after;
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_csr-signer"))
@@ -166,6 +166,18 @@ async fn status_reads_the_published_bundle_real_apiserver() {
             .unwrap();
         assert!(line.contains(" yes "), "{after}");
     }
+    // STATE SINCE of the published CA is the bundle's record for it (keyed by the SHA-256 openssl computes).
+    let bundle = bundles.get("example.com:mtls:live").await.unwrap();
+    let record: std::collections::BTreeMap<String, String> = serde_json::from_str(
+        &bundle.metadata.annotations.unwrap_or_default()["csr-signer/published-since"],
+    )
+    .unwrap();
+    let fp = support::openssl_sha256_fingerprint(&dir.path().join("next/ca.crt"))[..32].to_string();
+    let next_row = after
+        .lines()
+        .find(|l| l.trim_start().starts_with("next "))
+        .unwrap();
+    assert!(next_row.contains(&record[&fp]), "{after}\n{record:?}");
     let _ = stop.send(());
     svc.wait().await.unwrap();
 }

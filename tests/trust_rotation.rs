@@ -190,7 +190,10 @@ async fn no_bundles(env: &Env) {
     let api: Api<ClusterTrustBundle> = Api::all(env.admin.clone());
     for b in api.list(&ListParams::default()).await.unwrap().items {
         let _ = api
-            .delete(b.metadata.name.as_deref().unwrap(), &DeleteParams::default())
+            .delete(
+                b.metadata.name.as_deref().unwrap(),
+                &DeleteParams::default(),
+            )
             .await;
     }
 }
@@ -275,7 +278,10 @@ async fn wait_sample(svc: &Service, series: &str, ok: impl Fn(f64) -> bool) -> f
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("{series} never reached the expected value:\n{}", metrics_text(svc).await);
+    panic!(
+        "{series} never reached the expected value:\n{}",
+        metrics_text(svc).await
+    );
 }
 
 fn unix(t: SystemTime) -> f64 {
@@ -284,7 +290,10 @@ fn unix(t: SystemTime) -> f64 {
 
 /// The published-since record of the bundle, keyed by fingerprint (first 32 hex digits of SHA-256).
 async fn published_since(env: &Env) -> std::collections::BTreeMap<String, SystemTime> {
-    let b = Api::<ClusterTrustBundle>::all(env.admin.clone()).get(BUNDLE).await.unwrap();
+    let b = Api::<ClusterTrustBundle>::all(env.admin.clone())
+        .get(BUNDLE)
+        .await
+        .unwrap();
     let text = b
         .metadata
         .annotations

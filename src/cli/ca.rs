@@ -358,7 +358,14 @@ pub fn ca_status(args: &CaStatusArgs, overrides: &Overrides) -> anyhow::Result<E
         );
         println!(
             "  {:<10} {:<10} {:<20} {:<20} {:<20} {:<20} {:<20} {:<20} SUBJECT / SKI",
-            "NAME", "STATE", "KEY", "NOT BEFORE", "NOT AFTER", "IN BUNDLE", "STATE SINCE", "LEAVES BUNDLE"
+            "NAME",
+            "STATE",
+            "KEY",
+            "NOT BEFORE",
+            "NOT AFTER",
+            "IN BUNDLE",
+            "STATE SINCE",
+            "LEAVES BUNDLE"
         );
         for r in &rows {
             println!(

@@ -70,8 +70,9 @@ pub async fn ca_reload(
                             tracing::info!(signer = %name, ca_not_after = ts, "CA reloaded");
                             reloaded();
                         } else if swapped {
-                            let ca = &signer.other_cas()[k - 1];
-                            tracing::info!(signer = %name, ca = %ca.name, state = ca.state.as_str(), ca_not_after = unix_seconds(ca.not_after), "trusted CA reloaded");
+                            if let Some(ca) = signer.other_cas().get(k - 1) {
+                                tracing::info!(signer = %name, ca = %ca.name, state = ca.state.as_str(), ca_not_after = unix_seconds(ca.not_after), "trusted CA reloaded");
+                            }
                         }
                     }
                     Err(e) => {

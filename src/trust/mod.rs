@@ -481,7 +481,10 @@ mod tests {
     #[test]
     fn a_published_ca_carries_its_published_since_while_in_the_bundle() {
         let dir = tempfile::tempdir().unwrap();
-        let (active_ca, next) = (ca(dir.path(), "active", false), ca(dir.path(), "next", false));
+        let (active_ca, next) = (
+            ca(dir.path(), "active", false),
+            ca(dir.path(), "next", false),
+        );
         let (active, _) = SigningCa::load(
             &CaSettings {
                 name: crate::config::DEFAULT_ACTIVE_CA_NAME.into(),
@@ -513,7 +516,10 @@ mod tests {
             .unwrap()
         };
         let b = at(now);
-        assert_eq!(der_blocks(&b.pem), vec![root_der(&active_ca), root_der(&next)]);
+        assert_eq!(
+            der_blocks(&b.pem),
+            vec![root_der(&active_ca), root_der(&next)]
+        );
         assert!(!b.annotations.contains_key(RETIRING_SINCE_ANNOTATION));
         let back = recorded_published_since(Some(&b.annotations));
         // Seconds resolution: what a new leader reads back is the time to the second.
