@@ -114,8 +114,11 @@ pub struct Metrics {
     pub max_lifetime: GaugeVec,
     /// The label values (after `signer`) each signer's per-CA series were last set with, so that a
     /// CA gone from the configuration or from its state loses its series.
-    per_ca: Mutex<HashMap<(&'static str, String), Vec<Vec<String>>>>,
+    per_ca: Mutex<HashMap<(&'static str, String), Vec<PerCaLabels>>>,
 }
+
+/// The label values of one per-CA series after `signer` (`[ca, state]` or `[ca]`).
+type PerCaLabels = Vec<String>;
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
