@@ -34,19 +34,6 @@ fn bundles(env: &Env) -> Api<ClusterTrustBundle> {
     Api::all(env.admin.clone())
 }
 
-/// Starts each test with no bundles (they are cluster-scoped and outlive a test on the shared server).
-async fn no_bundles(env: &Env) {
-    let api = bundles(env);
-    for b in api.list(&ListParams::default()).await.unwrap().items {
-        let _ = api
-            .delete(
-                b.metadata.name.as_deref().unwrap(),
-                &DeleteParams::default(),
-            )
-            .await;
-    }
-}
-
 async fn wait_bundle(
     env: &Env,
     name: &str,

@@ -185,19 +185,6 @@ async fn restart(
     env.start_signer(next, "rotation").await
 }
 
-/// Starts a test with no bundles (they are cluster-scoped and outlive a test on the shared server).
-async fn no_bundles(env: &Env) {
-    let api: Api<ClusterTrustBundle> = Api::all(env.admin.clone());
-    for b in api.list(&ListParams::default()).await.unwrap().items {
-        let _ = api
-            .delete(
-                b.metadata.name.as_deref().unwrap(),
-                &DeleteParams::default(),
-            )
-            .await;
-    }
-}
-
 on_both_servers! {
     async fn a_rotation_never_leaves_a_certificate_without_a_trusted_anchor(server) {
         let env = Env::on(server).await;

@@ -19,7 +19,8 @@ use openssl::x509::X509;
 pub enum CaCommand {
     /// Create a development CA (self-signed root, optionally with a signing intermediate).
     Init(CaInitArgs),
-    /// Each signer's CAs: state, key, validity, SKI, and whether the trust bundle holds them.
+    /// Each signer's CAs: name, state, key, validity, SKI, whether the trust bundle holds them and (read
+    /// from the cluster) since when a published CA is in it or a retiring one retires.
     Status(CaStatusArgs),
     /// The steps of the next CA rotation with their dates, for the current configuration.
     PlanRotation(CaStatusArgs),

@@ -367,6 +367,32 @@ mod tests {
         .unwrap()
     }
 
+    /// The default-settings bundle of `example.com/mtls` for these CAs and clocks at `now`.
+    fn bundle_at(
+        active: &SigningCa,
+        others: &[TrustedCa],
+        (retiring_since, published_since): (
+            &BTreeMap<String, SystemTime>,
+            &BTreeMap<String, SystemTime>,
+        ),
+        max_lifetime: Duration,
+        now: SystemTime,
+    ) -> Bundle {
+        desired(
+            &Inputs {
+                signer: "example.com/mtls",
+                active,
+                others,
+                retiring_since,
+                published_since,
+                max_lifetime,
+                now,
+            },
+            &TrustBundleSettings::default(),
+        )
+        .unwrap()
+    }
+
     fn trusted(c: &crate::ca_init::Created, name: &str, state: OtherCaState) -> TrustedCa {
         let chain = (c.trust_anchor != c.cert).then(|| c.trust_anchor.clone());
         TrustedCa::load(
@@ -405,20 +431,15 @@ mod tests {
         let now = SystemTime::now();
         let since = BTreeMap::from([(fingerprint(&retiring.cert_der), now - day)]);
         let settings = TrustBundleSettings::default();
+        let none = BTreeMap::new();
         let at = |t: SystemTime| {
-            desired(
-                &Inputs {
-                    signer: "example.com/mtls",
-                    active: &active,
-                    others: std::slice::from_ref(&retiring),
-                    retiring_since: &since,
-                    published_since: &BTreeMap::new(),
-                    max_lifetime: 2 * day,
-                    now: t,
-                },
-                &settings,
+            bundle_at(
+                &active,
+                std::slice::from_ref(&retiring),
+                (&since, &none),
+                2 * day,
+                t,
             )
-            .unwrap()
         };
         // Retiring for a day with 2-day certificates: both roots, the signing CA's first.
         let b = at(now);
@@ -438,19 +459,13 @@ mod tests {
         // A published CA is in the bundle whatever the time, until it expires itself.
         let published = trusted(&old, "old", OtherCaState::Published);
         let with_published = |t: SystemTime| {
-            desired(
-                &Inputs {
-                    signer: "example.com/mtls",
-                    active: &active,
-                    others: std::slice::from_ref(&published),
-                    retiring_since: &BTreeMap::new(),
-                    published_since: &BTreeMap::new(),
-                    max_lifetime: 2 * day,
-                    now: t,
-                },
-                &settings,
+            bundle_at(
+                &active,
+                std::slice::from_ref(&published),
+                (&none, &none),
+                2 * day,
+                t,
             )
-            .unwrap()
         };
         assert_eq!(der_blocks(&with_published(now + 10 * day).pem).len(), 2);
         assert_eq!(der_blocks(&with_published(now + 31 * day).pem).len(), 1);
@@ -500,20 +515,15 @@ mod tests {
         let now = SystemTime::now();
         let since_t = now - Duration::from_secs(3 * 86_400);
         let since = BTreeMap::from([(fingerprint(&published.cert_der), since_t)]);
+        let none = BTreeMap::new();
         let at = |t: SystemTime| {
-            desired(
-                &Inputs {
-                    signer: "example.com/mtls",
-                    active: &active,
-                    others: std::slice::from_ref(&published),
-                    retiring_since: &BTreeMap::new(),
-                    published_since: &since,
-                    max_lifetime: Duration::from_secs(86_400),
-                    now: t,
-                },
-                &TrustBundleSettings::default(),
+            bundle_at(
+                &active,
+                std::slice::from_ref(&published),
+                (&none, &since),
+                Duration::from_secs(86_400),
+                t,
             )
-            .unwrap()
         };
         let b = at(now);
         assert_eq!(
