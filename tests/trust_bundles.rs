@@ -16,7 +16,7 @@ use controller_support::*;
 use csr_signer::ca_init::KeyType;
 use csr_signer::config::Settings;
 use k8s_openapi::api::certificates::v1::{ClusterTrustBundle, ClusterTrustBundleSpec};
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, PostParams};
 use support::{cert_der, cert_ders, key, openssl_verify, CsrSpec, TestCa};
 
 const BUNDLE: &str = "example.com:mtls:live";

@@ -17,7 +17,7 @@ use csr_signer::ca_init::KeyType;
 use csr_signer::config::Settings;
 use csr_signer::service::Service;
 use k8s_openapi::api::certificates::v1::ClusterTrustBundle;
-use kube::api::{Api, DeleteParams, ListParams};
+use kube::api::Api;
 use openssl::asn1::Asn1Time;
 use openssl::pkey::{PKey, Private};
 use openssl::ssl::{SslAcceptor, SslConnector, SslMethod, SslVerifyMode};
