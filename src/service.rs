@@ -92,6 +92,8 @@ pub async fn start_with_metrics(
     for signer in engine.signers() {
         metrics.init_signer(signer.name());
         metrics.set_ca_not_after(signer.name(), unix_seconds(signer.ca_not_after()));
+        crate::controller::set_ca_gauges(&metrics, signer);
+        metrics.set_max_lifetime(signer.name(), signer.policy().max_lifetime().as_secs_f64());
     }
     readiness.set_ca_loaded(true);
     let engine = Arc::new(engine);

@@ -17,7 +17,7 @@ use controller_support::*;
 use csr_signer::ca_init::KeyType;
 use csr_signer::config::Settings;
 use k8s_openapi::api::certificates::v1::{ClusterTrustBundle, ClusterTrustBundleSpec};
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, PostParams};
 use support::{cert_der, cert_ders, key, CsrSpec, TestCa};
 use trust_support::*;
 
@@ -33,19 +33,6 @@ fn trust_settings(cert: &Path, key: &Path) -> Settings {
 
 fn bundles(env: &Env) -> Api<ClusterTrustBundle> {
     Api::all(env.admin.clone())
-}
-
-/// Starts each test with no bundles (they are cluster-scoped and outlive a test on the shared server).
-async fn no_bundles(env: &Env) {
-    let api = bundles(env);
-    for b in api.list(&ListParams::default()).await.unwrap().items {
-        let _ = api
-            .delete(
-                b.metadata.name.as_deref().unwrap(),
-                &DeleteParams::default(),
-            )
-            .await;
-    }
 }
 
 async fn wait_bundle(

@@ -25,7 +25,7 @@ use tokio::sync::watch;
 use super::publish::{backoff, delete_as_read, SyncError};
 use super::{
     configmap_key, covers, is_ours, metadata_matches, recorded_retiring_since, signer_bundle,
-    Bundle, BundleError, TrustBundleSettings, MANAGED_BY_LABEL, MANAGED_BY_VALUE,
+    Bundle, BundleError, Clocks, TrustBundleSettings, MANAGED_BY_LABEL, MANAGED_BY_VALUE,
     RETIRING_SINCE_ANNOTATION,
 };
 use crate::engine::Engine;
@@ -70,7 +70,8 @@ struct NsState {
 /// A signer's side: its retiring clocks and the last bundle it could make.
 #[derive(Default)]
 struct SignerState {
-    retiring_since: BTreeMap<String, SystemTime>,
+    /// Only the retiring clocks are recorded on the ConfigMaps (published-since is the bundle's).
+    clocks: Clocks,
     last_good: Option<Bundle>,
     no_root_logged: bool,
 }
@@ -354,6 +355,7 @@ impl ConfigMapPublisher {
                 term.signers
                     .entry(signer.name().to_owned())
                     .or_default()
+                    .clocks
                     .retiring_since = recorded.clone();
             }
             term.seeded = true;
@@ -371,7 +373,7 @@ impl ConfigMapPublisher {
         for signer in self.engine.signers() {
             let name = signer.name().to_owned();
             let state = term.signers.entry(name.clone()).or_default();
-            match signer_bundle(signer, &mut state.retiring_since, &self.settings, wall) {
+            match signer_bundle(signer, &mut state.clocks, &self.settings, wall).0 {
                 Ok(b) => {
                     state.no_root_logged = false;
                     state.last_good = Some(b.clone());

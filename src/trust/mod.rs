@@ -231,6 +231,14 @@ pub fn bundle_name(signer: &str, stage: &str) -> String {
 /// new leader does not restart its clock: JSON `{"<CA fingerprint>": "<RFC 3339>"}`.
 pub const RETIRING_SINCE_ANNOTATION: &str = "csr-signer/retiring-since";
 
+/// The annotation that remembers since when each published CA has been in the bundle (same format),
+/// so that how long clients have had it survives restarts and failovers: the age a switch waits for,
+/// and what `CsrSignerRotationStuckInPublished` measures.
+pub const PUBLISHED_SINCE_ANNOTATION: &str = "csr-signer/published-since";
+
+/// The annotations of a bundle that csr-signer writes (and compares).
+pub const ANNOTATIONS: [&str; 2] = [RETIRING_SINCE_ANNOTATION, PUBLISHED_SINCE_ANNOTATION];
+
 /// One bundle as it should exist.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bundle {
@@ -279,6 +287,8 @@ pub struct Inputs<'a> {
     pub others: &'a [TrustedCa],
     /// When each retiring CA (by `fingerprint`) was first seen retiring.
     pub retiring_since: &'a BTreeMap<String, SystemTime>,
+    /// When each published CA (by `fingerprint`) first went into the bundle.
+    pub published_since: &'a BTreeMap<String, SystemTime>,
     /// The longest lifetime the signer grants: what a retiring CA signed last expires at most this
     /// long after it stopped signing.
     pub max_lifetime: Duration,
@@ -335,15 +345,21 @@ pub fn desired(inp: &Inputs<'_>, settings: &TrustBundleSettings) -> Result<Bundl
         anchors.extend(der_blocks(&inp.active.chain_pem));
     }
     let mut retiring = BTreeMap::new();
+    let mut published = BTreeMap::new();
     for state in [OtherCaState::Published, OtherCaState::Retiring] {
         for ca in inp.others.iter().filter(|c| c.state == state) {
-            if state == OtherCaState::Retiring {
-                let fp = fingerprint(&ca.cert_der);
-                if let Some(since) = inp.retiring_since.get(&fp) {
-                    retiring.insert(fp, humantime::format_rfc3339_seconds(*since).to_string());
-                }
+            let fp = fingerprint(&ca.cert_der);
+            // A retiring CA's clock is kept even once it left the bundle (until it leaves otherCas);
+            // a published CA's only while it is in the bundle.
+            let (record, since) = match state {
+                OtherCaState::Retiring => (&mut retiring, inp.retiring_since),
+                OtherCaState::Published => (&mut published, inp.published_since),
+            };
+            let in_it = in_bundle(ca, inp);
+            if let (Some(t), true) = (since.get(&fp), in_it || state == OtherCaState::Retiring) {
+                record.insert(fp, humantime::format_rfc3339_seconds(*t).to_string());
             }
-            if !in_bundle(ca, inp) {
+            if !in_it {
                 continue;
             }
             anchors.extend(ca.roots.iter().cloned());
@@ -362,11 +378,16 @@ pub fn desired(inp: &Inputs<'_>, settings: &TrustBundleSettings) -> Result<Bundl
     labels.insert(MANAGED_BY_LABEL.into(), MANAGED_BY_VALUE.into());
     labels.insert(STAGE_LABEL.into(), settings.stage.clone());
     let mut annotations = BTreeMap::new();
-    if !retiring.is_empty() {
-        annotations.insert(
-            RETIRING_SINCE_ANNOTATION.to_owned(),
-            serde_json::to_string(&retiring).unwrap_or_default(),
-        );
+    for (key, record) in [
+        (RETIRING_SINCE_ANNOTATION, retiring),
+        (PUBLISHED_SINCE_ANNOTATION, published),
+    ] {
+        if !record.is_empty() {
+            annotations.insert(
+                key.to_owned(),
+                serde_json::to_string(&record).unwrap_or_default(),
+            );
+        }
     }
     Ok(Bundle {
         name: bundle_name(inp.signer, &settings.stage),
@@ -378,37 +399,71 @@ pub fn desired(inp: &Inputs<'_>, settings: &TrustBundleSettings) -> Result<Bundl
     })
 }
 
-/// A signer's bundle now: `since` is first brought up to date with the signer's retiring CAs (a CA
-/// newly retiring starts its clock at `now`, one no longer retiring is forgotten). Both publishers
+/// The clocks a publisher keeps for one signer, by CA `fingerprint`, and records on what it writes.
+#[derive(Debug, Clone, Default)]
+pub struct Clocks {
+    /// When each retiring CA was first seen retiring.
+    pub retiring_since: BTreeMap<String, SystemTime>,
+    /// When each published CA first went into the bundle.
+    pub published_since: BTreeMap<String, SystemTime>,
+}
+
+/// A signer's bundle now, with the published-since time of each published CA it holds (by name, for
+/// the gauge). The clocks are first brought up to date: a CA newly retiring or published starts its
+/// clock at `now` (whole seconds, as the annotation records them, so a new leader reads back the same
+/// time); one no longer in that state is forgotten; a retiring CA keeps its clock after it expired
+/// (until it leaves otherCas), a file changed in place is a new CA with a new clock. Both publishers
 /// call this, so the ClusterTrustBundle and the ConfigMaps carry the same PEM.
 pub fn signer_bundle(
     signer: &crate::engine::SignerEngine,
-    since: &mut BTreeMap<String, SystemTime>,
+    clocks: &mut Clocks,
     settings: &TrustBundleSettings,
     now: SystemTime,
-) -> Result<Bundle, BundleError> {
-    let retiring: std::collections::BTreeSet<String> = signer
-        .other_cas()
+) -> (Result<Bundle, BundleError>, Vec<(String, SystemTime)>) {
+    let others = signer.other_cas();
+    let retiring: std::collections::BTreeSet<String> = others
         .iter()
         .filter(|c| c.state == OtherCaState::Retiring)
         .map(|c| fingerprint(&c.cert_der))
         .collect();
-    since.retain(|fp, _| retiring.contains(fp));
-    for fp in retiring {
-        since.entry(fp).or_insert(now);
+    let published: std::collections::BTreeSet<String> = others
+        .iter()
+        .filter(|c| c.state == OtherCaState::Published && c.not_after > now)
+        .map(|c| fingerprint(&c.cert_der))
+        .collect();
+    let started = SystemTime::UNIX_EPOCH
+        + Duration::from_secs(
+            now.duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        );
+    for (since, current) in [
+        (&mut clocks.retiring_since, retiring),
+        (&mut clocks.published_since, published),
+    ] {
+        since.retain(|fp, _| current.contains(fp));
+        for fp in current {
+            since.entry(fp).or_insert(started);
+        }
     }
     let active = signer.ca();
-    desired(
-        &Inputs {
-            signer: signer.name(),
-            active: &active,
-            others: signer.other_cas(),
-            retiring_since: since,
-            max_lifetime: signer.policy().max_lifetime(),
-            now,
-        },
-        settings,
-    )
+    let inputs = Inputs {
+        signer: signer.name(),
+        active: &active,
+        others: &others,
+        retiring_since: &clocks.retiring_since,
+        published_since: &clocks.published_since,
+        max_lifetime: signer.policy().max_lifetime(),
+        now,
+    };
+    let published_since = others
+        .iter()
+        .filter(|c| c.state == OtherCaState::Published && in_bundle(c, &inputs))
+        .filter_map(|c| {
+            let t = clocks.published_since.get(&fingerprint(&c.cert_der))?;
+            Some((c.name.clone(), *t))
+        })
+        .collect();
+    (desired(&inputs, settings), published_since)
 }
 
 /// The retiring-since times recorded on a bundle (unparsable entries are ignored: the CA's clock
@@ -416,8 +471,23 @@ pub fn signer_bundle(
 pub fn recorded_retiring_since(
     annotations: Option<&BTreeMap<String, String>>,
 ) -> BTreeMap<String, SystemTime> {
+    recorded(annotations, RETIRING_SINCE_ANNOTATION)
+}
+
+/// The published-since times recorded on a bundle (unparsable entries are ignored: the clock starts
+/// again, which makes the CA look younger, so a switch waits longer, never shorter).
+pub fn recorded_published_since(
+    annotations: Option<&BTreeMap<String, String>>,
+) -> BTreeMap<String, SystemTime> {
+    recorded(annotations, PUBLISHED_SINCE_ANNOTATION)
+}
+
+fn recorded(
+    annotations: Option<&BTreeMap<String, String>>,
+    key: &str,
+) -> BTreeMap<String, SystemTime> {
     annotations
-        .and_then(|a| a.get(RETIRING_SINCE_ANNOTATION))
+        .and_then(|a| a.get(key))
         .and_then(|v| serde_json::from_str::<BTreeMap<String, String>>(v).ok())
         .unwrap_or_default()
         .into_iter()
@@ -444,11 +514,9 @@ pub fn metadata_matches(
             .as_ref()
             .and_then(|l| l.get(k))
             .is_some_and(|have| have == v)
-    }) && meta
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(RETIRING_SINCE_ANNOTATION))
-        == annotations.get(RETIRING_SINCE_ANNOTATION)
+    }) && ANNOTATIONS
+        .iter()
+        .all(|k| meta.annotations.as_ref().and_then(|a| a.get(*k)) == annotations.get(*k))
 }
 
 /// Whether `published` (a bundle's PEM as found on the server) holds every anchor `required`.
@@ -558,6 +626,32 @@ mod tests {
         .unwrap()
     }
 
+    /// The default-settings bundle of `example.com/mtls` for these CAs and clocks at `now`.
+    fn bundle_at(
+        active: &SigningCa,
+        others: &[TrustedCa],
+        (retiring_since, published_since): (
+            &BTreeMap<String, SystemTime>,
+            &BTreeMap<String, SystemTime>,
+        ),
+        max_lifetime: Duration,
+        now: SystemTime,
+    ) -> Bundle {
+        desired(
+            &Inputs {
+                signer: "example.com/mtls",
+                active,
+                others,
+                retiring_since,
+                published_since,
+                max_lifetime,
+                now,
+            },
+            &TrustBundleSettings::default(),
+        )
+        .unwrap()
+    }
+
     fn trusted(c: &crate::ca_init::Created, name: &str, state: OtherCaState) -> TrustedCa {
         let chain = (c.trust_anchor != c.cert).then(|| c.trust_anchor.clone());
         TrustedCa::load(
@@ -582,6 +676,7 @@ mod tests {
         let (old, next) = (ca(dir.path(), "old", false), ca(dir.path(), "next", true));
         let (active, _) = SigningCa::load(
             &CaSettings {
+                name: crate::config::DEFAULT_ACTIVE_CA_NAME.into(),
                 cert_file: next.cert.clone(),
                 key_file: next.key.clone(),
                 chain_file: Some(next.trust_anchor.clone()),
@@ -595,19 +690,15 @@ mod tests {
         let now = SystemTime::now();
         let since = BTreeMap::from([(fingerprint(&retiring.cert_der), now - day)]);
         let settings = TrustBundleSettings::default();
+        let none = BTreeMap::new();
         let at = |t: SystemTime| {
-            desired(
-                &Inputs {
-                    signer: "example.com/mtls",
-                    active: &active,
-                    others: std::slice::from_ref(&retiring),
-                    retiring_since: &since,
-                    max_lifetime: 2 * day,
-                    now: t,
-                },
-                &settings,
+            bundle_at(
+                &active,
+                std::slice::from_ref(&retiring),
+                (&since, &none),
+                2 * day,
+                t,
             )
-            .unwrap()
         };
         // Retiring for a day with 2-day certificates: both roots, the signing CA's first.
         let b = at(now);
@@ -627,24 +718,20 @@ mod tests {
         // A published CA is in the bundle whatever the time, until it expires itself.
         let published = trusted(&old, "old", OtherCaState::Published);
         let with_published = |t: SystemTime| {
-            desired(
-                &Inputs {
-                    signer: "example.com/mtls",
-                    active: &active,
-                    others: std::slice::from_ref(&published),
-                    retiring_since: &BTreeMap::new(),
-                    max_lifetime: 2 * day,
-                    now: t,
-                },
-                &settings,
+            bundle_at(
+                &active,
+                std::slice::from_ref(&published),
+                (&none, &none),
+                2 * day,
+                t,
             )
-            .unwrap()
         };
         assert_eq!(der_blocks(&with_published(now + 10 * day).pem).len(), 2);
         assert_eq!(der_blocks(&with_published(now + 31 * day).pem).len(), 1);
         // An intermediate signing CA whose root is unknown has nothing to anchor on.
         let (bare, _) = SigningCa::load(
             &CaSettings {
+                name: crate::config::DEFAULT_ACTIVE_CA_NAME.into(),
                 cert_file: next.cert.clone(),
                 key_file: next.key.clone(),
                 chain_file: None,
@@ -658,10 +745,61 @@ mod tests {
             active: &bare,
             others: &[],
             retiring_since: &BTreeMap::new(),
+            published_since: &BTreeMap::new(),
             max_lifetime: day,
             now,
         };
         assert_eq!(desired(&inputs, &settings), Err(BundleError::NoRoot));
+    }
+
+    #[test]
+    fn a_published_ca_carries_its_published_since_while_in_the_bundle() {
+        let dir = tempfile::tempdir().unwrap();
+        let (active_ca, next) = (
+            ca(dir.path(), "active", false),
+            ca(dir.path(), "next", false),
+        );
+        let (active, _) = SigningCa::load(
+            &CaSettings {
+                name: crate::config::DEFAULT_ACTIVE_CA_NAME.into(),
+                cert_file: active_ca.cert.clone(),
+                key_file: active_ca.key.clone(),
+                chain_file: None,
+                passphrase_file: None,
+            },
+            SystemTime::now(),
+        )
+        .unwrap();
+        let published = trusted(&next, "next", OtherCaState::Published);
+        let now = SystemTime::now();
+        let since_t = now - Duration::from_secs(3 * 86_400);
+        let since = BTreeMap::from([(fingerprint(&published.cert_der), since_t)]);
+        let none = BTreeMap::new();
+        let at = |t: SystemTime| {
+            bundle_at(
+                &active,
+                std::slice::from_ref(&published),
+                (&none, &since),
+                Duration::from_secs(86_400),
+                t,
+            )
+        };
+        let b = at(now);
+        assert_eq!(
+            der_blocks(&b.pem),
+            vec![root_der(&active_ca), root_der(&next)]
+        );
+        assert!(!b.annotations.contains_key(RETIRING_SINCE_ANNOTATION));
+        let back = recorded_published_since(Some(&b.annotations));
+        // Seconds resolution: what a new leader reads back is the time to the second.
+        let secs = |t: SystemTime| t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs();
+        assert_eq!(back.len(), 1);
+        assert_eq!(secs(back[&fingerprint(&published.cert_der)]), secs(since_t));
+        assert!(recorded_retiring_since(Some(&b.annotations)).is_empty());
+        // Once the CA has expired it is neither in the bundle nor recorded.
+        let late = at(now + Duration::from_secs(31 * 86_400));
+        assert_eq!(der_blocks(&late.pem), vec![root_der(&active_ca)]);
+        assert!(late.annotations.is_empty(), "{:?}", late.annotations);
     }
 
     #[test]

@@ -19,8 +19,8 @@ use kube::api::{
 use tokio::sync::watch;
 
 use super::{
-    covers, is_ours, metadata_matches, recorded_retiring_since, signer_bundle, Bundle,
-    TrustBundleSettings,
+    covers, is_ours, metadata_matches, recorded_published_since, recorded_retiring_since,
+    signer_bundle, Bundle, Clocks, TrustBundleSettings,
 };
 use super::{MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 use crate::engine::Engine;
@@ -117,8 +117,9 @@ impl SyncError {
 struct SignerState {
     /// The PEM and annotations last confirmed on the server.
     confirmed: Option<(String, BTreeMap<String, String>)>,
-    /// Since when each retiring CA has been retiring; read back from the bundle once per leadership.
-    retiring_since: BTreeMap<String, SystemTime>,
+    /// Since when each retiring CA has been retiring and each published CA in the bundle; read back
+    /// from the bundle once per leadership.
+    clocks: Clocks,
     seeded: bool,
     next_due: Option<Instant>,
     failures: u32,
@@ -161,6 +162,10 @@ impl Publisher {
                 }
             }
             self.lead(&mut leader, &mut stop).await;
+            // Only the leader knows these times; a former leader's would go stale.
+            for signer in self.engine.signers() {
+                self.metrics.set_ca_published_since(signer.name(), &[]);
+            }
             if *stop.borrow() {
                 return;
             }
@@ -213,8 +218,14 @@ impl Publisher {
                     {
                         Ok(found) => {
                             if let Some(o) = found.filter(|o| is_ours(o.metadata.labels.as_ref())) {
-                                state.retiring_since =
-                                    recorded_retiring_since(o.metadata.annotations.as_ref());
+                                state.clocks = Clocks {
+                                    retiring_since: recorded_retiring_since(
+                                        o.metadata.annotations.as_ref(),
+                                    ),
+                                    published_since: recorded_published_since(
+                                        o.metadata.annotations.as_ref(),
+                                    ),
+                                };
                             }
                             state.seeded = true;
                         }
@@ -224,12 +235,8 @@ impl Publisher {
                         }
                     }
                 }
-                let bundle = signer_bundle(
-                    signer,
-                    &mut state.retiring_since,
-                    &self.settings,
-                    SystemTime::now(),
-                );
+                let (bundle, published_since) =
+                    signer_bundle(signer, &mut state.clocks, &self.settings, SystemTime::now());
                 let changed = match &bundle {
                     Ok(b) => {
                         state.confirmed.as_ref() != Some(&(b.pem.clone(), b.annotations.clone()))
@@ -258,6 +265,11 @@ impl Publisher {
                         );
                         self.metrics
                             .set_trust_bundle_missing_anchor(&name, VIA, false);
+                        let since: Vec<(&str, f64)> = published_since
+                            .iter()
+                            .map(|(n, t)| (n.as_str(), unix_seconds(*t)))
+                            .collect();
+                        self.metrics.set_ca_published_since(&name, &since);
                         state.confirmed = Some((b.pem, b.annotations));
                         state.failures = 0;
                         state.next_due = Some(now + resync);

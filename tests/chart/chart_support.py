@@ -144,7 +144,8 @@ def multi_signer_values(ca: dict[str, str]) -> dict[str, Any]:
             },
             {
                 "name": "internal.example.org/spiffe",
-                "ca": {"existingSecret": "spiffe-ca", "chainKey": "ca-chain.crt", "passphraseKey": "passphrase"},
+                "ca": {"existingSecret": "spiffe-ca", "chainKey": "ca-chain.crt", "passphraseKey": "passphrase",
+                       "name": "ca-2025"},
                 "otherCas": [{"name": "previous", "state": "retiring", "existingConfigMap": "spiffe-ca-previous",
                               "certKey": "ca.crt", "chainKey": "ca-chain.crt"},
                              {"name": "old-2024", "state": "retiring", "existingSecret": "spiffe-ca-2024"}],

@@ -100,6 +100,9 @@ Name of the Secret holding signer number .index's CA. Call with (dict "root" $ "
 {{- if has $o.name $names }}
 {{- fail (printf "signers[%d].otherCas[%d].name: %q is listed twice for this signer" (int $i) (int $j) $o.name) }}
 {{- end }}
+{{- if eq $o.name (default "active" $s.ca.name) }}
+{{- fail (printf "signers[%d].otherCas[%d].name: %q is the signing CA's name (ca.name) for this signer" (int $i) (int $j) $o.name) }}
+{{- end }}
 {{- $names = append $names $o.name }}
 {{- if eq (include "csr-signer.otherCaCertKey" $o) (default "" $o.chainKey) }}
 {{- fail (printf "signers[%d].otherCas[%d]: certKey and chainKey name the same key %q" (int $i) (int $j) $o.chainKey) }}
