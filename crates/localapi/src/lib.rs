@@ -23,6 +23,7 @@ mod error;
 mod faults;
 mod managed;
 mod openapi;
+mod pcr;
 mod protobuf;
 mod resources;
 mod response;
