@@ -7,12 +7,13 @@
 use std::collections::BTreeMap;
 
 use base64::Engine;
-use openssl::pkey::{Id, PKey, Public};
+use openssl::pkey::{PKey, Public};
 use serde_json::{json, Value};
 
 use super::auth::User;
 use super::csr::dns1123_subdomain_errors;
 use super::csr::validate_signer_name;
+use super::csr::{go_public_key, go_rsa_exponent_error, GoKey};
 use super::status::{go_bytes, quote, ApiError, FieldError, FieldErrorKind, Gr};
 use super::store::Store;
 
@@ -418,106 +419,6 @@ pub fn validate_create(obj: &Value) -> Vec<FieldError> {
 
 // --- keys as Go's crypto/x509 reads them ---
 
-/// A public key as Go's x509 parser would hand it back.
-enum GoKey {
-    Ed25519(PKey<Public>),
-    /// Curve name as Go prints it (`P-256`), and the key.
-    Ecdsa(&'static str, PKey<Public>),
-    /// Modulus size in bits as `rsa.PublicKey.Size()*8`, exponent, key.
-    Rsa(u32, i64, PKey<Public>),
-    /// A key type Go parses but kube-apiserver does not accept (DSA, X25519), or none at all.
-    Other,
-}
-
-const OID_RSA: &str = "1.2.840.113549.1.1.1";
-const OID_EC: &str = "1.2.840.10045.2.1";
-const OID_ED25519: &str = "1.3.101.112";
-const OID_X25519: &str = "1.3.101.110";
-const OID_DSA: &str = "1.2.840.10040.4.1";
-
-/// Go's parsePublicKey over a SubjectPublicKeyInfo; Err when Go's parser fails. `unknown_ok`: an
-/// algorithm Go does not know is not an error (x509.ParseCertificateRequest) rather than one
-/// (x509.ParsePKIXPublicKey).
-fn go_public_key(spki_der: &[u8], unknown_ok: bool) -> Result<GoKey, ()> {
-    use der::{Decode, Encode};
-    let spki = x509_cert::spki::SubjectPublicKeyInfoRef::from_der(spki_der).map_err(|_| ())?;
-    let oid = spki.algorithm.oid.to_string();
-    let params = spki
-        .algorithm
-        .parameters
-        .as_ref()
-        .map(|p| p.to_der().unwrap_or_default());
-    let data = spki.subject_public_key.raw_bytes();
-    match oid.as_str() {
-        OID_RSA => {
-            if params.as_deref() != Some(&[0x05, 0x00][..]) {
-                return Err(());
-            }
-            let key = PKey::public_key_from_der(spki_der).map_err(|_| ())?;
-            let rsa = key.rsa().map_err(|_| ())?;
-            let e = rsa.e();
-            // Go reads the exponent into an int: at most 63 bits, positive.
-            if e.num_bits() > 63 || e.is_negative() || rsa.n().is_negative() {
-                return Err(());
-            }
-            let e_val = e
-                .to_vec()
-                .iter()
-                .fold(0i64, |a, b| (a << 8) | i64::from(*b));
-            if e_val <= 0 {
-                return Err(());
-            }
-            let bits = (rsa.n().num_bits() as u32).div_ceil(8) * 8;
-            Ok(GoKey::Rsa(bits, e_val, key))
-        }
-        OID_EC => {
-            let curve: der::asn1::ObjectIdentifier = params
-                .as_deref()
-                .and_then(|p| der::asn1::ObjectIdentifier::from_der(p).ok())
-                .ok_or(())?;
-            let curve_oid = curve.to_string();
-            let (name, size) = match curve_oid.as_str() {
-                "1.3.132.0.33" => ("P-224", 28),
-                "1.2.840.10045.3.1.7" => ("P-256", 32),
-                "1.3.132.0.34" => ("P-384", 48),
-                "1.3.132.0.35" => ("P-521", 66),
-                _ => return Err(()),
-            };
-            // ecdsa.ParseUncompressedPublicKey: uncompressed form only, on the curve.
-            if data.len() != 1 + 2 * size || data[0] != 4 {
-                return Err(());
-            }
-            let key = PKey::public_key_from_der(spki_der).map_err(|_| ())?;
-            key.ec_key().and_then(|k| k.check_key()).map_err(|_| ())?;
-            Ok(GoKey::Ecdsa(name, key))
-        }
-        OID_ED25519 => {
-            if params.is_some() || data.len() != 32 {
-                return Err(());
-            }
-            let key = PKey::public_key_from_raw_bytes(data, Id::ED25519).map_err(|_| ())?;
-            Ok(GoKey::Ed25519(key))
-        }
-        OID_X25519 => {
-            if params.is_some() || data.len() != 32 {
-                return Err(());
-            }
-            Ok(GoKey::Other)
-        }
-        OID_DSA => {
-            PKey::public_key_from_der(spki_der).map_err(|_| ())?;
-            Ok(GoKey::Other)
-        }
-        _ if unknown_ok => Ok(GoKey::Other),
-        _ => Err(()),
-    }
-}
-
-/// crypto/rsa's checkPublicKey on verification (exponent odd, in [3, 2^31-1]).
-fn go_rsa_exponent_ok(e: i64) -> bool {
-    (2..=(1i64 << 31) - 1).contains(&e) && e & 1 == 1
-}
-
 /// The SubjectPublicKeyInfo of a DER PKCS#10 request, if it parses as one.
 fn request_spki(der: &[u8]) -> Option<Vec<u8>> {
     use der::{Decode, Encode};
@@ -540,7 +441,7 @@ fn validate_stub(stub: &[u8]) -> Vec<FieldError> {
     };
     let key = match go_public_key(&spki, true) {
         Ok(k) => k,
-        Err(()) => return invalid(),
+        Err(_) => return invalid(),
     };
     let key = match key {
         GoKey::Ed25519(k) => k,
@@ -562,7 +463,7 @@ fn validate_stub(stub: &[u8]) -> Vec<FieldError> {
                     "RSA keys must have modulus size 3072 or 4096",
                 )];
             }
-            if !go_rsa_exponent_ok(e) {
+            if go_rsa_exponent_error(e).is_some() {
                 return vec![omitted(F, "invalid signature")];
             }
             k
@@ -603,7 +504,7 @@ fn verify_pop(key: &GoKey, pod_uid: &[u8], pop: &[u8]) -> bool {
                 .unwrap_or(false)
         }
         GoKey::Rsa(_, e, k) => {
-            if !go_rsa_exponent_ok(*e) {
+            if go_rsa_exponent_error(*e).is_some() {
                 return false;
             }
             let run = || -> Result<bool, openssl::error::ErrorStack> {
@@ -638,9 +539,9 @@ fn validate_pkix(pkix: &[u8], pop: &[u8], pod_uid: &str) -> Vec<FieldError> {
         use der::Decode;
         x509_cert::spki::SubjectPublicKeyInfoRef::from_der(pkix).is_ok()
     };
-    let key = match whole.then(|| go_public_key(pkix, false)) {
-        Some(Ok(k)) => k,
-        _ => {
+    let key = match whole.then(|| go_public_key(pkix, false).ok()).flatten() {
+        Some(k) => k,
+        None => {
             return vec![FieldError::invalid(
                 PKIX,
                 go_bytes(Some(pkix)),
