@@ -655,6 +655,32 @@ on_both_servers! {
     }
 }
 
+/// The create-time answer to each refused class is kube-apiserver's own: code, cause field and message
+/// (Go's x509 / asn1 / crypto/rsa texts) on the local API and on the real server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_time_answers_equal_the_real_apiservers() {
+    let local = Env::on(Server::Local).await;
+    let real = Env::on(Server::Real).await;
+    let answer = |r: Result<_, kube::Error>| match r {
+        Ok(_) => (201, String::new()),
+        Err(kube::Error::Api(s)) => (s.code, s.message),
+        Err(e) => panic!("{e}"),
+    };
+    let mut diffs = Vec::new();
+    for c in refused_cases() {
+        let obj = csr_object(c.name, SIGNER, &c.pem, &c.usages, None);
+        let l = answer(local.try_create_as(&local.developer, &obj).await);
+        let r = answer(real.try_create_as(&real.developer, &obj).await);
+        if l != r {
+            diffs.push(format!(
+                "{}:\n  local API: {l:?}\n  real:      {r:?}",
+                c.name
+            ));
+        }
+    }
+    assert!(diffs.is_empty(), "{}", diffs.join("\n"));
+}
+
 // ---------------------------------------------------------------------------------------------------
 // Item 7: the key is checked against the policy before the signature.
 

@@ -12,6 +12,7 @@ mod support;
 
 use std::collections::BTreeMap;
 
+use csr_signer::ca_init::KeyType;
 use csr_signer::dev::{Rule, User, SIGNER_USER};
 use local_api_common::Srv;
 use openssl::pkey::{PKey, Private};
@@ -136,7 +137,7 @@ async fn real_srv() -> Srv {
 
 /// The keys both servers get requests for (generated once: RSA-4096 takes a while).
 struct Keys {
-    accepted: Vec<(PcrKey, PKey<Private>)>,
+    accepted: Vec<(KeyType, PKey<Private>)>,
     rsa2048: PKey<Private>,
     p224: PKey<Private>,
     secp256k1: PKey<Private>,
@@ -146,15 +147,18 @@ struct Keys {
 impl Keys {
     fn new() -> Keys {
         Keys {
-            accepted: ACCEPTED_KEYS.iter().map(|k| (*k, pcr_key(*k))).collect(),
-            rsa2048: pcr_key(PcrKey::Rsa2048),
-            p224: pcr_key(PcrKey::P224),
-            secp256k1: pcr_key(PcrKey::Secp256k1),
-            ed448: pcr_key(PcrKey::Ed448),
+            accepted: ACCEPTED_KEYS
+                .iter()
+                .map(|k| (*k, support::key(*k)))
+                .collect(),
+            rsa2048: support::key(KeyType::Rsa2048),
+            p224: p224_key(),
+            secp256k1: secp256k1_key(),
+            ed448: ed448_key(),
         }
     }
 
-    fn get(&self, k: PcrKey) -> &PKey<Private> {
+    fn get(&self, k: KeyType) -> &PKey<Private> {
         &self.accepted.iter().find(|(a, _)| *a == k).unwrap().1
     }
 }
@@ -194,7 +198,7 @@ async fn world(s: &Srv) -> World {
     }
     // NodeRestriction reads pods, nodes and service accounts from informers: wait until a valid
     // request is admitted, so that informer lag does not decide a case.
-    let probe_key = pcr_key(PcrKey::P256);
+    let probe_key = support::key(KeyType::P256);
     for attempt in 0.. {
         let body = pcr_body("v1", "probe", &f, SIGNER, &probe_key, Carrier::Stub);
         let (code, v) = s.post(NODE_USER, &pcr_path("v1", NS), &body).await;
@@ -247,7 +251,7 @@ fn create_cases(w: &World, keys: &Keys) -> Vec<CreateCase> {
         add(b, NODE_USER, "v1beta1", stub(key));
         add(c, NODE_USER, "v1beta1", pop(key));
     }
-    let p256 = keys.get(PcrKey::P256);
+    let p256 = keys.get(KeyType::P256);
     let with = |mut body: Value, ptr: &str, v: Value| {
         let (parent, field) = ptr.rsplit_once('/').unwrap();
         body.pointer_mut(parent).unwrap()[field] = v;
@@ -303,9 +307,9 @@ fn create_cases(w: &World, keys: &Keys) -> Vec<CreateCase> {
         without(pop(p256), "proofOfPossession"),
     );
     for (name, kind) in [
-        ("v1beta1-pop-other-uid-rsa", PcrKey::Rsa3072),
-        ("v1beta1-pop-other-uid-p384", PcrKey::P384),
-        ("v1beta1-pop-other-uid-ed25519", PcrKey::Ed25519),
+        ("v1beta1-pop-other-uid-rsa", KeyType::Rsa3072),
+        ("v1beta1-pop-other-uid-p384", KeyType::P384),
+        ("v1beta1-pop-other-uid-ed25519", KeyType::Ed25519),
     ] {
         let key = keys.get(kind);
         add(
@@ -320,7 +324,7 @@ fn create_cases(w: &World, keys: &Keys) -> Vec<CreateCase> {
         );
     }
     // ECDSA over SHA-384 on P-384: Go hashes with SHA-256 on every curve.
-    let p384 = keys.get(PcrKey::P384);
+    let p384 = keys.get(KeyType::P384);
     let sha384 = openssl::sha::sha384(f.pod_uid.as_bytes());
     let sig = openssl::ecdsa::EcdsaSig::sign(&sha384, &p384.ec_key().unwrap()).unwrap();
     add(
@@ -334,7 +338,7 @@ fn create_cases(w: &World, keys: &Keys) -> Vec<CreateCase> {
         ),
     );
     // PKCS#1 v1.5 where PSS is expected.
-    let rsa = keys.get(PcrKey::Rsa3072);
+    let rsa = keys.get(KeyType::Rsa3072);
     let mut signer =
         openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), rsa).unwrap();
     let v15 = signer.sign_oneshot_to_vec(f.pod_uid.as_bytes()).unwrap();
@@ -395,16 +399,20 @@ fn create_cases(w: &World, keys: &Keys) -> Vec<CreateCase> {
         "v1",
         with(stub(p256), "/spec/signerName", json!("mtls")),
     );
-    add(
-        "annotations",
-        "admin",
-        "v1",
-        with(
+    // One key each: Go walks the map in random order, so several bad keys come in any order.
+    for (name, key) in [
+        ("annotation-upper-case", "Example.com/Mode"),
+        ("annotation-plain", "plain"),
+        ("annotation-three-parts", "a/b/c"),
+        ("annotation-bad-prefix", "-x.com/y"),
+    ] {
+        let body = with(
             stub(p256),
             "/spec/unverifiedUserAnnotations",
-            json!({"Example.com/Mode": "a", "plain": "b", "a/b/c": "c", "-x.com/y": "d"}),
-        ),
-    );
+            json!({key: "v"}),
+        );
+        add(name, "admin", "v1", body);
+    }
     add(
         "empty-pod-uid",
         "admin",
@@ -428,68 +436,41 @@ fn create_cases(w: &World, keys: &Keys) -> Vec<CreateCase> {
         ),
     );
     // NodeRestriction.
-    add(
-        "node-names-another-node",
-        NODE_USER,
-        "v1",
-        with(stub(p256), "/spec/nodeName", json!("node-2")),
-    );
-    add(
-        "node-uid-mismatch",
-        NODE_USER,
-        "v1",
-        with(stub(p256), "/spec/nodeUID", json!("other")),
-    );
-    add(
-        "pod-missing",
-        NODE_USER,
-        "v1",
-        with(stub(p256), "/spec/podName", json!("nope")),
-    );
-    add(
-        "pod-uid-mismatch",
-        NODE_USER,
-        "v1",
-        with(stub(p256), "/spec/podUID", json!("other")),
-    );
-    add(
-        "pod-on-another-node",
-        NODE_USER,
-        "v1",
-        with(
-            with(stub(p256), "/spec/podName", json!("pcr-pod-elsewhere")),
-            "/spec/podUID",
-            json!(w.uids[3]),
+    for (name, ptr, value) in [
+        ("node-names-another-node", "/spec/nodeName", json!("node-2")),
+        ("node-uid-mismatch", "/spec/nodeUID", json!("other")),
+        ("pod-missing", "/spec/podName", json!("nope")),
+        ("pod-uid-mismatch", "/spec/podUID", json!("other")),
+        (
+            "service-account-name-mismatch",
+            "/spec/serviceAccountName",
+            json!("other"),
         ),
-    );
-    add(
-        "mirror-pod",
-        NODE_USER,
-        "v1",
-        with(
-            with(stub(p256), "/spec/podName", json!("pcr-mirror")),
-            "/spec/podUID",
-            json!(w.uids[4]),
+        (
+            "service-account-uid-mismatch",
+            "/spec/serviceAccountUID",
+            json!("other"),
         ),
-    );
-    add(
-        "service-account-name-mismatch",
-        NODE_USER,
-        "v1",
-        with(stub(p256), "/spec/serviceAccountName", json!("other")),
-    );
-    add(
-        "service-account-uid-mismatch",
-        NODE_USER,
-        "v1",
-        with(stub(p256), "/spec/serviceAccountUID", json!("other")),
-    );
-    add(
-        "signer-not-mounted",
-        NODE_USER,
-        "v1",
-        with(stub(p256), "/spec/signerName", json!("example.com/other")),
-    );
+        (
+            "signer-not-mounted",
+            "/spec/signerName",
+            json!("example.com/other"),
+        ),
+    ] {
+        add(name, NODE_USER, "v1", with(stub(p256), ptr, value));
+    }
+    for (name, pod, uid) in [
+        ("pod-on-another-node", "pcr-pod-elsewhere", &w.uids[3]),
+        ("mirror-pod", "pcr-mirror", &w.uids[4]),
+    ] {
+        let body = with(stub(p256), "/spec/podName", json!(pod));
+        add(
+            name,
+            NODE_USER,
+            "v1",
+            with(body, "/spec/podUID", json!(uid)),
+        );
+    }
     add("developer-may-not-create", "developer", "v1", stub(p256));
     cases
 }
@@ -587,7 +568,8 @@ async fn creates_status_updates_and_reads_agree_with_the_real_apiserver() {
         ("v1beta1-pop-p384-sha384", 422, "spec.proofOfPossession"),
         ("expiry-91-days", 201, ""),
         ("kubernetes-signer-25h", 422, "spec.maxExpirationSeconds"),
-        ("annotations", 422, "spec.unverifiedUserAnnotations"),
+        ("annotation-upper-case", 201, ""),
+        ("annotation-plain", 422, "spec.unverifiedUserAnnotations"),
         ("pod-on-another-node", 403, ""),
         ("pod-uid-mismatch", 500, ""),
         ("developer-may-not-create", 403, ""),
@@ -849,11 +831,11 @@ fn status_cases() -> Vec<StatusCase> {
 
 /// Creates a fresh request (as the node), then PUTs the case's status as its user.
 async fn run_status(s: &Srv, w: &World, keys: &Keys, case: &StatusCase, now: i64) -> Outcome {
-    let key = keys.get(PcrKey::P256).clone();
+    let key = keys.get(KeyType::P256).clone();
     let ctx = Ctx {
         ca: issuing_ca(),
         key: key.clone(),
-        other: keys.get(PcrKey::P384).clone(),
+        other: keys.get(KeyType::P384).clone(),
         now,
     };
     let name = format!("st-{}", case.name);

@@ -5,6 +5,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 use base64::Engine;
+use csr_signer::ca_init::KeyType;
 use k8s_openapi::api::core::v1::{Node, Pod, ServiceAccount};
 use kube::api::{Api, PostParams};
 use openssl::asn1::Asn1Time;
@@ -17,28 +18,15 @@ use openssl::x509::extension::SubjectAlternativeName;
 use openssl::x509::{X509Builder, X509NameBuilder, X509ReqBuilder, X509};
 use serde_json::{json, Value};
 
-/// Key types: the six kube-apiserver accepts, then some it refuses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PcrKey {
-    Rsa3072,
-    Rsa4096,
-    P256,
-    P384,
-    P521,
-    Ed25519,
-    Rsa2048,
-    P224,
-    Secp256k1,
-    Ed448,
-}
-
-pub const ACCEPTED_KEYS: &[PcrKey] = &[
-    PcrKey::Rsa3072,
-    PcrKey::Rsa4096,
-    PcrKey::P256,
-    PcrKey::P384,
-    PcrKey::P521,
-    PcrKey::Ed25519,
+/// The key types kube-apiserver accepts in a request (`csr_signer::ca_init::KeyType` keys, made by
+/// `support::key`, so the including test crate has `mod support;`).
+pub const ACCEPTED_KEYS: &[KeyType] = &[
+    KeyType::Rsa3072,
+    KeyType::Rsa4096,
+    KeyType::P256,
+    KeyType::P384,
+    KeyType::P521,
+    KeyType::Ed25519,
 ];
 
 fn ec(nid: Nid) -> PKey<Private> {
@@ -46,20 +34,18 @@ fn ec(nid: Nid) -> PKey<Private> {
     PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap()
 }
 
-pub fn pcr_key(kind: PcrKey) -> PKey<Private> {
-    use openssl::rsa::Rsa;
-    match kind {
-        PcrKey::Rsa3072 => PKey::from_rsa(Rsa::generate(3072).unwrap()).unwrap(),
-        PcrKey::Rsa4096 => PKey::from_rsa(Rsa::generate(4096).unwrap()).unwrap(),
-        PcrKey::Rsa2048 => PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap(),
-        PcrKey::P256 => ec(Nid::X9_62_PRIME256V1),
-        PcrKey::P384 => ec(Nid::SECP384R1),
-        PcrKey::P521 => ec(Nid::SECP521R1),
-        PcrKey::P224 => ec(Nid::SECP224R1),
-        PcrKey::Secp256k1 => ec(Nid::SECP256K1),
-        PcrKey::Ed25519 => PKey::generate_ed25519().unwrap(),
-        PcrKey::Ed448 => PKey::generate_ed448().unwrap(),
-    }
+/// Keys kube-apiserver refuses in a request: P-224 (a curve Go knows), secp256k1 (one it does
+/// not), Ed448 (an algorithm it does not know). RSA-2048 is `support::key(KeyType::Rsa2048)`.
+pub fn p224_key() -> PKey<Private> {
+    ec(Nid::SECP224R1)
+}
+
+pub fn secp256k1_key() -> PKey<Private> {
+    ec(Nid::SECP256K1)
+}
+
+pub fn ed448_key() -> PKey<Private> {
+    PKey::generate_ed448().unwrap()
 }
 
 fn digest_for(key: &PKey<Private>) -> MessageDigest {

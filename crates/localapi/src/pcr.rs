@@ -1187,3 +1187,112 @@ pub fn validate_update(new: &Value, old: &Value) -> Vec<FieldError> {
     }
     Vec::new()
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use openssl::pkey::Private;
+
+    fn kubelet_proof(key: &PKey<Private>, uid: &str) -> Vec<u8> {
+        use openssl::pkey_ctx::PkeyCtx;
+        match key.id() {
+            openssl::pkey::Id::ED25519 => openssl::sign::Signer::new_without_digest(key)
+                .unwrap()
+                .sign_oneshot_to_vec(uid.as_bytes())
+                .unwrap(),
+            openssl::pkey::Id::EC => {
+                openssl::ecdsa::EcdsaSig::sign(&sha256(uid.as_bytes()), &key.ec_key().unwrap())
+                    .unwrap()
+                    .to_der()
+                    .unwrap()
+            }
+            _ => {
+                let mut ctx = PkeyCtx::new(key).unwrap();
+                ctx.sign_init().unwrap();
+                ctx.set_rsa_padding(openssl::rsa::Padding::PKCS1_PSS)
+                    .unwrap();
+                ctx.set_signature_md(openssl::md::Md::sha256()).unwrap();
+                ctx.set_rsa_mgf1_md(openssl::md::Md::sha256()).unwrap();
+                let mut sig = Vec::new();
+                ctx.sign_to_vec(&sha256(uid.as_bytes()), &mut sig).unwrap();
+                sig
+            }
+        }
+    }
+
+    fn ec(nid: openssl::nid::Nid) -> PKey<Private> {
+        let g = openssl::ec::EcGroup::from_curve_name(nid).unwrap();
+        PKey::from_ec_key(openssl::ec::EcKey::generate(&g).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn proofs_of_possession_verify_as_go_checks_them() {
+        use openssl::nid::Nid;
+        let keys = [
+            PKey::generate_ed25519().unwrap(),
+            ec(Nid::X9_62_PRIME256V1),
+            ec(Nid::SECP384R1),
+            // SHA-256 on P-521 too: the digest is shorter than the order.
+            ec(Nid::SECP521R1),
+            PKey::from_rsa(openssl::rsa::Rsa::generate(3072).unwrap()).unwrap(),
+        ];
+        for key in &keys {
+            let spki = key.public_key_to_der().unwrap();
+            let proof = kubelet_proof(key, "pod-uid-1");
+            assert!(
+                validate_pkix(&spki, &proof, "pod-uid-1").is_empty(),
+                "{:?}",
+                key.id()
+            );
+            let errs = validate_pkix(&spki, &proof, "pod-uid-2");
+            assert_eq!(errs.len(), 1, "{:?}", key.id());
+            assert_eq!(errs[0].to_string(), "spec.proofOfPossession: Invalid value: could not verify proof-of-possession signature");
+        }
+        // A P-256 key named as P-224 would be: the curve check comes before the proof.
+        let p224 = ec(Nid::SECP224R1);
+        let errs = validate_pkix(&p224.public_key_to_der().unwrap(), b"x", "u");
+        assert_eq!(errs[0].to_string(), "spec.pkixPublicKey: Invalid value: \"curve P-224\": elliptic public keys must use curve P256 or P384");
+    }
+
+    fn status(conditions: Value, rest: Value) -> Value {
+        let mut s = rest;
+        s["conditions"] = conditions;
+        json!({"spec": {"signerName": "example.com/x", "maxExpirationSeconds": 86400}, "status": s})
+    }
+
+    fn cond(t: &str) -> Value {
+        json!([{"type": t, "status": "True", "reason": "R", "message": "",
+                "lastTransitionTime": "2026-01-01T00:00:00Z"}])
+    }
+
+    #[test]
+    fn terminal_status_is_immutable_and_denial_carries_only_conditions() {
+        let now = chrono::Utc::now();
+        let pending = json!({"spec": {}, "status": {}});
+        let denied = status(cond("Denied"), json!({}));
+        assert!(validate_status_update(&denied, &pending, now).is_empty());
+        let with_chain = status(cond("Failed"), json!({"certificateChain": "x"}));
+        assert_eq!(
+            validate_status_update(&with_chain, &pending, now)[0].to_string(),
+            "status: Invalid value: non-condition status fields must be empty when denying or failing the PodCertificateRequest"
+        );
+        let failed = status(cond("Failed"), json!({}));
+        assert_eq!(
+            validate_status_update(&failed, &denied, now)[0].to_string(),
+            "status: Invalid value: immutable after PodCertificateRequest is issued, denied, or failed"
+        );
+        assert!(validate_status_update(&denied, &denied, now).is_empty());
+    }
+
+    #[test]
+    fn the_node_authorizer_allows_create_own_gets_and_selected_lists() {
+        assert!(node_authorizes("n1", "create", "", None, None).is_ok());
+        assert!(node_authorizes("n1", "get", "", None, Some("n1")).is_ok());
+        assert!(node_authorizes("n1", "get", "", None, Some("n2")).is_err());
+        assert!(node_authorizes("n1", "list", "", Some("spec.nodeName=n1"), None).is_ok());
+        assert!(node_authorizes("n1", "watch", "", Some("spec.nodeName=n2"), None).is_err());
+        assert!(node_authorizes("n1", "update", "status", None, Some("n1")).is_err());
+        assert!(node_authorizes("n1", "delete", "", None, Some("n1")).is_err());
+    }
+}
