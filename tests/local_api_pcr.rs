@@ -641,6 +641,15 @@ async fn creates_status_updates_and_reads_agree_with_the_real_apiserver() {
         results.push((case.name.to_string(), l, r));
     }
     compare("status", &results);
+
+    // `kubectl get podcertificaterequests`: the Table (columns, and the cells of two requests).
+    let (lt, rt) = (table(&local).await, table(&real).await);
+    assert_eq!(lt.0, rt.0, "Table columns");
+    assert_eq!(lt.1, rt.1, "Table rows");
+    let row = |name: &str| rt.1.iter().find(|r| r["cells"][0] == name).unwrap()["cells"].clone();
+    assert_eq!(row("st-issued")[5], "Issued");
+    assert_eq!(row("st-denied")[5], "Denied");
+    assert_eq!(row("annotation-upper-case")[6], "Example.com/Mode=v");
     expect(
         &results,
         &[
@@ -651,8 +660,32 @@ async fn creates_status_updates_and_reads_agree_with_the_real_apiserver() {
             ("other-key", 422, "status.certificateChain"),
             ("without-sign", 422, "spec.signerName"),
             ("node-may-not-write-status", 403, ""),
+            ("issued-by-merge-patch", 200, ""),
+            ("issued-ed25519", 200, ""),
+            ("issued-rsa", 200, ""),
+            ("issued-to-pkix-key", 200, ""),
+            ("pkix-key-other-leaf", 422, "status.certificateChain"),
         ],
     );
+}
+
+/// The Table of the requests for the fixture's pod (`kubectl get podcertificaterequests`): column
+/// definitions and rows without their objects.
+async fn table(s: &Srv) -> (Value, Vec<Value>) {
+    let path = format!(
+        "{}?fieldSelector=spec.podName%3Dpcr-pod",
+        pcr_path("v1", NS)
+    );
+    let accept = "application/json;as=Table;v=v1;g=meta.k8s.io";
+    let (code, _, t) = s
+        .raw_h(Some("admin"), "GET", &path, &[("accept", accept)], None)
+        .await;
+    assert_eq!(code, 200, "{}: {t}", s.name);
+    let mut rows = t["rows"].as_array().unwrap().clone();
+    for r in &mut rows {
+        r.as_object_mut().unwrap().remove("object");
+    }
+    (t["columnDefinitions"].clone(), rows)
 }
 
 struct StatusCase {
@@ -662,6 +695,11 @@ struct StatusCase {
     /// Issue first (as the signer), then send this.
     after_issue: bool,
     keep_resource_version: bool,
+    /// The request's key and how it carries it (v1beta1 for the proof of possession).
+    key: KeyType,
+    carrier: Carrier,
+    /// Written with a JSON merge patch of `status` (as the signer does) instead of a PUT.
+    merge_patch: bool,
     status: fn(&Ctx) -> Value,
 }
 
@@ -694,6 +732,9 @@ fn status_cases() -> Vec<StatusCase> {
         max_expiration: 86400,
         after_issue: false,
         keep_resource_version: true,
+        key: KeyType::P256,
+        carrier: Carrier::Stub,
+        merge_patch: false,
         status,
     };
     vec![
@@ -826,22 +867,73 @@ fn status_cases() -> Vec<StatusCase> {
             keep_resource_version: false,
             ..case("put-without-resource-version", issued_ok)
         },
+        StatusCase {
+            merge_patch: true,
+            ..case("issued-by-merge-patch", issued_ok)
+        },
+        StatusCase {
+            merge_patch: true,
+            ..case("denied-by-merge-patch", |_| {
+                condition_status("Denied", "Policy")
+            })
+        },
+        StatusCase {
+            merge_patch: true,
+            ..case("pending-by-merge-patch", |_| {
+                condition_status("Pending", "Waiting")
+            })
+        },
+        StatusCase {
+            key: KeyType::Ed25519,
+            ..case("issued-ed25519", issued_ok)
+        },
+        StatusCase {
+            key: KeyType::Rsa3072,
+            ..case("issued-rsa", issued_ok)
+        },
+        StatusCase {
+            key: KeyType::P384,
+            carrier: Carrier::ProofOfPossession,
+            ..case("issued-to-pkix-key", issued_ok)
+        },
+        StatusCase {
+            key: KeyType::P384,
+            carrier: Carrier::ProofOfPossession,
+            ..case("pkix-key-other-leaf", |c| {
+                let nb = c.nb();
+                issued_status(
+                    &leaf_pem(&c.ca, &c.other, nb, nb + 7200, &[]),
+                    nb,
+                    nb + 7200,
+                    nb + 3600,
+                )
+            })
+        },
     ]
 }
 
 /// Creates a fresh request (as the node), then PUTs the case's status as its user.
 async fn run_status(s: &Srv, w: &World, keys: &Keys, case: &StatusCase, now: i64) -> Outcome {
-    let key = keys.get(KeyType::P256).clone();
+    let key = keys.get(case.key).clone();
+    let other = if case.key == KeyType::P256 {
+        KeyType::P384
+    } else {
+        KeyType::P256
+    };
     let ctx = Ctx {
         ca: issuing_ca(),
         key: key.clone(),
-        other: keys.get(KeyType::P384).clone(),
+        other: keys.get(other).clone(),
         now,
     };
     let name = format!("st-{}", case.name);
-    let mut body = pcr_body("v1", &name, &w.f, SIGNER, &key, Carrier::Stub);
+    let version = match case.carrier {
+        Carrier::Stub => "v1",
+        Carrier::ProofOfPossession => "v1beta1",
+    };
+    let mut body = pcr_body(version, &name, &w.f, SIGNER, &key, case.carrier);
     body["spec"]["maxExpirationSeconds"] = json!(case.max_expiration);
-    let (code, v) = s.post(NODE_USER, &pcr_path("v1", NS), &body).await;
+    let (code, v) = s.post(NODE_USER, &pcr_path(version, NS), &body).await;
     assert_eq!(code, 201, "{}: create {name}: {v}", s.name);
     let path = format!("{}/{name}", pcr_path("v1", NS));
     let put = |user: &'static str, status: Value, keep_rv: bool| {
@@ -862,6 +954,14 @@ async fn run_status(s: &Srv, w: &World, keys: &Keys, case: &StatusCase, now: i64
         let (code, v) = put(SIGNER_USER, issued_ok(&ctx), true).await;
         assert_eq!(code, 200, "{}: issue {name}: {v}", s.name);
     }
-    let (code, v) = put(case.user, (case.status)(&ctx), case.keep_resource_version).await;
+    let status = (case.status)(&ctx);
+    let (code, v) = if case.merge_patch {
+        let patch = json!({"status": status});
+        let ct = "application/merge-patch+json";
+        s.patch(case.user, &format!("{path}/status"), ct, &patch)
+            .await
+    } else {
+        put(case.user, status, case.keep_resource_version).await
+    };
     outcome(code, &v, &w.uids)
 }
