@@ -72,6 +72,8 @@ async fn signer_rbac(s: &Srv) {
             "rules": [
                 {"apiGroups": [certs], "resources": ["certificatesigningrequests"], "verbs": ["get", "list", "watch"]},
                 {"apiGroups": [certs], "resources": ["certificatesigningrequests/status"], "verbs": ["update", "patch"]},
+                {"apiGroups": [certs], "resources": ["podcertificaterequests"], "verbs": ["get", "list", "watch"]},
+                {"apiGroups": [certs], "resources": ["podcertificaterequests/status"], "verbs": ["update", "patch"]},
                 {"apiGroups": [certs], "resources": ["signers"], "resourceNames": [SIGNER], "verbs": ["sign", "attest"]},
                 {"apiGroups": [certs], "resources": ["clustertrustbundles"],
                  "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]},

@@ -112,6 +112,12 @@ impl User {
         u.with_extra("authentication.kubernetes.io/credential-id", &[&jti])
     }
 
+    /// A kubelet's identity `system:node:<name>` in group `system:nodes`: the Node authorizer and
+    /// NodeRestriction admission apply to it (for PodCertificateRequests).
+    pub fn node(name: &str) -> Self {
+        User::new(&format!("system:node:{name}")).with_groups(&["system:nodes"])
+    }
+
     /// The user of a request without credentials (anonymous authentication, on by default in
     /// kube-apiserver): no rules, so everything but the health and version endpoints is forbidden.
     pub fn anonymous() -> Self {
@@ -275,6 +281,16 @@ pub fn signer_user(name: &str, signer_names: &[&str]) -> User {
         .with_rule(Rule::new(
             &[CERTS],
             &["certificatesigningrequests/status"],
+            &["update", "patch"],
+        ))
+        .with_rule(Rule::new(
+            &[CERTS],
+            &["podcertificaterequests"],
+            &["get", "list", "watch"],
+        ))
+        .with_rule(Rule::new(
+            &[CERTS],
+            &["podcertificaterequests/status"],
             &["update", "patch"],
         ))
         .with_rule(Rule::new(&[CERTS], &["signers"], &["sign", "attest"]).names(signer_names))

@@ -390,8 +390,30 @@ async fn dispatch(
         name: &r.name,
         namespace: &r.namespace,
     };
-    if !user.allowed(&attrs) {
-        let msg = attrs.forbidden_message(&user.name);
+    // The Node authorizer runs before RBAC (--authorization-mode=Node,RBAC); its reason for no
+    // opinion ends RBAC's denial message.
+    let node_decision = match crate::pcr::node_identity(&user) {
+        Some(node) if r.def.behaviour == Behaviour::Pcr => {
+            let stored = (verb == "get")
+                .then(|| sh.store.get(r.def.key(), &r.namespace, &r.name))
+                .flatten();
+            let stored_node = stored.as_ref().and_then(|o| o["spec"]["nodeName"].as_str());
+            Some(crate::pcr::node_authorizes(
+                node,
+                verb,
+                &r.subresource,
+                query.get("fieldSelector"),
+                stored_node,
+            ))
+        }
+        _ => None,
+    };
+    let node_allows = matches!(node_decision, Some(Ok(())));
+    if !node_allows && !user.allowed(&attrs) {
+        let mut msg = attrs.forbidden_message(&user.name);
+        if let Some(Err(reason)) = &node_decision {
+            msg = format!("{msg}: node: {reason}");
+        }
         return error_response(&ApiError::forbidden(r.def.gr(), &r.name, &msg));
     }
     let body = match verb {
@@ -511,6 +533,9 @@ fn decode_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
 /// Sets kind/apiVersion for the version the client asked for.
 fn with_gvk(v: &Value, def: &ResourceDef, version: &str) -> Value {
     let mut v = v.clone();
+    if def.behaviour == Behaviour::Pcr {
+        crate::pcr::to_version(&mut v, version);
+    }
     v["kind"] = json!(def.kind);
     v["apiVersion"] = json!(def.api_version(version));
     v
