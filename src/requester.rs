@@ -130,7 +130,10 @@ pub fn names(id: &Identity, opts: &NameOptions) -> Names {
 
 /// A PEM PKCS#10 request for `names`, signed by `key` (SHA-256 for RSA and P-256, SHA-384/512 for
 /// P-384/521, none for Ed25519).
-pub fn build_csr(key: &PKey<Private>, names: &Names) -> Result<Vec<u8>, openssl::error::ErrorStack> {
+pub fn build_csr(
+    key: &PKey<Private>,
+    names: &Names,
+) -> Result<Vec<u8>, openssl::error::ErrorStack> {
     let mut b = X509ReqBuilder::new()?;
     b.set_version(0)?;
     let mut subject = X509NameBuilder::new()?;
@@ -393,7 +396,12 @@ mod tests {
     #[test]
     fn the_csr_holds_the_names_and_verifies_for_every_key_type() {
         use crate::ca_init::{generate_key, KeyType};
-        for kt in [KeyType::P256, KeyType::P384, KeyType::Rsa2048, KeyType::Ed25519] {
+        for kt in [
+            KeyType::P256,
+            KeyType::P384,
+            KeyType::Rsa2048,
+            KeyType::Ed25519,
+        ] {
             let key = generate_key(kt).unwrap();
             let mut o = opts();
             o.ips = vec!["192.0.2.7".parse().unwrap()];

@@ -252,7 +252,14 @@ fn check_files(dir: &Path) {
         .mode();
     assert_eq!(mode & 0o777, 0o600, "tls.key mode {mode:o}");
     let text = std::process::Command::new("openssl")
-        .args(["x509", "-noout", "-subject", "-ext", "subjectAltName", "-in"])
+        .args([
+            "x509",
+            "-noout",
+            "-subject",
+            "-ext",
+            "subjectAltName",
+            "-in",
+        ])
         .arg(dir.join("tls.crt"))
         .output()
         .unwrap();
@@ -273,8 +280,8 @@ fn check_files(dir: &Path) {
 on_both_servers! {
     async fn a_service_account_gets_a_certificate_that_verifies_against_the_bundle(server) {
         let s = setup(server).await;
-        let dir = s.env.dir.path().join("out");
-        std::fs::create_dir(&dir).unwrap();
+        // A directory that does not exist yet: request creates it.
+        let dir = s.env.dir.path().join("out/tls");
         let r = Requester::start(&s, &dir, &["--duration", "10m"]);
         let names = decide(&s.env, &r, 1, true).await;
         let identity = r.nth("identity", 1).await;
@@ -360,7 +367,10 @@ on_both_servers! {
 /// A TLS server that loads tls.key and tls.crt afresh for every connection (as a server that reloads
 /// on change would), and a client that handshakes every 100 ms verifying against ca.crt and the
 /// service's DNS name. Returns the serials seen and the failures.
-fn tls_traffic(dir: PathBuf, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<(Vec<String>, Vec<String>)> {
+fn tls_traffic(
+    dir: PathBuf,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<(Vec<String>, Vec<String>)> {
     use openssl::ssl::{SslAcceptor, SslConnector, SslFiletype, SslMethod};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -393,12 +403,21 @@ fn tls_traffic(dir: PathBuf, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<(
         while !stop.load(Ordering::SeqCst) {
             let r = (|| -> Result<String, String> {
                 let mut b = SslConnector::builder(SslMethod::tls()).map_err(|e| e.to_string())?;
-                b.set_ca_file(dir.join("ca.crt")).map_err(|e| e.to_string())?;
+                b.set_ca_file(dir.join("ca.crt"))
+                    .map_err(|e| e.to_string())?;
                 let c = b.build();
                 let tcp = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
-                let s = c.connect("app.team-a.svc", tcp).map_err(|e| e.to_string())?;
+                let s = c
+                    .connect("app.team-a.svc", tcp)
+                    .map_err(|e| e.to_string())?;
                 let cert = s.ssl().peer_certificate().ok_or("no peer certificate")?;
-                Ok(cert.serial_number().to_bn().unwrap().to_hex_str().unwrap().to_string())
+                Ok(cert
+                    .serial_number()
+                    .to_bn()
+                    .unwrap()
+                    .to_hex_str()
+                    .unwrap()
+                    .to_string())
             })();
             match r {
                 Ok(s) => {
@@ -484,7 +503,10 @@ on_both_servers! {
 /// Approves the `from`th to the `to`th CSR the requester creates.
 async fn decide_more(env: &Env, r: &Requester, from: usize, to: usize) {
     for i in from..=to {
-        let name = r.nth("created", i).await["csr"].as_str().unwrap().to_string();
+        let name = r.nth("created", i).await["csr"]
+            .as_str()
+            .unwrap()
+            .to_string();
         env.approve(&name).await;
     }
 }

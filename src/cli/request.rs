@@ -180,7 +180,9 @@ pub fn request(args: &RequestArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("--renew-at must be in [0, 1] and --jitter in [0, 0.5]");
     }
     if args.duration.is_some_and(|d| d < Duration::from_secs(600)) {
-        anyhow::bail!("--duration must be at least 10m (the apiserver's minimum expirationSeconds)");
+        anyhow::bail!(
+            "--duration must be at least 10m (the apiserver's minimum expirationSeconds)"
+        );
     }
     let paths = Paths {
         key: args
@@ -196,6 +198,11 @@ pub fn request(args: &RequestArgs) -> anyhow::Result<ExitCode> {
             .clone()
             .unwrap_or_else(|| args.dir.join("ca.crt")),
     };
+    for p in [&paths.key, &paths.cert, &paths.bundle] {
+        if let Some(d) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+        }
+    }
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
         let config =
@@ -227,7 +234,12 @@ pub fn request(args: &RequestArgs) -> anyhow::Result<ExitCode> {
 
 /// Logs why a request ended without a certificate and returns its exit code.
 fn finish(stop: &Stop) -> ExitCode {
-    tracing::error!(event = stop.outcome.as_str(), exit_code = stop.outcome.exit_code(), "{}", stop.message);
+    tracing::error!(
+        event = stop.outcome.as_str(),
+        exit_code = stop.outcome.exit_code(),
+        "{}",
+        stop.message
+    );
     ExitCode::from(stop.outcome.exit_code())
 }
 
@@ -248,9 +260,9 @@ async fn whoami(client: &kube::Client) -> Result<Identity, Stop> {
 
 fn load_key(path: &Path) -> anyhow::Result<Option<PKey<Private>>> {
     match std::fs::read(path) {
-        Ok(pem) => Ok(Some(PKey::private_key_from_pem(&pem).with_context(|| {
-            format!("{}: not a PEM private key", path.display())
-        })?)),
+        Ok(pem) => Ok(Some(PKey::private_key_from_pem(&pem).with_context(
+            || format!("{}: not a PEM private key", path.display()),
+        )?)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }
@@ -317,7 +329,7 @@ async fn obtain(
         .map_err(|e| Stop::api("creating the CertificateSigningRequest", e))?;
     let name = created.metadata.name.clone().unwrap_or_default();
     info!(event = "created", csr = %name, signer = %args.signer_name, common_name = %names.common_name,
-        dns = ?names.dns, uris = ?names.uris, expiration_seconds = ?csr.spec.expiration_seconds,
+        dns = ?names.dns, uris = ?names.uris, expiration_seconds = csr.spec.expiration_seconds.unwrap_or_default(),
         "CertificateSigningRequest {name} created; waiting for approval and the certificate");
     let chain = match tokio::time::timeout(args.timeout, wait(&api, &name)).await {
         Ok(r) => r?,
@@ -386,13 +398,17 @@ async fn wait(api: &Api<CertificateSigningRequest>, name: &str) -> Result<String
                 "Denied" => {
                     return Err(Stop {
                         outcome: Outcome::Denied,
-                        message: format!("CertificateSigningRequest {name} Denied: {reason}: {message}"),
+                        message: format!(
+                            "CertificateSigningRequest {name} Denied: {reason}: {message}"
+                        ),
                     })
                 }
                 "Failed" => {
                     return Err(Stop {
                         outcome: Outcome::Failed,
-                        message: format!("CertificateSigningRequest {name} Failed: {reason}: {message}"),
+                        message: format!(
+                            "CertificateSigningRequest {name} Failed: {reason}: {message}"
+                        ),
                     })
                 }
                 "Approved" if !approved => {
@@ -433,10 +449,9 @@ async fn trust_bundle(args: &RequestArgs, client: &kube::Client) -> anyhow::Resu
             csr_signer::trust::STAGE_LABEL,
             args.bundle_stage
         ));
-    let list = api
-        .list(&lp)
-        .await
-        .context("listing ClusterTrustBundles (the service account needs get/list on clustertrustbundles)")?;
+    let list = api.list(&lp).await.context(
+        "listing ClusterTrustBundles (the service account needs get/list on clustertrustbundles)",
+    )?;
     let mut seen = std::collections::HashSet::new();
     let mut out = String::new();
     for b in &list.items {
@@ -519,14 +534,22 @@ fn verifies(chain_pem: &str, bundle: &str) -> bool {
 }
 
 /// The renewal time of the certificate on disk, if it is usable with `key`.
-fn on_disk(paths: &Paths, key: &PKey<Private>, policy: &RenewPolicy) -> Option<(SystemTime, SystemTime, SystemTime)> {
+fn on_disk(
+    paths: &Paths,
+    key: &PKey<Private>,
+    policy: &RenewPolicy,
+) -> Option<(SystemTime, SystemTime, SystemTime)> {
     let pem = std::fs::read(&paths.cert).ok()?;
     let leaf = X509::from_pem(&pem).ok()?;
     if !requester::key_matches(key, &leaf) || !paths.bundle.exists() {
         return None;
     }
     let (nb, na) = requester::validity(&leaf).ok()?;
-    Some((nb, na, requester::renew_time(nb, na, policy, jitter_sample())))
+    Some((
+        nb,
+        na,
+        requester::renew_time(nb, na, policy, jitter_sample()),
+    ))
 }
 
 fn jitter_sample() -> f64 {
@@ -563,7 +586,9 @@ async fn renew_loop(
     let mut failures = 0u32;
     let mut renewals = 0u64;
     loop {
-        let wait = next.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO);
+        let wait = next
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO);
         tokio::select! {
             _ = &mut shutdown => {
                 info!(event = "stopped", renewals, "stopping; the files stay as they are");
@@ -572,7 +597,10 @@ async fn renew_loop(
             _ = tokio::time::sleep(wait) => {}
         }
         let (use_key, key_changed) = if args.rotate_key && paths.cert.exists() {
-            (generate_key(args.key_type).context("generating a key")?, true)
+            (
+                generate_key(args.key_type).context("generating a key")?,
+                true,
+            )
         } else {
             (key.clone(), false)
         };
@@ -586,7 +614,11 @@ async fn renew_loop(
         match result {
             Ok(issued) => {
                 if let Err(e) = write(args, paths, client, &issued, key_changed).await {
-                    warn!(event = "write_error", error = format!("{e:#}"), "keeping the old files");
+                    warn!(
+                        event = "write_error",
+                        error = format!("{e:#}"),
+                        "keeping the old files"
+                    );
                     failures += 1;
                     next = SystemTime::now() + backoff(failures);
                     continue;
@@ -594,7 +626,8 @@ async fn renew_loop(
                 failures = 0;
                 renewals += 1;
                 key = issued.key.clone();
-                let (nb, na) = requester::validity(&issued.leaf).context("reading the certificate")?;
+                let (nb, na) =
+                    requester::validity(&issued.leaf).context("reading the certificate")?;
                 // A floor, so a renewal time already past (a --renew-before longer than the lifetime)
                 // cannot turn into a loop hammering the apiserver.
                 next = requester::renew_time(nb, na, &policy, jitter_sample())
@@ -616,15 +649,24 @@ async fn renew_loop(
 
 /// 10 s, 20 s, 40 s … up to 5 min between failed attempts.
 fn backoff(failures: u32) -> Duration {
-    Duration::from_secs(10u64.saturating_mul(1 << failures.saturating_sub(1).min(5))).min(Duration::from_secs(300))
+    Duration::from_secs(10u64.saturating_mul(1 << failures.saturating_sub(1).min(5)))
+        .min(Duration::from_secs(300))
 }
 
 /// Runs the hook and sends the signal, logging each result; neither failing stops the renewals.
 async fn after_renewal(args: &RequestArgs) {
     if let Some((program, rest)) = args.hook.split_first() {
-        match tokio::process::Command::new(program).args(rest).status().await {
-            Ok(s) => info!(event = "hook", command = %program, status = %s, success = s.success(), "hook finished"),
-            Err(e) => warn!(event = "hook", command = %program, error = %e, success = false, "hook did not start"),
+        match tokio::process::Command::new(program)
+            .args(rest)
+            .status()
+            .await
+        {
+            Ok(s) => {
+                info!(event = "hook", command = %program, status = %s, success = s.success(), "hook finished")
+            }
+            Err(e) => {
+                warn!(event = "hook", command = %program, error = %e, success = false, "hook did not start")
+            }
         }
     }
     if let Some(sig) = args.signal {
@@ -633,8 +675,16 @@ async fn after_renewal(args: &RequestArgs) {
                 .ok_or(rustix::io::Errno::SRCH)
                 .and_then(|p| rustix::process::kill_process(p, sig.1));
             match r {
-                Ok(()) => info!(event = "signal", signal = sig.0, pid, success = true, "signal sent"),
-                Err(e) => warn!(event = "signal", signal = sig.0, pid, error = %e, success = false, "signal not sent"),
+                Ok(()) => info!(
+                    event = "signal",
+                    signal = sig.0,
+                    pid,
+                    success = true,
+                    "signal sent"
+                ),
+                Err(e) => {
+                    warn!(event = "signal", signal = sig.0, pid, error = %e, success = false, "signal not sent")
+                }
             }
         }
     }
@@ -656,7 +706,11 @@ fn signal_targets(args: &RequestArgs) -> Vec<i32> {
     let own = std::process::id();
     let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         if pid == own {

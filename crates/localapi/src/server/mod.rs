@@ -378,7 +378,9 @@ async fn dispatch(
             Err(e) => return error_response(&e),
         };
         return match decode_body(headers, &body) {
-            Ok(v) if r.def.kind == "SelfSubjectReview" => json_response(201, &self_review(&user, v)),
+            Ok(v) if r.def.kind == "SelfSubjectReview" => {
+                json_response(201, &self_review(&user, v))
+            }
             Ok(v) => json_response(201, &access_review(&user, v)),
             Err(e) => error_response(&e),
         };
