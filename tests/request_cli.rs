@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod controller_support;
+mod process_support;
 mod support;
 
 use std::path::{Path, PathBuf};
@@ -118,10 +119,14 @@ struct Requester {
 
 impl Requester {
     fn start(s: &Setup, dir: &Path, extra: &[&str]) -> Requester {
+        Requester::start_as(&s.kubeconfig, dir, extra)
+    }
+
+    fn start_as(kubeconfig: &Path, dir: &Path, extra: &[&str]) -> Requester {
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_csr-signer"))
             .args(["--log-format", "json", "request", "--signer-name", SIGNER])
             .arg("--kubeconfig")
-            .arg(&s.kubeconfig)
+            .arg(kubeconfig)
             .arg("--dir")
             .arg(dir)
             .args(extra)
@@ -356,6 +361,14 @@ on_both_servers! {
         assert_eq!(code, 1, "{log}");
         assert!(log.contains("--duration must be at least 10m"), "{log}");
 
+        // Credentials the apiserver does not accept: an API error (6) before anything is created.
+        let bad = s.env.dir.path().join("bad.kubeconfig");
+        std::fs::write(&bad, read(&s.kubeconfig).replace("token: \"", "token: \"x")).unwrap();
+        let r = Requester::start_as(&bad, &dir, &["--timeout", "5s"]);
+        let (code, log) = r.exit_code().await;
+        assert_eq!(code, 6, "{log}");
+        assert!(log.contains(r#""event":"api_error""#) && log.contains("SelfSubjectReview"), "{log}");
+
         // The same key was used throughout: it was created once and reused.
         let keys = Requester::start(&s, &dir, &["--timeout", "1s"]);
         let (code, log) = keys.exit_code().await;
@@ -443,7 +456,20 @@ on_both_servers! {
         let hook = format!("echo renewed >> {}", hooks.display());
         // 600 s certificates renewed when 597 s remain: 3 s after issuance (the floor is 5 s).
         let renew = ["--renew", "--duration", "10m", "--renew-before", "597s", "--jitter", "0"];
+        // A process that counts the SIGHUPs it gets, as a server reloading on HUP would.
+        let pid_file = s.env.dir.path().join("app.pid");
+        let hups = s.env.dir.path().join("hups.log");
+        let mut app = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "trap 'echo hup >> {}' HUP; echo $$ > {}; while :; do sleep 0.1; done",
+                hups.display(),
+                pid_file.display()
+            ))
+            .spawn()
+            .unwrap();
         let mut args: Vec<&str> = renew.to_vec();
+        args.extend(["--signal", "HUP", "--signal-pid-file", pid_file.to_str().unwrap()]);
         args.extend(["--", "sh", "-c", &hook]);
         let r = Requester::start(&s, &dir, &args);
         decide(&s.env, &r, 1, true).await;
@@ -465,6 +491,10 @@ on_both_servers! {
         }
         assert_eq!(r.events("hook").len(), 4);
         assert_eq!(read(&hooks).lines().count(), 4, "the hook ran after each renewal");
+        assert_eq!(r.events("signal").len(), 4);
+        assert_eq!(read(&hups).lines().count(), 4, "the process got SIGHUP after each renewal");
+        let _ = app.kill();
+        let _ = app.wait();
         // The key is kept across renewals (no --rotate-key), and each certificate verifies.
         assert_eq!(public_key_of(&dir.join("tls.key")), key_before);
         check_files(&dir);
@@ -520,4 +550,72 @@ async fn list_ours(env: &Env) -> usize {
         .iter()
         .filter(|c| c.spec.username.as_deref() == Some(TEAM_A))
         .count()
+}
+
+on_both_servers! {
+    async fn self_subject_review_names_the_service_account(server) {
+        // The identity `request` reads: the same answer on the local API as on kube-apiserver.
+        let s = setup(server).await;
+        let client = client_from(&s.kubeconfig).await;
+        let review: k8s_openapi::api::authentication::v1::SelfSubjectReview = kube::Api::all(client)
+            .create(&Default::default(), &Default::default())
+            .await
+            .unwrap();
+        let info = review.status.unwrap().user_info.unwrap();
+        assert_eq!(info.username.as_deref(), Some(TEAM_A));
+        assert_eq!(
+            info.groups.unwrap(),
+            ["system:serviceaccounts", "system:serviceaccounts:team-a", "system:authenticated"]
+        );
+        assert!(info.uid.is_some_and(|u| !u.is_empty()));
+        assert!(info.extra.unwrap()["authentication.kubernetes.io/credential-id"][0].starts_with("JTI="));
+    }
+}
+
+async fn client_from(kubeconfig: &Path) -> kube::Client {
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .unwrap();
+    kube::Client::try_from(cfg).unwrap()
+}
+
+/// `kubectl auth whoami` (1.33, a protobuf request body) against `csr-signer dev` over TLS.
+#[tokio::test]
+async fn kubectl_auth_whoami_on_csr_signer_dev() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = process_support::DevApi::start(dir.path(), true).await;
+    let out = support::kubectl::run(
+        "/usr/lib/google-cloud-sdk/bin/kubectl.1.33",
+        &dev.kubeconfig,
+        &["--context", "developer", "auth", "whoami", "-o", "json"],
+        None,
+    )
+    .await;
+    assert!(out.ok, "{}", out.stderr);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v["kind"], "SelfSubjectReview");
+    assert_eq!(v["status"]["userInfo"]["username"], "developer");
+    assert_eq!(
+        v["status"]["userInfo"]["groups"],
+        serde_json::json!(["system:authenticated"])
+    );
+}
+
+on_both_servers! {
+    async fn rotate_key_makes_a_new_key_for_each_renewal(server) {
+        let s = setup(server).await;
+        let dir = s.env.dir.path().join("out");
+        let r = Requester::start(&s, &dir, &[
+            "--renew", "--rotate-key", "--duration", "10m", "--renew-before", "597s", "--jitter", "0",
+        ]);
+        decide(&s.env, &r, 1, true).await;
+        r.nth("renewed", 1).await;
+        let first = public_key_of(&dir.join("tls.key"));
+        check_files(&dir);
+        decide_more(&s.env, &r, 2, 2).await;
+        r.nth("renewed", 2).await;
+        assert_ne!(public_key_of(&dir.join("tls.key")), first, "a new key at the renewal");
+        check_files(&dir);
+    }
 }
