@@ -244,13 +244,16 @@ pub enum Outcome {
     Timeout,
     /// The apiserver refused or could not be reached, or the CSR disappeared.
     Api,
+    /// A local problem: files, the kubeconfig, a setting.
+    Local,
 }
 
 impl Outcome {
-    /// 1 is every other error (files, kubeconfig) and 2 a bad command line (clap's own).
+    /// 2 is a bad command line (clap's own).
     pub fn exit_code(self) -> u8 {
         match self {
             Outcome::Issued => 0,
+            Outcome::Local => 1,
             Outcome::Denied => 3,
             Outcome::Failed => 4,
             Outcome::Timeout => 5,
@@ -265,6 +268,7 @@ impl Outcome {
             Outcome::Failed => "failed",
             Outcome::Timeout => "timeout",
             Outcome::Api => "api_error",
+            Outcome::Local => "local_error",
         }
     }
 }
@@ -479,12 +483,14 @@ mod tests {
             Outcome::Failed,
             Outcome::Timeout,
             Outcome::Api,
+            Outcome::Local,
         ];
         let codes: std::collections::BTreeSet<u8> = all.iter().map(|o| o.exit_code()).collect();
         assert_eq!(codes.len(), all.len());
         assert_eq!(Outcome::Issued.exit_code(), 0);
-        // 1 (other errors) and 2 (clap's usage errors) are taken.
-        assert!(all[1..].iter().all(|o| o.exit_code() > 2));
+        // 1 is also what main() returns for an error; 2 is clap's for a usage error.
+        assert_eq!(Outcome::Local.exit_code(), 1);
+        assert!(!codes.contains(&2));
     }
 
     #[test]

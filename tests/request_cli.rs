@@ -35,6 +35,7 @@ struct Setup {
         tokio::sync::oneshot::Sender<()>,
     ),
     kubeconfig: PathBuf,
+    team_b_kubeconfig: PathBuf,
 }
 
 async fn setup(server: Server) -> Setup {
@@ -46,7 +47,7 @@ async fn setup(server: Server) -> Setup {
     );
     let settings = csr_signer::config::Settings::from_yaml(&yaml, "test.yaml").unwrap();
     let signer = env.start_signer(settings, env.signer_user()).await;
-    let (token, serving_ca) = match &env.backend {
+    let (token, team_b, serving_ca) = match &env.backend {
         Backend::Local(api) => {
             use csr_signer::dev::{Rule, User};
             let user = User::service_account("team-a", "app")
@@ -60,7 +61,8 @@ async fn setup(server: Server) -> Setup {
                     &["clustertrustbundles"],
                     &["get", "list", "watch"],
                 ));
-            (api.add_user(user), None)
+            let team_b = api.token("system:serviceaccount:team-b:app").unwrap();
+            (api.add_user(user), team_b, None)
         }
         Backend::Real(_) => {
             let cp = kube_support::shared();
@@ -78,6 +80,7 @@ async fn setup(server: Server) -> Setup {
             }
             (
                 cp.token("team-a").to_string(),
+                cp.token("team-b").to_string(),
                 Some(cp.ready.serving_ca.clone()),
             )
         }
@@ -86,6 +89,13 @@ async fn setup(server: Server) -> Setup {
     std::fs::write(
         &kubeconfig,
         kubeconfig_yaml(&env.base, &token, serving_ca.as_deref()),
+    )
+    .unwrap();
+    // team-b:app may create CSRs but not read ClusterTrustBundles.
+    let team_b_kubeconfig = env.dir.path().join("team-b.kubeconfig");
+    std::fs::write(
+        &team_b_kubeconfig,
+        kubeconfig_yaml(&env.base, &team_b, serving_ca.as_deref()),
     )
     .unwrap();
     // The signer publishes its bundle within a second; the requester reads it after issuance.
@@ -107,6 +117,7 @@ async fn setup(server: Server) -> Setup {
         _ca: ca,
         _signer: signer,
         kubeconfig,
+        team_b_kubeconfig,
     }
 }
 
@@ -368,6 +379,16 @@ on_both_servers! {
         let (code, log) = r.exit_code().await;
         assert_eq!(code, 6, "{log}");
         assert!(log.contains(r#""event":"api_error""#) && log.contains("SelfSubjectReview"), "{log}");
+
+        // No permission to read the signer's ClusterTrustBundles: an API error before any CSR exists.
+        let before = s.env.csrs().list(&ListParams::default()).await.unwrap().items.len();
+        let dir_b = s.env.dir.path().join("team-b");
+        let r = Requester::start_as(&s.team_b_kubeconfig, &dir_b, &[]);
+        let (code, log) = r.exit_code().await;
+        assert_eq!(code, 6, "{log}");
+        assert!(log.contains("listing ClusterTrustBundles"), "{log}");
+        assert!(log.contains("forbidden") || log.contains("Forbidden"), "{log}");
+        assert_eq!(s.env.csrs().list(&ListParams::default()).await.unwrap().items.len(), before);
 
         // The same key was used throughout: it was created once and reused.
         let keys = Requester::start(&s, &dir, &["--timeout", "1s"]);

@@ -221,11 +221,15 @@ pub fn request(args: &RequestArgs) -> anyhow::Result<ExitCode> {
                 Some(k) => k,
                 None => new_key(args, &paths.key)?,
             };
-            match obtain(args, &client, &identity, key).await {
-                Ok(issued) => {
-                    write(args, &paths, &client, &issued, false).await?;
-                    Ok(ExitCode::SUCCESS)
-                }
+            // The bundle is read once before the CSR too: missing RBAC shows before an approval is spent.
+            let result = async {
+                trust_bundle(args, &client).await?;
+                let issued = obtain(args, &client, &identity, key).await?;
+                let bundle = trust_bundle(args, &client).await?;
+                write(&paths, &issued, &bundle, false)
+            };
+            match result.await {
+                Ok(()) => Ok(ExitCode::SUCCESS),
                 Err(stop) => Ok(finish(&stop)),
             }
         }
@@ -428,19 +432,28 @@ async fn wait(api: &Api<CertificateSigningRequest>, name: &str) -> Result<String
 
 /// The trust bundle: `--ca-file`, or every ClusterTrustBundle of the signer with our stage label,
 /// merged (each certificate once), as the kubelet does for a projected volume.
-async fn trust_bundle(args: &RequestArgs, client: &kube::Client) -> anyhow::Result<String> {
+async fn trust_bundle(args: &RequestArgs, client: &kube::Client) -> Result<String, Stop> {
     if let Some(f) = &args.ca_file {
-        let pem = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
-        X509::stack_from_pem(pem.as_bytes())
-            .ok()
-            .filter(|s| !s.is_empty())
-            .with_context(|| format!("{}: no PEM certificate", f.display()))?;
+        let local = |m: String| Stop {
+            outcome: Outcome::Local,
+            message: m,
+        };
+        let pem = std::fs::read_to_string(f)
+            .map_err(|e| local(format!("reading {}: {e}", f.display())))?;
+        if !X509::stack_from_pem(pem.as_bytes()).is_ok_and(|s| !s.is_empty()) {
+            return Err(local(format!("{}: no PEM certificate", f.display())));
+        }
         return Ok(pem);
     }
     let ar = csr_signer::trust::publish::discover(client)
         .await
-        .context("discovering the ClusterTrustBundle API")?
-        .context("the cluster serves no ClusterTrustBundle API; pass --ca-file")?;
+        .map_err(|e| Stop::api("discovering the ClusterTrustBundle API", e))?
+        .ok_or_else(|| {
+            Stop::api(
+                "ClusterTrustBundles",
+                "the cluster serves no ClusterTrustBundle API; pass --ca-file",
+            )
+        })?;
     let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
     let lp = ListParams::default()
         .fields(&format!("spec.signerName={}", args.signer_name))
@@ -449,9 +462,12 @@ async fn trust_bundle(args: &RequestArgs, client: &kube::Client) -> anyhow::Resu
             csr_signer::trust::STAGE_LABEL,
             args.bundle_stage
         ));
-    let list = api.list(&lp).await.context(
-        "listing ClusterTrustBundles (the service account needs get/list on clustertrustbundles)",
-    )?;
+    let list = api.list(&lp).await.map_err(|e| {
+        Stop::api(
+            "listing ClusterTrustBundles (the service account needs get/list on clustertrustbundles)",
+            e,
+        )
+    })?;
     let mut seen = std::collections::HashSet::new();
     let mut out = String::new();
     for b in &list.items {
@@ -463,38 +479,38 @@ async fn trust_bundle(args: &RequestArgs, client: &kube::Client) -> anyhow::Resu
         }
     }
     if out.is_empty() {
-        anyhow::bail!(
-            "no ClusterTrustBundle for {} with label {}={}; pass --ca-file",
-            args.signer_name,
-            csr_signer::trust::STAGE_LABEL,
-            args.bundle_stage
-        );
+        return Err(Stop::api(
+            "ClusterTrustBundles",
+            format!(
+                "none for {} with label {}={}; pass --ca-file",
+                args.signer_name,
+                csr_signer::trust::STAGE_LABEL,
+                args.bundle_stage
+            ),
+        ));
     }
     Ok(out)
 }
 
 /// Writes bundle, key (when new) and chain, each atomically; the chain last, so that whoever watches
 /// tls.crt finds its key and its trust anchors already in place.
-async fn write(
-    args: &RequestArgs,
-    paths: &Paths,
-    client: &kube::Client,
-    issued: &Issued,
-    key_changed: bool,
-) -> anyhow::Result<()> {
-    let bundle = trust_bundle(args, client).await?;
-    if !verifies(&issued.chain_pem, &bundle) {
+fn write(paths: &Paths, issued: &Issued, bundle: &str, key_changed: bool) -> Result<(), Stop> {
+    let local = |what: &Path, e: &dyn std::fmt::Display| Stop {
+        outcome: Outcome::Local,
+        message: format!("writing {}: {e}", what.display()),
+    };
+    if !verifies(&issued.chain_pem, bundle) {
         warn!(event = "bundle_mismatch", csr = %issued.csr,
             "the certificate does not verify against the trust bundle (is the bundle current?)");
     }
     requester::write_atomic(&paths.bundle, bundle.as_bytes(), 0o644)
-        .with_context(|| format!("writing {}", paths.bundle.display()))?;
+        .map_err(|e| local(&paths.bundle, &e))?;
     if key_changed {
-        requester::write_atomic(&paths.key, &key_pem(&issued.key)?, 0o600)
-            .with_context(|| format!("writing {}", paths.key.display()))?;
+        let pem = key_pem(&issued.key).map_err(|e| local(&paths.key, &e))?;
+        requester::write_atomic(&paths.key, &pem, 0o600).map_err(|e| local(&paths.key, &e))?;
     }
     requester::write_atomic(&paths.cert, issued.chain_pem.as_bytes(), 0o644)
-        .with_context(|| format!("writing {}", paths.cert.display()))?;
+        .map_err(|e| local(&paths.cert, &e))?;
     let serial = issued
         .leaf
         .serial_number()
@@ -572,6 +588,10 @@ async fn renew_loop(
         Some(k) => k,
         None => new_key(args, &paths.key)?,
     };
+    // Missing RBAC for the bundle shows at start, before an approval is spent.
+    if let Err(stop) = trust_bundle(args, client).await {
+        return Ok(finish(&stop));
+    }
     let shutdown = csr_signer::service::shutdown_signal();
     tokio::pin!(shutdown);
     let now = SystemTime::now();
@@ -611,18 +631,15 @@ async fn renew_loop(
             }
             r = obtain(args, client, identity, use_key) => r,
         };
-        match result {
+        let written = match result {
+            Ok(issued) => match trust_bundle(args, client).await {
+                Ok(bundle) => write(paths, &issued, &bundle, key_changed).map(|()| issued),
+                Err(stop) => Err(stop),
+            },
+            Err(stop) => Err(stop),
+        };
+        match written {
             Ok(issued) => {
-                if let Err(e) = write(args, paths, client, &issued, key_changed).await {
-                    warn!(
-                        event = "write_error",
-                        error = format!("{e:#}"),
-                        "keeping the old files"
-                    );
-                    failures += 1;
-                    next = SystemTime::now() + backoff(failures);
-                    continue;
-                }
                 failures = 0;
                 renewals += 1;
                 key = issued.key.clone();
