@@ -26,7 +26,8 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 const TEAM_A: &str = "system:serviceaccount:team-a:app";
 
 /// The signer (with ClusterTrustBundles) running, and a kubeconfig for team-a:app, which may create and
-/// watch CSRs and read ClusterTrustBundles (the RBAC docs/helm.md gives a requesting pod).
+/// watch CSRs (the RBAC docs/helm.md gives a requesting pod) and, as every service account, read
+/// ClusterTrustBundles (kube-apiserver's default binding system:cluster-trust-bundle-discovery).
 struct Setup {
     env: Env,
     _ca: TestCa,
@@ -35,7 +36,7 @@ struct Setup {
         tokio::sync::oneshot::Sender<()>,
     ),
     kubeconfig: PathBuf,
-    team_b_kubeconfig: PathBuf,
+    developer_kubeconfig: PathBuf,
 }
 
 async fn setup(server: Server) -> Setup {
@@ -47,40 +48,17 @@ async fn setup(server: Server) -> Setup {
     );
     let settings = csr_signer::config::Settings::from_yaml(&yaml, "test.yaml").unwrap();
     let signer = env.start_signer(settings, env.signer_user()).await;
-    let (token, team_b, serving_ca) = match &env.backend {
-        Backend::Local(api) => {
-            use csr_signer::dev::{Rule, User};
-            let user = User::service_account("team-a", "app")
-                .with_rule(Rule::new(
-                    &["certificates.k8s.io"],
-                    &["certificatesigningrequests"],
-                    &["create", "get", "list", "watch"],
-                ))
-                .with_rule(Rule::new(
-                    &["certificates.k8s.io"],
-                    &["clustertrustbundles"],
-                    &["get", "list", "watch"],
-                ));
-            let team_b = api.token("system:serviceaccount:team-b:app").unwrap();
-            (api.add_user(user), team_b, None)
-        }
+    let (token, developer, serving_ca) = match &env.backend {
+        Backend::Local(api) => (
+            api.token(TEAM_A).unwrap(),
+            api.token("developer").unwrap(),
+            None,
+        ),
         Backend::Real(_) => {
             let cp = kube_support::shared();
-            for obj in [
-                serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-                    "metadata": {"name": "trust-bundle-reader"},
-                    "rules": [{"apiGroups": ["certificates.k8s.io"], "resources": ["clustertrustbundles"],
-                               "verbs": ["get", "list", "watch"]}]}),
-                serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-                    "metadata": {"name": "trust-bundle-reader-team-a"},
-                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "trust-bundle-reader"},
-                    "subjects": [{"kind": "ServiceAccount", "namespace": "team-a", "name": "app"}]}),
-            ] {
-                kube_support::apply(&env.admin, obj).await;
-            }
             (
                 cp.token("team-a").to_string(),
-                cp.token("team-b").to_string(),
+                cp.token("developer").to_string(),
                 Some(cp.ready.serving_ca.clone()),
             )
         }
@@ -91,11 +69,11 @@ async fn setup(server: Server) -> Setup {
         kubeconfig_yaml(&env.base, &token, serving_ca.as_deref()),
     )
     .unwrap();
-    // team-b:app may create CSRs but not read ClusterTrustBundles.
-    let team_b_kubeconfig = env.dir.path().join("team-b.kubeconfig");
+    // The developer (a person, not a service account) may create CSRs but not read ClusterTrustBundles.
+    let developer_kubeconfig = env.dir.path().join("developer.kubeconfig");
     std::fs::write(
-        &team_b_kubeconfig,
-        kubeconfig_yaml(&env.base, &team_b, serving_ca.as_deref()),
+        &developer_kubeconfig,
+        kubeconfig_yaml(&env.base, &developer, serving_ca.as_deref()),
     )
     .unwrap();
     // The signer publishes its bundle within a second; the requester reads it after issuance.
@@ -117,7 +95,7 @@ async fn setup(server: Server) -> Setup {
         _ca: ca,
         _signer: signer,
         kubeconfig,
-        team_b_kubeconfig,
+        developer_kubeconfig,
     }
 }
 
@@ -187,10 +165,11 @@ impl Requester {
     }
 
     async fn exit_code(mut self) -> (i32, String) {
-        let status = tokio::time::timeout(Duration::from_secs(120), self.child.wait())
-            .await
-            .expect("request exits")
-            .unwrap();
+        let Ok(status) = tokio::time::timeout(Duration::from_secs(120), self.child.wait()).await
+        else {
+            panic!("request did not exit; log:\n{}", self.raw.lock().unwrap());
+        };
+        let status = status.unwrap();
         // Let the reader drain the last lines.
         tokio::time::sleep(Duration::from_millis(200)).await;
         let raw = self.raw.lock().unwrap().clone();
@@ -382,8 +361,8 @@ on_both_servers! {
 
         // No permission to read the signer's ClusterTrustBundles: an API error before any CSR exists.
         let before = s.env.csrs().list(&ListParams::default()).await.unwrap().items.len();
-        let dir_b = s.env.dir.path().join("team-b");
-        let r = Requester::start_as(&s.team_b_kubeconfig, &dir_b, &[]);
+        let dir_d = s.env.dir.path().join("developer");
+        let r = Requester::start_as(&s.developer_kubeconfig, &dir_d, &[]);
         let (code, log) = r.exit_code().await;
         assert_eq!(code, 6, "{log}");
         assert!(log.contains("listing ClusterTrustBundles"), "{log}");

@@ -464,7 +464,7 @@ async fn trust_bundle(args: &RequestArgs, client: &kube::Client) -> Result<Strin
         ));
     let list = api.list(&lp).await.map_err(|e| {
         Stop::api(
-            "listing ClusterTrustBundles (the service account needs get/list on clustertrustbundles)",
+            "listing ClusterTrustBundles (needs get/list on clustertrustbundles; service accounts have it by default)",
             e,
         )
     })?;
