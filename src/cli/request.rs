@@ -25,14 +25,18 @@ use tracing::{info, warn};
 
 const AFTER_HELP: &str = "\
 Exit codes: 0 certificate written (with --renew: stopped by SIGTERM/SIGINT), 1 local error (files,
-kubeconfig), 2 bad command line, 3 Denied by the approver, 4 Failed (the signer refused the request),
-5 no certificate within --timeout, 6 API error (refused, unreachable, CSR deleted).
+kubeconfig, settings), 2 bad command line, 3 Denied by the approver, 4 Failed (the signer refused the
+request), 5 no certificate within --timeout, 6 API error (refused, unreachable, no trust bundle to read,
+the CSR deleted while waiting).
 
-Every event is one log line with an `event` field: identity, key, created, approved, issued (serial,
-not_after), written, renewal_scheduled, renewed, hook, signal, denied, failed, timeout, api_error.
+Every event is one log line with an `event` field (--log-format json for scripts): identity, key,
+created (csr), approved, issued (csr, serial, not_after, files), renewed, renewal_scheduled, hook,
+signal, stopped, watch_error, bundle_mismatch, and denied, failed, timeout, api_error, local_error
+(with exit_code).
 
 kube-controller-manager's cleaner deletes CSRs (checked hourly): issued, denied and failed ones 1 h
-after the condition, pending ones after 24 h: this tool never reads a CSR again after its certificate is written.";
+after the condition, pending ones after 24 h. This tool never reads a CSR again after its certificate
+is written, and makes a new CSR for every renewal.";
 
 #[derive(Args, Debug)]
 #[command(after_help = AFTER_HELP)]
