@@ -312,6 +312,37 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> 
     result
 }
 
+/// The wait before the next attempt after `failures` failed ones in a row: 10 s, 20 s, 40 s … at most 5 min.
+pub fn backoff(failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(5);
+    Duration::from_secs(10u64 << doublings).min(Duration::from_secs(300))
+}
+
+/// The processes under `proc_root` (`/proc`) whose command name (`comm`) is `name`, except `except`
+/// (ourselves): the targets of `--signal-process`.
+pub fn pids_named(proc_root: &Path, name: &str, except: u32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(proc_root).into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+            .filter(|p| *p > 0)
+        else {
+            continue;
+        };
+        if pid as u32 == except {
+            continue;
+        }
+        let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+        if comm.trim_end_matches('\n') == name {
+            out.push(pid);
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
 /// NotBefore and NotAfter of a certificate.
 pub fn validity(cert: &X509) -> Result<(SystemTime, SystemTime), openssl::error::ErrorStack> {
     let epoch = openssl::asn1::Asn1Time::from_unix(0)?;
@@ -491,6 +522,37 @@ mod tests {
         // 1 is also what main() returns for an error; 2 is clap's for a usage error.
         assert_eq!(Outcome::Local.exit_code(), 1);
         assert!(!codes.contains(&2));
+    }
+
+    #[test]
+    fn backoff_doubles_from_ten_seconds_to_five_minutes() {
+        let secs: Vec<u64> = (1..=8).map(|f| backoff(f).as_secs()).collect();
+        assert_eq!(secs, [10, 20, 40, 80, 160, 300, 300, 300]);
+        assert_eq!(backoff(u32::MAX).as_secs(), 300);
+    }
+
+    #[test]
+    fn signal_targets_are_processes_of_that_name_but_not_ourselves() {
+        let root = tempfile::tempdir().unwrap();
+        for (pid, comm) in [
+            ("1", "pause\n"),
+            ("7", "nginx\n"),
+            ("9", "nginx\n"),
+            ("12", "nginx-x\n"),
+        ] {
+            std::fs::create_dir(root.path().join(pid)).unwrap();
+            std::fs::write(root.path().join(pid).join("comm"), comm).unwrap();
+        }
+        std::fs::create_dir(root.path().join("self")).unwrap();
+        std::fs::create_dir(root.path().join("15")).unwrap(); // gone: no comm
+        assert_eq!(pids_named(root.path(), "nginx", 0), [7, 9]);
+        assert_eq!(pids_named(root.path(), "nginx", 9), [7]);
+        assert!(pids_named(root.path(), "ngin", 0).is_empty());
+        // On this machine: our own process is found by its name, unless excepted.
+        let me = std::process::id();
+        let own = std::fs::read_to_string("/proc/self/comm").unwrap();
+        assert!(pids_named(Path::new("/proc"), own.trim_end(), 0).contains(&(me as i32)));
+        assert!(!pids_named(Path::new("/proc"), own.trim_end(), me).contains(&(me as i32)));
     }
 
     #[test]

@@ -603,11 +603,12 @@ async fn kubectl_auth_whoami_on_csr_signer_dev() {
 }
 
 on_both_servers! {
-    async fn rotate_key_makes_a_new_key_for_each_renewal(server) {
+    async fn rotate_key_makes_a_new_key_for_each_renewal_and_a_failing_hook_stops_nothing(server) {
         let s = setup(server).await;
         let dir = s.env.dir.path().join("out");
         let r = Requester::start(&s, &dir, &[
             "--renew", "--rotate-key", "--duration", "10m", "--renew-before", "597s", "--jitter", "0",
+            "--", "false",
         ]);
         decide(&s.env, &r, 1, true).await;
         r.nth("renewed", 1).await;
@@ -617,5 +618,10 @@ on_both_servers! {
         r.nth("renewed", 2).await;
         assert_ne!(public_key_of(&dir.join("tls.key")), first, "a new key at the renewal");
         check_files(&dir);
+        r.nth("hook", 2).await;
+        for h in r.events("hook") {
+            assert_eq!(h["success"], false, "{h}");
+            assert_eq!(h["status"], "exit status: 1", "{h}");
+        }
     }
 }

@@ -659,19 +659,13 @@ async fn renew_loop(
             }
             Err(stop) => {
                 failures += 1;
-                let retry = backoff(failures);
+                let retry = requester::backoff(failures);
                 tracing::error!(event = stop.outcome.as_str(), exit_code = stop.outcome.exit_code(),
                     retry_in = %humantime::format_duration(retry), "{}; keeping the old files", stop.message);
                 next = SystemTime::now() + retry;
             }
         }
     }
-}
-
-/// 10 s, 20 s, 40 s … up to 5 min between failed attempts.
-fn backoff(failures: u32) -> Duration {
-    Duration::from_secs(10u64.saturating_mul(1 << failures.saturating_sub(1).min(5)))
-        .min(Duration::from_secs(300))
 }
 
 /// Runs the hook and sends the signal, logging each result; neither failing stops the renewals.
@@ -724,24 +718,7 @@ fn signal_targets(args: &RequestArgs) -> Vec<i32> {
     let Some(name) = &args.signal_process else {
         return Vec::new();
     };
-    let own = std::process::id();
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if pid == own {
-            continue;
-        }
-        let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
-        if comm.trim_end() == name {
-            out.push(pid as i32);
-        }
-    }
+    let out = requester::pids_named(Path::new("/proc"), name, std::process::id());
     if out.is_empty() {
         warn!(event = "signal", process = %name, success = false, "no process of that name");
     }
