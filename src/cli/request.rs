@@ -119,7 +119,7 @@ pub struct RequestArgs {
     /// ± this fraction of the validity, at random, on the renewal time.
     #[arg(long, default_value_t = 0.05)]
     pub jitter: f64,
-    /// After each renewal send this signal (HUP, USR1, USR2, INT, TERM) …
+    /// With --renew: after every certificate written send this signal (HUP, USR1, USR2, INT, TERM) …
     #[arg(long, value_parser = parse_signal, requires = "signal_target")]
     pub signal: Option<SignalName>,
     /// … to the process whose PID this file holds …
@@ -128,7 +128,8 @@ pub struct RequestArgs {
     /// … or to every process of this name (needs shareProcessNamespace in a pod).
     #[arg(long, group = "signal_target")]
     pub signal_process: Option<String>,
-    /// After each renewal run this command (no shell), e.g. `-- nginx -s reload`.
+    /// With --renew: after every certificate written (the first too) run this command (no shell),
+    /// e.g. `-- nginx -s reload`.
     #[arg(last = true)]
     pub hook: Vec<String>,
 }
