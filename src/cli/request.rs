@@ -120,7 +120,7 @@ pub struct RequestArgs {
     #[arg(long, default_value_t = 0.05)]
     pub jitter: f64,
     /// With --renew: after every certificate written send this signal (HUP, USR1, USR2, INT, TERM) …
-    #[arg(long, value_parser = parse_signal, requires = "signal_target")]
+    #[arg(long, value_parser = parse_signal, requires_all = ["signal_target", "renew"])]
     pub signal: Option<SignalName>,
     /// … to the process whose PID this file holds …
     #[arg(long, group = "signal_target")]
@@ -130,7 +130,7 @@ pub struct RequestArgs {
     pub signal_process: Option<String>,
     /// With --renew: after every certificate written (the first too) run this command (no shell),
     /// e.g. `-- nginx -s reload`.
-    #[arg(last = true)]
+    #[arg(last = true, requires = "renew")]
     pub hook: Vec<String>,
 }
 
