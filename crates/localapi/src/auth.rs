@@ -109,7 +109,14 @@ impl User {
             "system:authenticated".to_string(),
         ];
         let jti = format!("JTI={}", uuid::Uuid::new_v4());
+        // kube-apiserver's bootstrap policy binds system:cluster-trust-bundle-discovery (read
+        // clustertrustbundles) to the group system:serviceaccounts whenever the API is served.
         u.with_extra("authentication.kubernetes.io/credential-id", &[&jti])
+            .with_rule(Rule::new(
+                &[CERTS],
+                &["clustertrustbundles"],
+                &["get", "list", "watch"],
+            ))
     }
 
     /// A kubelet's identity `system:node:<name>` in group `system:nodes`: the Node authorizer and

@@ -12,7 +12,8 @@ pub enum Behaviour {
     Pcr,
     Namespace,
     Generic,
-    /// SelfSubjectAccessReview: create-only, answered from the caller's rules, never stored.
+    /// SelfSubjectAccessReview and SelfSubjectReview: create-only, answered from the caller's rules or
+    /// identity, never stored.
     AccessReview,
 }
 
@@ -76,6 +77,20 @@ pub const ALL_VERBS: &[&str] = &[
 const NS_FIELDS: &[&str] = &["metadata.name", "metadata.namespace"];
 
 pub static RESOURCES: &[ResourceDef] = &[
+    ResourceDef {
+        group: "authentication.k8s.io",
+        versions: &["v1"],
+        resource: "selfsubjectreviews",
+        singular: "selfsubjectreview",
+        kind: "SelfSubjectReview",
+        namespaced: false,
+        short_names: &[],
+        subresources: &[],
+        field_selectors: &[],
+        unconditional_update: true,
+        behaviour: Behaviour::AccessReview,
+        resource_key: "authentication.k8s.io/selfsubjectreviews",
+    },
     ResourceDef {
         group: "authorization.k8s.io",
         versions: &["v1"],

@@ -378,6 +378,9 @@ async fn dispatch(
             Err(e) => return error_response(&e),
         };
         return match decode_body(headers, &body) {
+            Ok(v) if r.def.kind == "SelfSubjectReview" => {
+                json_response(201, &self_review(&user, v))
+            }
             Ok(v) => json_response(201, &access_review(&user, v)),
             Err(e) => error_response(&e),
         };
@@ -455,6 +458,19 @@ async fn dispatch(
         Ok((code, v)) => json_response(code, &v),
         Err(e) => error_response(&e),
     }
+}
+
+/// Answers a SelfSubjectReview (authentication.k8s.io/v1): who the caller is, as kube-apiserver reports it.
+fn self_review(user: &User, mut review: Value) -> Value {
+    let mut info = json!({"username": user.name, "uid": user.uid, "groups": user.groups});
+    if !user.extra.is_empty() {
+        info["extra"] = json!(user.extra);
+    }
+    review["kind"] = json!("SelfSubjectReview");
+    review["apiVersion"] = json!("authentication.k8s.io/v1");
+    review["metadata"] = json!({"creationTimestamp": null});
+    review["status"] = json!({"userInfo": info});
+    review
 }
 
 /// Answers a SelfSubjectAccessReview from the caller's rules.
