@@ -116,21 +116,30 @@ struct CaKeys {
 
 impl CaKeys {
     fn new(settings: &Settings, index: usize) -> CaKeys {
-        let keys = [CaFile::Cert, CaFile::Key, CaFile::Chain, CaFile::Passphrase]
-            .into_iter()
-            .map(|f| {
-                let key = format!("signers[{index}].ca.{}", f.key());
-                let origin = settings.origin_of(&key);
-                (f, key, origin)
-            })
-            .collect();
+        let keys = [
+            CaFile::Cert,
+            CaFile::Key,
+            CaFile::Chain,
+            CaFile::Passphrase,
+            CaFile::Pin,
+            CaFile::Token,
+        ]
+        .into_iter()
+        .map(|f| {
+            let key = format!("signers[{index}].ca.{}", f.key());
+            let origin = settings.origin_of(&key);
+            (f, key, origin)
+        })
+        .collect();
         CaKeys { keys }
     }
 
     /// Wraps an error about a CA file in the setting that named the file.
     fn locate(&self, e: Error) -> Error {
-        let Error::Ca { file, .. } = &e else {
-            return e;
+        let file = match &e {
+            Error::Ca { file, .. } => file,
+            Error::Token { .. } => &CaFile::Token,
+            _ => return e,
         };
         match self.keys.iter().find(|(f, _, _)| f == file) {
             Some((_, key, origin)) => Error::Setting {

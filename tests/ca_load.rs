@@ -20,9 +20,10 @@ use support::*;
 fn settings(cert: &std::path::Path, key: &std::path::Path) -> CaSettings {
     CaSettings {
         cert_file: cert.to_owned(),
-        key_file: key.to_owned(),
+        key_file: Some(key.to_owned()),
         chain_file: None,
         passphrase_file: None,
+        pkcs11: None,
     }
 }
 

@@ -356,7 +356,8 @@ mod tests {
         let (active, _) = SigningCa::load(
             &CaSettings {
                 cert_file: next.cert.clone(),
-                key_file: next.key.clone(),
+                key_file: Some(next.key.clone()),
+                pkcs11: None,
                 chain_file: Some(next.trust_anchor.clone()),
                 passphrase_file: None,
             },
@@ -419,7 +420,8 @@ mod tests {
         let (bare, _) = SigningCa::load(
             &CaSettings {
                 cert_file: next.cert.clone(),
-                key_file: next.key.clone(),
+                key_file: Some(next.key.clone()),
+                pkcs11: None,
                 chain_file: None,
                 passphrase_file: None,
             },

@@ -1,0 +1,416 @@
+//! CA keys in a PKCS#11 token, with SoftHSM2 (installed by scripts/test.sh): `ca init --pkcs11`,
+//! `sign`, `check-config` and the controller issuing through the token, every certificate checked by
+//! `openssl verify -x509_strict`; the key checked from outside with OpenSC's pkcs11-tool; token errors
+//! in the middle of a run; and the PIN nowhere in what the signer prints.
+//!
+//! SoftHSM reads `SOFTHSM2_CONF` once per process, so this binary makes one token directory in a
+//! temporary folder, with one token per test, before any test loads the module.
+#![allow(clippy::unwrap_used)]
+
+mod controller_support;
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::SystemTime;
+
+use controller_support::*;
+use csr_signer::ca_init::{self, InitOptions, KeyType};
+use csr_signer::config::{Pkcs11Settings, Settings};
+use csr_signer::engine::{Decision, Engine, SignRequest};
+use support::{key, openssl_verify, CsrSpec};
+
+const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+/// Distinctive, so that finding it anywhere in output means it leaked.
+const PIN: &str = "pin-5c1e7a93-hsm";
+const TOKENS: &[&str] = &[
+    "cli-rsa2048",
+    "cli-p256",
+    "ctl-rsa2048",
+    "ctl-p256",
+    "faults",
+    "removed",
+    "wrong-pin",
+];
+
+struct SoftHsm {
+    dir: tempfile::TempDir,
+    conf: PathBuf,
+    pin_file: PathBuf,
+}
+
+/// The token directory of this test binary, with every token initialised.
+fn hsm() -> &'static SoftHsm {
+    static HSM: OnceLock<SoftHsm> = OnceLock::new();
+    HSM.get_or_init(|| {
+        assert!(
+            Path::new(MODULE).exists(),
+            "{MODULE} is missing: install softhsm2 (scripts/test.sh does)"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = dir.path().join("tokens");
+        std::fs::create_dir(&tokens).unwrap();
+        let conf = dir.path().join("softhsm2.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                tokens.display()
+            ),
+        )
+        .unwrap();
+        // Before any thread of this process loads the module (the only reader of the variable).
+        std::env::set_var("SOFTHSM2_CONF", &conf);
+        for label in TOKENS {
+            let o = Command::new("softhsm2-util")
+                .env("SOFTHSM2_CONF", &conf)
+                .args(["--init-token", "--free", "--label", label])
+                .args(["--so-pin", "so-pin-1234", "--pin", PIN])
+                .output()
+                .expect("softhsm2-util (install softhsm2)");
+            assert!(o.status.success(), "{}", text(&o.stderr));
+        }
+        let pin_file = dir.path().join("pin");
+        std::fs::write(&pin_file, format!("{PIN}\n")).unwrap();
+        std::fs::set_permissions(
+            &pin_file,
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
+        SoftHsm {
+            dir,
+            conf,
+            pin_file,
+        }
+    })
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn uri(token: &str) -> String {
+    format!("pkcs11:token={token};object=ca-key")
+}
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_csr-signer"));
+    c.env("SOFTHSM2_CONF", &hsm().conf);
+    c
+}
+
+fn p11(token: &str) -> Pkcs11Settings {
+    Pkcs11Settings {
+        module: MODULE.into(),
+        uri: uri(token),
+        pin_file: hsm().pin_file.clone(),
+        sessions: 2,
+    }
+}
+
+/// `ca init --pkcs11` in-process: the key in token `token`, `ca.crt` in a new folder.
+fn token_ca(token: &str, key_type: KeyType) -> (tempfile::TempDir, PathBuf) {
+    let out = tempfile::tempdir_in(hsm().dir.path()).unwrap();
+    let created = ca_init::init_pkcs11(
+        &InitOptions {
+            out: out.path().to_owned(),
+            key_type,
+            days: 30,
+            common_name: format!("{token} CA"),
+            intermediate: false,
+        },
+        &p11(token),
+    )
+    .unwrap();
+    (out, created.cert)
+}
+
+fn ca_yaml(cert: &Path, token: &str) -> String {
+    format!(
+        "{{certFile: {}, pkcs11: {{module: {MODULE}, uri: \"{}\", pinFile: {}}}}}",
+        cert.display(),
+        uri(token),
+        hsm().pin_file.display()
+    )
+}
+
+fn settings(cert: &Path, token: &str) -> Settings {
+    let yaml = format!(
+        "signers:\n- name: {SIGNER}\n  ca: {}\n  policy: {{}}\n",
+        ca_yaml(cert, token)
+    );
+    Settings::from_yaml(&yaml, "test.yaml").unwrap()
+}
+
+fn assert_no_pin(label: &str, output: &str) {
+    assert!(!output.contains(PIN), "{label}: the PIN leaked:\n{output}");
+}
+
+/// The private key objects pkcs11-tool (OpenSC, not our code) sees in a token.
+fn pkcs11_tool_private_keys(token: &str) -> String {
+    let o = Command::new("pkcs11-tool")
+        .env("SOFTHSM2_CONF", &hsm().conf)
+        .args([
+            "--module",
+            MODULE,
+            "--token-label",
+            token,
+            "--login",
+            "--pin",
+            PIN,
+        ])
+        .args(["--list-objects", "--type", "privkey"])
+        .output()
+        .expect("pkcs11-tool (install opensc)");
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    text(&o.stdout)
+}
+
+fn sign_one(engine: &Engine) -> String {
+    let pem = CsrSpec::new(key(KeyType::P256), &[("CN", "developer")]).pem();
+    let usages = support::strings(&["digital signature", "client auth"]);
+    let req = SignRequest {
+        request: &pem,
+        usages: &usages,
+        expiration_seconds: Some(3600),
+        annotations: None,
+        username: "developer",
+        groups: &[],
+    };
+    match engine
+        .signer(SIGNER)
+        .unwrap()
+        .sign(&req, SystemTime::now())
+        .unwrap()
+    {
+        Decision::Issued(i) => i.certificate_pem,
+        Decision::Refused(r) => panic!("refused: {r:?}"),
+    }
+}
+
+#[test]
+fn ca_init_sign_and_check_config_through_the_token() {
+    for (token, key_type, algorithm) in [
+        ("cli-rsa2048", "rsa2048", "sha256WithRSAEncryption"),
+        ("cli-p256", "p256", "ecdsa-with-SHA256"),
+    ] {
+        let h = hsm();
+        let out = tempfile::tempdir_in(h.dir.path()).unwrap();
+        let ca_dir = out.path().join("ca");
+        let init = |dir: &Path| {
+            bin()
+                .args([
+                    "ca",
+                    "init",
+                    "--key-type",
+                    key_type,
+                    "--pkcs11",
+                    &uri(token),
+                ])
+                .args(["--module", MODULE, "--pin-file"])
+                .arg(&h.pin_file)
+                .arg("--out")
+                .arg(dir)
+                .output()
+                .unwrap()
+        };
+        let o = init(&ca_dir);
+        assert!(o.status.success(), "{token}: {}", text(&o.stderr));
+        assert_no_pin(
+            "ca init",
+            &format!("{}{}", text(&o.stdout), text(&o.stderr)),
+        );
+        // Only the certificate is on disk; the key is in the token and cannot leave it.
+        let files: Vec<_> = std::fs::read_dir(&ca_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(files, ["ca.crt"], "{token}");
+        let listed = pkcs11_tool_private_keys(token);
+        assert!(listed.contains("label:      ca-key"), "{listed}");
+        assert!(listed.contains("never extractable"), "{listed}");
+        assert!(listed.contains("Usage:      sign"), "{listed}");
+        let cert = ca_dir.join("ca.crt");
+        let o = Command::new("openssl")
+            .args(["verify", "-x509_strict", "-CAfile"])
+            .arg(&cert)
+            .arg(&cert)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{token}: {}", text(&o.stdout));
+        let o = Command::new("openssl")
+            .args(["x509", "-noout", "-text", "-in"])
+            .arg(&cert)
+            .output()
+            .unwrap();
+        let shown = text(&o.stdout);
+        assert!(shown.contains(algorithm), "{shown}");
+        assert!(
+            shown.contains("CA:TRUE") && shown.contains("Certificate Sign"),
+            "{shown}"
+        );
+
+        // A second init on the same URI never makes a second key.
+        let o = init(&out.path().join("again"));
+        assert!(!o.status.success());
+        assert!(
+            text(&o.stderr).contains("already holds a key"),
+            "{}",
+            text(&o.stderr)
+        );
+
+        let config = out.path().join("config.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "signers:\n- name: {SIGNER}\n  ca: {}\n  policy: {{}}\n",
+                ca_yaml(&cert, token)
+            ),
+        )
+        .unwrap();
+        let o = bin()
+            .args(["check-config", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        let shown = format!("{}{}", text(&o.stdout), text(&o.stderr));
+        assert!(o.status.success(), "{shown}");
+        assert!(shown.contains(&uri(token)), "{shown}");
+        assert_no_pin("check-config", &shown);
+
+        let csr = out.path().join("req.csr");
+        std::fs::write(
+            &csr,
+            CsrSpec::new(key(KeyType::P256), &[("CN", "developer")]).pem(),
+        )
+        .unwrap();
+        let o = bin()
+            .args([
+                "--log-level",
+                "debug",
+                "sign",
+                "--signer",
+                SIGNER,
+                "--requester",
+                "developer",
+                "--config",
+            ])
+            .arg(&config)
+            .arg("--csr")
+            .arg(&csr)
+            .output()
+            .unwrap();
+        let stdout = text(&o.stdout);
+        assert!(o.status.success(), "{token}: {}", text(&o.stderr));
+        assert_no_pin("sign", &format!("{stdout}{}", text(&o.stderr)));
+        openssl_verify(&stdout, &cert, out.path()).unwrap_or_else(|e| panic!("{token}: {e}"));
+    }
+}
+
+#[test]
+fn check_config_names_what_is_wrong_and_never_the_pin() {
+    let h = hsm();
+    let (dir, cert) = token_ca("wrong-pin", KeyType::P256);
+    let bad_pin = dir.path().join("bad-pin");
+    std::fs::write(&bad_pin, "not-the-pin-77\n").unwrap();
+    let other_pin = dir.path().join("other-pin");
+    std::fs::write(&other_pin, format!("{PIN}x\n")).unwrap();
+    let ca = ca_yaml(&cert, "wrong-pin");
+    let cases = [
+        (
+            ca.replace(
+                &h.pin_file.display().to_string(),
+                &other_pin.display().to_string(),
+            ),
+            "signers[0].ca.pkcs11.uri: PKCS#11: logging in to the token",
+        ),
+        (
+            ca.replace("object=ca-key", "object=no-such-key"),
+            "no private key on the token matches the URI",
+        ),
+        (
+            ca.replace("token=wrong-pin", "token=no-such-token"),
+            "no token matches the URI",
+        ),
+        (
+            ca.replace("pkcs11: {", "keyFile: /x.key, pkcs11: {"),
+            "signers[0].ca: keyFile and pkcs11 are mutually exclusive",
+        ),
+        (
+            ca.replace("object=ca-key", &format!("object=ca-key?pin-value={PIN}")),
+            "signers[0].ca.pkcs11.uri: query attribute pin-value is not accepted",
+        ),
+        (
+            ca.replace(
+                &h.pin_file.display().to_string(),
+                &bad_pin.display().to_string(),
+            ),
+            "logging in to the token",
+        ),
+    ];
+    for (i, (ca, expected)) in cases.iter().enumerate() {
+        let config = dir.path().join(format!("config-{i}.yaml"));
+        std::fs::write(
+            &config,
+            format!("signers:\n- name: {SIGNER}\n  ca: {ca}\n  policy: {{}}\n"),
+        )
+        .unwrap();
+        let o = bin()
+            .args(["check-config", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        let shown = format!("{}{}", text(&o.stdout), text(&o.stderr));
+        assert!(!o.status.success(), "{i}: {shown}");
+        assert!(
+            shown.contains(expected),
+            "{i}: want {expected:?} in:\n{shown}"
+        );
+        assert_no_pin(&format!("case {i}"), &shown.replace(&format!("{PIN}x"), ""));
+        assert!(!shown.contains("not-the-pin-77"), "{shown}");
+    }
+}
+
+#[test]
+fn a_token_error_mid_run_is_retried_and_recovers() {
+    let (dir, cert) = token_ca("faults", KeyType::P256);
+    let engine = Engine::from_settings(&settings(&cert, "faults")).unwrap();
+    let verify = |chain: &str| openssl_verify(chain, &cert, dir.path()).unwrap();
+    verify(&sign_one(&engine));
+    let ca = engine.signer(SIGNER).unwrap().ca();
+    let key = ca.pkcs11_key().unwrap();
+    assert_eq!(key.reconnects(), 0);
+
+    // Another user of the module in this process logs out: login is per application, so the
+    // signer's sessions are no longer logged in (CKR_USER_NOT_LOGGED_IN).
+    let ctx = cryptoki::context::Pkcs11::new(MODULE).unwrap();
+    let slot = ctx
+        .get_slots_with_token()
+        .unwrap()
+        .into_iter()
+        .find(|s| ctx.get_token_info(*s).unwrap().label() == "faults")
+        .unwrap();
+    let session = ctx.open_ro_session(slot).unwrap();
+    session.logout().unwrap();
+    drop(session);
+    verify(&sign_one(&engine));
+    assert_eq!(key.reconnects(), 1, "one session replaced after the logout");
+
+    // The module is finalised under the signer: every session is gone and the library must be
+    // initialised again (what a reset of a network HSM client looks like).
+    ctx.finalize().unwrap();
+    verify(&sign_one(&engine));
+    assert_eq!(key.reconnects(), 2);
+    let errors: Vec<_> = key
+        .take_errors()
+        .into_iter()
+        .map(|(k, n)| (k.as_str(), n))
+        .collect();
+    assert_eq!(errors, [("module", 1), ("login", 1)]);
+    // The signer keeps going.
+    for _ in 0..3 {
+        verify(&sign_one(&engine));
+    }
+    assert_eq!(key.reconnects(), 2);
+}
