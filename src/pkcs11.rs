@@ -413,7 +413,12 @@ pub struct Pkcs11Key {
     reconnects: AtomicU64,
     /// Token errors by kind (`TokenErrorKind::ALL` order) not yet taken into the metrics.
     errors: [AtomicU64; 6],
+    /// When this key last reset the module (see `may_reset`).
+    last_reset: Mutex<Option<std::time::Instant>>,
 }
+
+/// Least time between two module resets by one key.
+const MODULE_RESET_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl std::fmt::Debug for Pkcs11Key {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -449,6 +454,7 @@ impl Pkcs11Key {
             pin_rejected: AtomicBool::new(false),
             reconnects: AtomicU64::new(0),
             errors: Default::default(),
+            last_reset: Mutex::new(None),
         };
         let lease = key.connect()?;
         key.check_key_attributes(&lease)?;
@@ -495,15 +501,24 @@ impl Pkcs11Key {
             ));
         }
         let slot = match find_slot(&self.ctx, &self.uri) {
+            Ok(slot) => slot,
             // The module was finalised under us (a reset, another component): initialise it again.
-            Err(Error::Token {
-                kind: TokenErrorKind::Module,
-                ..
-            }) => {
+            Err(e) if e.token_kind() == Some(TokenErrorKind::Module) => {
                 initialize(&self.ctx)?;
                 find_slot(&self.ctx, &self.uri)?
             }
-            other => other?,
+            // The token is gone or the module is in an error state it does not leave by itself
+            // (SoftHSM after its files went away, a network HSM client after the appliance
+            // restarted): only C_Finalize + C_Initialize makes it look at the token again. Other
+            // keys on this module see their sessions closed and reconnect the same way.
+            Err(e) if self.may_reset(&e) => {
+                tracing::warn!(kind = e.token_kind().map_or("", |k| k.as_str()), error = %crate::error::chain(&e), "resetting the PKCS#11 module to reconnect to the token");
+                // Failing to finalise (already finalised) changes nothing: initialise either way.
+                let _ = self.ctx.clone().finalize();
+                initialize(&self.ctx)?;
+                find_slot(&self.ctx, &self.uri)?
+            }
+            Err(e) => return Err(e),
         };
         let session = self
             .ctx
@@ -528,6 +543,24 @@ impl Pkcs11Key {
         }
         let key = find_one(&session, &self.uri, ObjectClass::PRIVATE_KEY)?;
         Ok(Lease { session, key })
+    }
+
+    /// Whether `e` (from finding the token) calls for a module reset, at most once per
+    /// `MODULE_RESET_EVERY`: a reset interrupts every session of the module, so retries from several
+    /// signing threads must not turn into a storm of them.
+    fn may_reset(&self, e: &Error) -> bool {
+        if !matches!(
+            e.token_kind(),
+            Some(TokenErrorKind::Token | TokenErrorKind::Device)
+        ) {
+            return false;
+        }
+        let mut last = self.last_reset.lock().unwrap_or_else(|p| p.into_inner());
+        if last.is_some_and(|t| t.elapsed() < MODULE_RESET_EVERY) {
+            return false;
+        }
+        *last = Some(std::time::Instant::now());
+        true
     }
 
     /// A security team expects a CA key that cannot leave the token; one that can is loaded (a

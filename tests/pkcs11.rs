@@ -86,6 +86,13 @@ fn hsm() -> &'static SoftHsm {
     })
 }
 
+/// Some tests finalise or reset the module, which every user of it in this process feels: the tests
+/// of this file run one at a time.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -191,6 +198,7 @@ fn sign_one(engine: &Engine) -> String {
 
 #[test]
 fn ca_init_sign_and_check_config_through_the_token() {
+    let _serial = one_at_a_time();
     for (token, key_type, algorithm) in [
         ("cli-rsa2048", "rsa2048", "sha256WithRSAEncryption"),
         ("cli-p256", "p256", "ecdsa-with-SHA256"),
@@ -310,6 +318,7 @@ fn ca_init_sign_and_check_config_through_the_token() {
 
 #[test]
 fn check_config_names_what_is_wrong_and_never_the_pin() {
+    let _serial = one_at_a_time();
     let h = hsm();
     let (dir, cert) = token_ca("wrong-pin", KeyType::P256);
     let bad_pin = dir.path().join("bad-pin");
@@ -374,6 +383,7 @@ fn check_config_names_what_is_wrong_and_never_the_pin() {
 
 #[test]
 fn a_token_error_mid_run_is_retried_and_recovers() {
+    let _serial = one_at_a_time();
     let (dir, cert) = token_ca("faults", KeyType::P256);
     let engine = Engine::from_settings(&settings(&cert, "faults")).unwrap();
     let verify = |chain: &str| openssl_verify(chain, &cert, dir.path()).unwrap();
@@ -413,4 +423,107 @@ fn a_token_error_mid_run_is_retried_and_recovers() {
         verify(&sign_one(&engine));
     }
     assert_eq!(key.reconnects(), 2);
+}
+
+/// The folder SoftHSM keeps a token in (its `token.object` holds the label).
+fn token_folder(label: &str) -> PathBuf {
+    let tokens = hsm().dir.path().join("tokens");
+    std::fs::read_dir(&tokens)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            std::fs::read(p.join("token.object"))
+                .is_ok_and(|b| b.windows(label.len()).any(|w| w == label.as_bytes()))
+        })
+        .unwrap_or_else(|| panic!("no folder for token {label}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_issues_through_the_token_and_rides_out_its_removal() {
+    let _serial = one_at_a_time();
+    for (token, key_type) in [
+        ("ctl-rsa2048", KeyType::Rsa2048),
+        ("ctl-p256", KeyType::P256),
+    ] {
+        let (dir, cert) = token_ca(token, key_type);
+        let env = Env::start().await;
+        let unused = Path::new("unused.key");
+        let yaml = settings_yaml(&cert, unused, "", false, "127.0.0.1:0").replace(
+            &format!(
+                "{{certFile: {}, keyFile: {}}}",
+                cert.display(),
+                unused.display()
+            ),
+            &ca_yaml(&cert, token),
+        );
+        let (svc, stop) = env
+            .start_signer(
+                Settings::from_yaml(&yaml, "test.yaml").unwrap(),
+                "replica-a",
+            )
+            .await;
+        let pem = CsrSpec::new(key(KeyType::P256), &[("CN", "developer")]).pem();
+        let usages = ["digital signature", "client auth"];
+        let names = env.create_approved(token, 4, &pem, &usages).await;
+        env.wait_all_issued(&names).await;
+        for name in &names {
+            let chain = env.wait_certificate(name).await;
+            openssl_verify(&chain, &cert, dir.path()).unwrap_or_else(|e| panic!("{token}: {e}"));
+        }
+
+        // The token goes away (its files moved out), a CSR arrives, the token comes back.
+        let folder = token_folder(token);
+        let away = hsm().dir.path().join(format!("{token}-away"));
+        std::fs::rename(&folder, &away).unwrap();
+        let late = format!("{token}-while-removed");
+        env.create(&late, SIGNER, &pem, &usages, None).await;
+        env.approve(&late).await;
+        let mut text = String::new();
+        let mut seen = false;
+        for _ in 0..200 {
+            text = scrape(svc.listen).await;
+            let errors = |kind: &str| {
+                sample(
+                    &text,
+                    &format!(
+                        "csr_signer_signing_errors_total{{kind=\"{kind}\",signer=\"{SIGNER}\"}}"
+                    ),
+                )
+                .unwrap_or(0.0)
+            };
+            if errors("token") + errors("device") + errors("session") + errors("key") >= 2.0 {
+                seen = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(
+            seen,
+            "{token}: no token errors counted while it was away:\n{text}"
+        );
+        let csr = env.csrs().get(&late).await.unwrap();
+        assert!(
+            !has_certificate(&csr),
+            "{token}: signed without its token?\n{text}"
+        );
+        std::fs::rename(&away, &folder).unwrap();
+        let chain = env.wait_certificate(&late).await;
+        openssl_verify(&chain, &cert, dir.path()).unwrap_or_else(|e| panic!("{token}: {e}"));
+        let csr = env.csrs().get(&late).await.unwrap();
+        assert!(
+            failed_conditions(&csr).is_empty(),
+            "{token}: a token error is never Failed"
+        );
+
+        let text = scrape(svc.listen).await;
+        assert_no_pin("metrics", &text);
+        assert!(
+            text.contains(
+                "csr_signer_requests_total{outcome=\"error\",reason=\"TokenUnavailable\""
+            ),
+            "{text}"
+        );
+        stop.send(()).unwrap();
+        svc.wait().await.unwrap();
+    }
 }
