@@ -106,7 +106,7 @@ pub enum CaKey {
     /// Read from `keyFile`; for RSA, one independent copy per CPU (see `SigningCa::signing_key`).
     Memory(Box<[PKey<Private>]>),
     /// Inside a PKCS#11 token; only signatures come out.
-    Pkcs11(crate::pkcs11::Pkcs11Key),
+    Pkcs11(Box<crate::pkcs11::Pkcs11Key>),
 }
 
 /// A loaded, checked signing CA.
@@ -270,7 +270,9 @@ impl SigningCa {
                 let pin = crate::pkcs11::Pin::from_bytes(&files.key).ok_or_else(|| {
                     CaFile::Pin.error(&p11.pin_file, "must hold one line of UTF-8 text (the PIN)")
                 })?;
-                let key = CaKey::Pkcs11(crate::pkcs11::Pkcs11Key::open(p11, pin, algorithm)?);
+                let key = CaKey::Pkcs11(Box::new(crate::pkcs11::Pkcs11Key::open(
+                    p11, pin, algorithm,
+                )?));
                 check_key_matches(&key, algorithm, &cert_key, &settings.cert_file)?;
                 key
             }

@@ -542,4 +542,13 @@ impl Engine {
     pub fn signers(&self) -> impl Iterator<Item = &SignerEngine> {
         self.signers.iter()
     }
+
+    /// Logs out of every PKCS#11 token and closes the sessions (shutdown, once nothing signs).
+    pub fn logout_tokens(&self) {
+        for s in &self.signers {
+            if let Some(key) = s.ca().pkcs11_key() {
+                key.logout();
+            }
+        }
+    }
 }

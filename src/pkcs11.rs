@@ -731,7 +731,7 @@ impl Pkcs11Key {
         match self.algorithm {
             SignatureAlgorithm::RsaSha256 | SignatureAlgorithm::Ed25519 => Ok(raw),
             _ => {
-                if raw.is_empty() || raw.len() % 2 != 0 {
+                if raw.is_empty() || !raw.len().is_multiple_of(2) {
                     return Err(token_error(
                         TokenErrorKind::Device,
                         format!(
@@ -753,8 +753,8 @@ impl Pkcs11Key {
         }
     }
 
-    /// Logs out and closes every session (shutdown). Logging out is per application and token: only
-    /// done when no other key of this process uses the token, which the caller knows.
+    /// Logs out and closes this key's sessions, for shutdown. Login is per application and token, so
+    /// this logs out every session of the process on the token.
     pub fn logout(&self) {
         let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(l) = pool.idle.first() {

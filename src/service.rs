@@ -168,6 +168,7 @@ pub async fn start_with_metrics(
         )
     });
     let publisher_leader = leader_rx.clone();
+    let tokens = engine.clone();
     let controller = Controller::new(
         client,
         engine,
@@ -195,6 +196,8 @@ pub async fn start_with_metrics(
             .await
             .map_err(|e| crate::Error::Service(format!("controller task: {e}")))
             .and_then(|r| r);
+        // Nothing signs any more: leave the HSM logged out rather than to the process exit.
+        let _ = tokio::task::spawn_blocking(move || tokens.logout_tokens()).await;
         if let Some(t) = publisher_task {
             let _ = t.await;
         }

@@ -395,13 +395,7 @@ fn a_token_error_mid_run_is_retried_and_recovers() {
     // Another user of the module in this process logs out: login is per application, so the
     // signer's sessions are no longer logged in (CKR_USER_NOT_LOGGED_IN).
     let ctx = cryptoki::context::Pkcs11::new(MODULE).unwrap();
-    let slot = ctx
-        .get_slots_with_token()
-        .unwrap()
-        .into_iter()
-        .find(|s| ctx.get_token_info(*s).unwrap().label() == "faults")
-        .unwrap();
-    let session = ctx.open_ro_session(slot).unwrap();
+    let session = ctx.open_ro_session(slot(&ctx, "faults")).unwrap();
     session.logout().unwrap();
     drop(session);
     verify(&sign_one(&engine));
@@ -438,9 +432,18 @@ fn token_folder(label: &str) -> PathBuf {
         .unwrap_or_else(|| panic!("no folder for token {label}"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_controller_issues_through_the_token_and_rides_out_its_removal() {
+#[test]
+fn the_controller_issues_through_the_token_and_rides_out_its_removal() {
     let _serial = one_at_a_time();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(controller_rides_out_a_removal());
+}
+
+async fn controller_rides_out_a_removal() {
     for (token, key_type) in [
         ("ctl-rsa2048", KeyType::Rsa2048),
         ("ctl-p256", KeyType::P256),
@@ -517,6 +520,12 @@ async fn the_controller_issues_through_the_token_and_rides_out_its_removal() {
 
         let text = scrape(svc.listen).await;
         assert_no_pin("metrics", &text);
+        // Login is per application: a new session of this process shows whether the signer is logged in.
+        assert_eq!(
+            session_state(token),
+            "RoUser",
+            "{token}: logged in while running"
+        );
         assert!(
             text.contains(
                 "csr_signer_requests_total{outcome=\"error\",reason=\"TokenUnavailable\""
@@ -525,5 +534,27 @@ async fn the_controller_issues_through_the_token_and_rides_out_its_removal() {
         );
         stop.send(()).unwrap();
         svc.wait().await.unwrap();
+        assert_eq!(
+            session_state(token),
+            "RoPublic",
+            "{token}: logged out at shutdown"
+        );
     }
+}
+
+/// The state of a new read-only session on `token` opened by this process (`RoUser` when the process
+/// is logged in to the token, `RoPublic` when not).
+fn session_state(token: &str) -> String {
+    let ctx = cryptoki::context::Pkcs11::new(MODULE).unwrap();
+    let session = ctx.open_ro_session(slot(&ctx, token)).unwrap();
+    format!("{:?}", session.get_session_info().unwrap().session_state())
+}
+
+/// The slot of the token labelled `token`, found by this test (not by the signer's code).
+fn slot(ctx: &cryptoki::context::Pkcs11, token: &str) -> cryptoki::slot::Slot {
+    ctx.get_slots_with_token()
+        .unwrap()
+        .into_iter()
+        .find(|s| ctx.get_token_info(*s).unwrap().label() == token)
+        .unwrap()
 }
