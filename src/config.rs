@@ -968,6 +968,30 @@ mod tests {
 
     #[test]
     #[rustfmt::skip]
+    fn the_ca_key_is_a_file_or_a_token_never_both_and_never_a_pin_in_the_config() {
+        let p11 = "pkcs11: {module: /m.so, uri: \"pkcs11:token=t;object=k\", pinFile: /pin}";
+        let yaml = |ca: &str| format!("signers:\n- name: example.com/a\n  ca: {{certFile: c, {ca}}}\n");
+        let s = Settings::from_yaml(&yaml(p11), "f.yaml").expect("a token key");
+        let ca = &s.signers[0].ca;
+        assert_eq!(ca.key_file, None);
+        assert_eq!(ca.pkcs11.as_ref().map(|p| p.sessions), Some(4));
+        for (ca, expected) in [
+            (format!("keyFile: k, {p11}"), "f.yaml: signers[0].ca: keyFile and pkcs11 are mutually exclusive"),
+            ("chainFile: x".to_string(), "f.yaml: signers[0].ca: set keyFile (a PEM private key) or pkcs11"),
+            (format!("passphraseFile: p, {p11}"), "f.yaml: signers[0].ca.passphraseFile: is for an encrypted keyFile"),
+            (p11.replace("object=k", "object=k?pin-value=s3cret"), "f.yaml: signers[0].ca.pkcs11.uri: query attribute pin-value is not accepted"),
+            (p11.replace("token=t;", ""), "f.yaml: signers[0].ca.pkcs11.uri: name the token"),
+            (p11.replace("pinFile: /pin", "pinFile: /pin, sessions: 0"), "f.yaml: signers[0].ca.pkcs11.sessions: must be between 1 and 64"),
+            (p11.replace("pinFile: /pin", "pin: s3cret"), "f.yaml: signers[0].ca.pkcs11.pin: unknown key"),
+        ] {
+            let e = Settings::from_yaml(&yaml(&ca), "f.yaml").expect_err(expected).to_string();
+            assert!(e.starts_with(expected), "{e}\nwanted {expected}");
+            assert!(!e.contains("s3cret"), "{e}");
+        }
+    }
+
+    #[test]
+    #[rustfmt::skip]
     fn errors_name_what_set_the_key() {
         let cases: [(&[(&str, &str)], &str); 7] = [
             (&[("CSR_SIGNER__CONTROLLER__QPS", "fast")], "environment variable CSR_SIGNER__CONTROLLER__QPS: controller.qps: invalid type: string \"fast\""),

@@ -995,7 +995,7 @@ mod tests {
     }
 
     #[test]
-    fn pins_lose_one_trailing_newline_and_nothing_else() {
+    fn pins_lose_trailing_newlines_and_nothing_else() {
         assert!(Pin::from_bytes(b"1234\n").is_some());
         assert!(Pin::from_bytes(b"\n").is_none());
         assert!(Pin::from_bytes(b"12\n34").is_none());
