@@ -32,6 +32,8 @@ const TOKENS: &[&str] = &[
     "faults",
     "removed",
     "wrong-pin",
+    "reload",
+    "pin-change",
 ];
 
 struct SoftHsm {
@@ -557,4 +559,111 @@ fn slot(ctx: &cryptoki::context::Pkcs11, token: &str) -> cryptoki::slot::Slot {
         .into_iter()
         .find(|s| ctx.get_token_info(*s).unwrap().label() == token)
         .unwrap()
+}
+
+#[test]
+fn reload_takes_a_new_pin_and_refuses_a_certificate_the_token_key_does_not_match() {
+    let _serial = one_at_a_time();
+    let h = hsm();
+    let (dir, first) = token_ca("reload", KeyType::P256);
+    // A second key in the same token, with its own certificate.
+    let created = ca_init::init_pkcs11(
+        &InitOptions {
+            out: dir.path().join("other"),
+            key_type: KeyType::P256,
+            days: 30,
+            common_name: "other key".into(),
+            intermediate: false,
+        },
+        &Pkcs11Settings {
+            uri: "pkcs11:token=reload;object=other-key".into(),
+            ..p11("reload")
+        },
+    )
+    .unwrap();
+    let cert = dir.path().join("signing.crt");
+    std::fs::copy(&first, &cert).unwrap();
+    let pin = dir.path().join("pin");
+    std::fs::write(&pin, PIN).unwrap();
+    let yaml = format!(
+        "signers:\n- name: {SIGNER}\n  ca: {}\n  policy: {{}}\n",
+        ca_yaml(&cert, "reload").replace(
+            &h.pin_file.display().to_string(),
+            &pin.display().to_string()
+        )
+    );
+    let engine = Engine::from_settings(&Settings::from_yaml(&yaml, "test.yaml").unwrap()).unwrap();
+    let signer = engine.signer(SIGNER).unwrap();
+    assert!(!signer.reload_ca_if_changed().unwrap(), "nothing changed");
+
+    // The other key's certificate under the URI of the first key: refused, the old CA keeps signing.
+    std::fs::copy(&created.cert, &cert).unwrap();
+    let e = csr_signer::error::chain(&signer.reload_ca_if_changed().unwrap_err());
+    assert!(e.contains("does not match the certificate"), "{e}");
+    assert_no_pin("reload error", &e);
+    openssl_verify(&sign_one(&engine), &first, dir.path()).unwrap();
+
+    // Back to the right certificate, and a rewritten PIN file: a new login with it.
+    std::fs::copy(&first, &cert).unwrap();
+    std::fs::write(&pin, format!("{PIN}\n")).unwrap();
+    let before = engine.signer(SIGNER).unwrap().ca();
+    assert!(signer.reload_ca_if_changed().unwrap());
+    let after = signer.ca();
+    assert!(!std::sync::Arc::ptr_eq(&before, &after));
+    openssl_verify(&sign_one(&engine), &first, dir.path()).unwrap();
+}
+
+#[test]
+fn a_rejected_pin_is_not_tried_again_until_the_pin_file_changes() {
+    let _serial = one_at_a_time();
+    let h = hsm();
+    let (dir, cert) = token_ca("pin-change", KeyType::P256);
+    let pin = dir.path().join("pin");
+    std::fs::write(&pin, PIN).unwrap();
+    let yaml = format!(
+        "signers:\n- name: {SIGNER}\n  ca: {}\n  policy: {{}}\n",
+        ca_yaml(&cert, "pin-change").replace(
+            &h.pin_file.display().to_string(),
+            &pin.display().to_string()
+        )
+    );
+    let engine = Engine::from_settings(&Settings::from_yaml(&yaml, "test.yaml").unwrap()).unwrap();
+    let signer = engine.signer(SIGNER).unwrap();
+    openssl_verify(&sign_one(&engine), &cert, dir.path()).unwrap();
+
+    // The token's officer changes the user PIN, and the module restarts: the signer must log in again
+    // and its PIN is now wrong.
+    let new_pin = "pin-after-rotation-42";
+    let ctx = cryptoki::context::Pkcs11::new(MODULE).unwrap();
+    let session = ctx.open_rw_session(slot(&ctx, "pin-change")).unwrap();
+    session
+        .set_pin(&PIN.to_string().into(), &new_pin.to_string().into())
+        .unwrap();
+    drop(session);
+    ctx.finalize().unwrap();
+    let req_pem = CsrSpec::new(key(KeyType::P256), &[("CN", "developer")]).pem();
+    let usages = support::strings(&["digital signature", "client auth"]);
+    let req = SignRequest {
+        request: &req_pem,
+        usages: &usages,
+        expiration_seconds: None,
+        annotations: None,
+        username: "developer",
+        groups: &[],
+    };
+    let first = csr_signer::error::chain(&signer.sign(&req, SystemTime::now()).unwrap_err());
+    assert!(first.contains("logging in to the token"), "{first}");
+    let second = csr_signer::error::chain(&signer.sign(&req, SystemTime::now()).unwrap_err());
+    assert!(
+        second.contains("not logging in again until the PIN file changes"),
+        "{second}"
+    );
+    for e in [&first, &second] {
+        assert_no_pin("login error", e);
+        assert!(!e.contains(new_pin), "{e}");
+    }
+    // The new PIN arrives in the mounted Secret: the reload logs in with it.
+    std::fs::write(&pin, new_pin).unwrap();
+    assert!(signer.reload_ca_if_changed().unwrap());
+    openssl_verify(&sign_one(&engine), &cert, dir.path()).unwrap();
 }
