@@ -21,7 +21,7 @@ use csr_signer::config::{Pkcs11Settings, Settings};
 use csr_signer::engine::{Decision, Engine, SignRequest};
 use support::SIGNER;
 
-const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+const MODULE: &str = support::SOFTHSM_MODULE;
 const PIN: &str = "bench-pin-1234";
 
 struct Case {
@@ -103,31 +103,8 @@ fn parallel(threads: usize, iters: u64, f: impl Fn() + Sync) -> Duration {
 }
 
 fn main() {
-    assert!(
-        Path::new(MODULE).exists(),
-        "{MODULE} is missing: install softhsm2"
-    );
     let dir = tempfile::tempdir().expect("dir");
-    let tokens = dir.path().join("tokens");
-    std::fs::create_dir(&tokens).expect("tokens");
-    let conf = dir.path().join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-            tokens.display()
-        ),
-    )
-    .expect("conf");
-    std::env::set_var("SOFTHSM2_CONF", &conf);
-    for label in ["rsa", "p256"] {
-        let o = std::process::Command::new("softhsm2-util")
-            .args(["--init-token", "--free", "--label", label])
-            .args(["--so-pin", "so-1234", "--pin", PIN])
-            .output()
-            .expect("softhsm2-util");
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    }
+    support::softhsm_tokens(dir.path(), &["rsa", "p256"], PIN);
     let pin_file = dir.path().join("pin");
     std::fs::write(&pin_file, PIN).expect("pin");
     let cases = [

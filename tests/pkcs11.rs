@@ -21,7 +21,7 @@ use csr_signer::config::{Pkcs11Settings, Settings};
 use csr_signer::engine::{Decision, Engine, SignRequest};
 use support::{key, openssl_verify, CsrSpec};
 
-const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+const MODULE: &str = support::SOFTHSM_MODULE;
 /// Distinctive, so that finding it anywhere in output means it leaked.
 const PIN: &str = "pin-5c1e7a93-hsm";
 const TOKENS: &[&str] = &[
@@ -46,33 +46,8 @@ struct SoftHsm {
 fn hsm() -> &'static SoftHsm {
     static HSM: OnceLock<SoftHsm> = OnceLock::new();
     HSM.get_or_init(|| {
-        assert!(
-            Path::new(MODULE).exists(),
-            "{MODULE} is missing: install softhsm2 (scripts/test.sh does)"
-        );
         let dir = tempfile::tempdir().unwrap();
-        let tokens = dir.path().join("tokens");
-        std::fs::create_dir(&tokens).unwrap();
-        let conf = dir.path().join("softhsm2.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-                tokens.display()
-            ),
-        )
-        .unwrap();
-        // Before any thread of this process loads the module (the only reader of the variable).
-        std::env::set_var("SOFTHSM2_CONF", &conf);
-        for label in TOKENS {
-            let o = Command::new("softhsm2-util")
-                .env("SOFTHSM2_CONF", &conf)
-                .args(["--init-token", "--free", "--label", label])
-                .args(["--so-pin", "so-pin-1234", "--pin", PIN])
-                .output()
-                .expect("softhsm2-util (install softhsm2)");
-            assert!(o.status.success(), "{}", text(&o.stderr));
-        }
+        let conf = support::softhsm_tokens(dir.path(), TOKENS, PIN);
         let pin_file = dir.path().join("pin");
         std::fs::write(&pin_file, format!("{PIN}\n")).unwrap();
         std::fs::set_permissions(
@@ -564,7 +539,6 @@ fn slot(ctx: &cryptoki::context::Pkcs11, token: &str) -> cryptoki::slot::Slot {
 #[test]
 fn reload_takes_a_new_pin_and_refuses_a_certificate_the_token_key_does_not_match() {
     let _serial = one_at_a_time();
-    let h = hsm();
     let (dir, first) = token_ca("reload", KeyType::P256);
     // A second key in the same token, with its own certificate.
     let created = ca_init::init_pkcs11(
@@ -583,16 +557,7 @@ fn reload_takes_a_new_pin_and_refuses_a_certificate_the_token_key_does_not_match
     .unwrap();
     let cert = dir.path().join("signing.crt");
     std::fs::copy(&first, &cert).unwrap();
-    let pin = dir.path().join("pin");
-    std::fs::write(&pin, PIN).unwrap();
-    let yaml = format!(
-        "signers:\n- name: {SIGNER}\n  ca: {}\n  policy: {{}}\n",
-        ca_yaml(&cert, "reload").replace(
-            &h.pin_file.display().to_string(),
-            &pin.display().to_string()
-        )
-    );
-    let engine = Engine::from_settings(&Settings::from_yaml(&yaml, "test.yaml").unwrap()).unwrap();
+    let (engine, pin) = engine_with_its_own_pin(dir.path(), &cert, "reload");
     let signer = engine.signer(SIGNER).unwrap();
     assert!(!signer.reload_ca_if_changed().unwrap(), "nothing changed");
 
@@ -616,18 +581,8 @@ fn reload_takes_a_new_pin_and_refuses_a_certificate_the_token_key_does_not_match
 #[test]
 fn a_rejected_pin_is_not_tried_again_until_the_pin_file_changes() {
     let _serial = one_at_a_time();
-    let h = hsm();
     let (dir, cert) = token_ca("pin-change", KeyType::P256);
-    let pin = dir.path().join("pin");
-    std::fs::write(&pin, PIN).unwrap();
-    let yaml = format!(
-        "signers:\n- name: {SIGNER}\n  ca: {}\n  policy: {{}}\n",
-        ca_yaml(&cert, "pin-change").replace(
-            &h.pin_file.display().to_string(),
-            &pin.display().to_string()
-        )
-    );
-    let engine = Engine::from_settings(&Settings::from_yaml(&yaml, "test.yaml").unwrap()).unwrap();
+    let (engine, pin) = engine_with_its_own_pin(dir.path(), &cert, "pin-change");
     let signer = engine.signer(SIGNER).unwrap();
     openssl_verify(&sign_one(&engine), &cert, dir.path()).unwrap();
 
@@ -666,4 +621,17 @@ fn a_rejected_pin_is_not_tried_again_until_the_pin_file_changes() {
     std::fs::write(&pin, new_pin).unwrap();
     assert!(signer.reload_ca_if_changed().unwrap());
     openssl_verify(&sign_one(&engine), &cert, dir.path()).unwrap();
+}
+
+/// An engine whose PIN file is its own (in `dir`), so a test can rewrite it.
+fn engine_with_its_own_pin(dir: &Path, cert: &Path, token: &str) -> (Engine, PathBuf) {
+    let pin = dir.join("pin");
+    std::fs::write(&pin, PIN).unwrap();
+    let ca = ca_yaml(cert, token).replace(
+        &hsm().pin_file.display().to_string(),
+        &pin.display().to_string(),
+    );
+    let yaml = format!("signers:\n- name: {SIGNER}\n  ca: {ca}\n  policy: {{}}\n");
+    let engine = Engine::from_settings(&Settings::from_yaml(&yaml, "test.yaml").unwrap()).unwrap();
+    (engine, pin)
 }
