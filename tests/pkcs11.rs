@@ -120,11 +120,26 @@ fn ca_yaml(cert: &Path, token: &str) -> String {
 }
 
 fn settings(cert: &Path, token: &str) -> Settings {
-    let yaml = format!(
-        "signers:\n- name: {SIGNER}\n  ca: {}\n  policy: {{}}\n",
-        ca_yaml(cert, token)
-    );
-    Settings::from_yaml(&yaml, "test.yaml").unwrap()
+    Settings::from_yaml(&config_yaml(&ca_yaml(cert, token)), "test.yaml").unwrap()
+}
+
+/// A config with one signer whose `ca:` is `ca`.
+fn config_yaml(ca: &str) -> String {
+    format!("signers:\n- name: {SIGNER}\n  ca: {ca}\n  policy: {{}}\n")
+}
+
+/// Writes `config_yaml(ca)` to `path` and runs `check-config` on it: success, and stdout + stderr.
+fn check_config(path: &Path, ca: &str) -> (bool, String) {
+    std::fs::write(path, config_yaml(ca)).unwrap();
+    let o = bin()
+        .args(["check-config", "--config"])
+        .arg(path)
+        .output()
+        .unwrap();
+    (
+        o.status.success(),
+        format!("{}{}", text(&o.stdout), text(&o.stderr)),
+    )
 }
 
 fn assert_no_pin(label: &str, output: &str) {
@@ -246,21 +261,8 @@ fn ca_init_sign_and_check_config_through_the_token() {
         );
 
         let config = out.path().join("config.yaml");
-        std::fs::write(
-            &config,
-            format!(
-                "signers:\n- name: {SIGNER}\n  ca: {}\n  policy: {{}}\n",
-                ca_yaml(&cert, token)
-            ),
-        )
-        .unwrap();
-        let o = bin()
-            .args(["check-config", "--config"])
-            .arg(&config)
-            .output()
-            .unwrap();
-        let shown = format!("{}{}", text(&o.stdout), text(&o.stderr));
-        assert!(o.status.success(), "{shown}");
+        let (ok, shown) = check_config(&config, &ca_yaml(&cert, token));
+        assert!(ok, "{shown}");
         assert!(shown.contains(&uri(token)), "{shown}");
         assert_no_pin("check-config", &shown);
 
@@ -337,18 +339,8 @@ fn check_config_names_what_is_wrong_and_never_the_pin() {
     ];
     for (i, (ca, expected)) in cases.iter().enumerate() {
         let config = dir.path().join(format!("config-{i}.yaml"));
-        std::fs::write(
-            &config,
-            format!("signers:\n- name: {SIGNER}\n  ca: {ca}\n  policy: {{}}\n"),
-        )
-        .unwrap();
-        let o = bin()
-            .args(["check-config", "--config"])
-            .arg(&config)
-            .output()
-            .unwrap();
-        let shown = format!("{}{}", text(&o.stdout), text(&o.stderr));
-        assert!(!o.status.success(), "{i}: {shown}");
+        let (ok, shown) = check_config(&config, ca);
+        assert!(!ok, "{i}: {shown}");
         assert!(
             shown.contains(expected),
             "{i}: want {expected:?} in:\n{shown}"
@@ -631,7 +623,6 @@ fn engine_with_its_own_pin(dir: &Path, cert: &Path, token: &str) -> (Engine, Pat
         &hsm().pin_file.display().to_string(),
         &pin.display().to_string(),
     );
-    let yaml = format!("signers:\n- name: {SIGNER}\n  ca: {ca}\n  policy: {{}}\n");
-    let engine = Engine::from_settings(&Settings::from_yaml(&yaml, "test.yaml").unwrap()).unwrap();
-    (engine, pin)
+    let settings = Settings::from_yaml(&config_yaml(&ca), "test.yaml").unwrap();
+    (Engine::from_settings(&settings).unwrap(), pin)
 }
