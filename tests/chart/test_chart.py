@@ -173,6 +173,10 @@ def test_a_token_key_mounts_the_pin_and_the_module_and_never_a_key_file():
     assert module["persistentVolumeClaim"] == {"claimName": "hsm"} and module["_mount"]["readOnly"] is True
     env = r.pod_spec()["containers"][0]["env"]
     assert {"name": "VENDOR_CONF", "value": "/opt/pkcs11/vendor.conf"} in env
+    # The network HSM's address is an egress rule of its own when the NetworkPolicy is on.
+    hsm_rule = {"to": [{"ipBlock": {"cidr": "10.0.5.10/32"}}], "ports": [{"port": 1792, "protocol": "TCP"}]}
+    r = render(values | {"networkPolicy": {"enabled": True, "extraEgress": [hsm_rule]}})
+    assert r.one("NetworkPolicy")["spec"]["egress"][-1] == hsm_rule
     # Without a module volume (an image that includes the library) nothing extra is mounted.
     values["pkcs11"] = {"module": "/usr/lib/softhsm/libsofthsm2.so"}
     assert "/opt/pkcs11" not in _mounts(render(values))
