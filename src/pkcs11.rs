@@ -113,19 +113,6 @@ impl TokenErrorKind {
             _ => fallback,
         }
     }
-
-    /// Worth a fresh session: the token may work again once reconnected and logged in.
-    fn reconnects(self) -> bool {
-        matches!(
-            self,
-            TokenErrorKind::Module
-                | TokenErrorKind::Token
-                | TokenErrorKind::Session
-                | TokenErrorKind::Login
-                | TokenErrorKind::Device
-                | TokenErrorKind::Key
-        )
-    }
 }
 
 fn token_error(kind: TokenErrorKind, context: impl Into<String>, e: Option<CkError>) -> Error {
@@ -661,7 +648,8 @@ impl Pkcs11Key {
                 Ok(l) => l,
                 Err(e) => {
                     self.count(&e);
-                    if attempt == 0 && retryable(&e) {
+                    // Connecting is tried twice: the first attempt may have reset the module.
+                    if attempt == 0 && e.token_kind().is_some() {
                         tracing::warn!(kind = e.token_kind().map_or("", |k| k.as_str()), error = %crate::error::chain(&e), "token unavailable; reconnecting");
                         last = Some(e);
                         continue;
@@ -683,12 +671,10 @@ impl Pkcs11Key {
                     }
                     let err = token_error(kind, "signing with the token", Some(e));
                     self.count(&err);
-                    // The session may be dead; close what can be closed and open a new one.
+                    // Every token error gets one fresh session (which ones a reconnect cures differs
+                    // between modules); close what can be closed of this one.
                     drop(lease);
                     self.forget_one();
-                    if !kind.reconnects() {
-                        return Err(err);
-                    }
                     self.reconnects.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(kind = kind.as_str(), error = %crate::error::chain(&err), "token error while signing; reconnecting");
                     last = Some(err);
@@ -776,10 +762,6 @@ fn logged_in(session: &Session) -> bool {
             SessionState::RoUser | SessionState::RwUser | SessionState::RwSecurityOfficer
         )
     })
-}
-
-fn retryable(e: &Error) -> bool {
-    e.token_kind().is_some_and(|k| k.reconnects())
 }
 
 /// Public key material of a key pair made in a token, for the CA certificate.
