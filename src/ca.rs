@@ -19,13 +19,18 @@ use crate::config::{CaSettings, OtherCaSettings, OtherCaState};
 use crate::error::crypto;
 use crate::error::{Error, Result};
 
-/// One of the files a signer's `ca:` settings name, for errors that must say which key named it.
+/// One of the files (or the token) a signer's `ca:` settings name, for errors that must say which key
+/// named it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CaFile {
     Cert,
     Key,
     Chain,
     Passphrase,
+    /// `pkcs11.pinFile`.
+    Pin,
+    /// The key in the token `pkcs11.uri` names (errors about it are `Error::Token`).
+    Token,
 }
 
 impl CaFile {
@@ -36,6 +41,8 @@ impl CaFile {
             CaFile::Key => "keyFile",
             CaFile::Chain => "chainFile",
             CaFile::Passphrase => "passphraseFile",
+            CaFile::Pin => "pkcs11.pinFile",
+            CaFile::Token => "pkcs11.uri",
         }
     }
 
@@ -94,10 +101,17 @@ impl SignatureAlgorithm {
     }
 }
 
+/// Where the CA private key is, and how it signs.
+pub enum CaKey {
+    /// Read from `keyFile`; for RSA, one independent copy per CPU (see `SigningCa::signing_key`).
+    Memory(Box<[PKey<Private>]>),
+    /// Inside a PKCS#11 token; only signatures come out.
+    Pkcs11(Box<crate::pkcs11::Pkcs11Key>),
+}
+
 /// A loaded, checked signing CA.
 pub struct SigningCa {
-    /// The CA key; for RSA, one independent copy per CPU (see `signing_key`).
-    keys: Box<[PKey<Private>]>,
+    key: CaKey,
     /// DER of the CA certificate.
     pub cert_der: Vec<u8>,
     /// DER of the CA's subject Name, used verbatim as the issuer of every leaf.
@@ -135,6 +149,7 @@ impl std::fmt::Debug for SigningCa {
 #[derive(Clone, PartialEq, Eq)]
 pub struct CaFiles {
     cert: Vec<u8>,
+    /// The private key file, or with `pkcs11` the PIN file (a new PIN logs in again).
     key: Vec<u8>,
     chain: Option<Vec<u8>>,
     passphrase: Option<Vec<u8>>,
@@ -162,7 +177,11 @@ impl CaFiles {
             |file, path: &Option<PathBuf>| path.as_deref().map(|p| read(file, p)).transpose();
         Ok(CaFiles {
             cert: read(CaFile::Cert, &settings.cert_file)?,
-            key: read(CaFile::Key, &settings.key_file)?,
+            key: match (&settings.key_file, &settings.pkcs11) {
+                (Some(path), _) => read(CaFile::Key, path)?,
+                (None, Some(p)) => read(CaFile::Pin, &p.pin_file)?,
+                (None, None) => Vec::new(),
+            },
             chain: optional(CaFile::Chain, &settings.chain_file)?,
             passphrase: optional(CaFile::Passphrase, &settings.passphrase_file)?,
         })
@@ -173,7 +192,13 @@ impl SigningCa {
     /// Reads and checks the CA named by `settings`.
     pub fn load(settings: &CaSettings, now: SystemTime) -> Result<(SigningCa, CaFiles)> {
         let files = CaFiles::read(settings)?;
-        warn_if_key_readable_by_others(&settings.key_file);
+        if let Some(path) = settings
+            .key_file
+            .as_deref()
+            .or(settings.pkcs11.as_ref().map(|p| p.pin_file.as_path()))
+        {
+            warn_if_key_readable_by_others(path, settings.key_file.is_some());
+        }
         let ca = SigningCa::from_files(settings, &files, now)?;
         Ok((ca, files))
     }
@@ -235,91 +260,32 @@ impl SigningCa {
             .map_err(|e| cert_err(format!("cannot read the subject: {e}")))?
             .to_vec();
 
-        let key_err = |message: String| CaFile::Key.error(&settings.key_file, message);
-        if files.passphrase.is_none() && files.key.windows(9).any(|w| w == b"ENCRYPTED") {
-            return Err(key_err(
-                "the private key is encrypted: set passphraseFile".into(),
-            ));
-        }
-        let key = match &files.passphrase {
-            Some(pass) => {
-                let pass = trim_newline(pass);
-                PKey::private_key_from_pem_passphrase(&files.key, pass)
-            }
-            // Never let OpenSSL prompt on a terminal for a passphrase: a service has no one to
-            // answer, and an encrypted key without passphraseFile is a configuration error.
-            None => PKey::private_key_from_pem_callback(&files.key, |_buf| {
-                Err(openssl::error::ErrorStack::get())
-            }),
-        }
-        // The OpenSSL error stack names the decoder, never key bytes.
-        .map_err(|e| key_err(format!("cannot read private key: {e}")))?;
-        let algorithm = match key.id() {
-            Id::RSA => {
-                if key.bits() < 2048 {
-                    return Err(key_err(format!(
-                        "RSA key of {} bits; at least 2048 required",
-                        key.bits()
-                    )));
-                }
-                SignatureAlgorithm::RsaSha256
-            }
-            Id::EC => {
-                let nid = key
-                    .ec_key()
-                    .ok()
-                    .and_then(|ec| ec.group().curve_name())
-                    .ok_or_else(|| key_err("EC key without a named curve".into()))?;
-                match nid {
-                    Nid::X9_62_PRIME256V1 => SignatureAlgorithm::EcdsaSha256,
-                    Nid::SECP384R1 => SignatureAlgorithm::EcdsaSha384,
-                    Nid::SECP521R1 => SignatureAlgorithm::EcdsaSha512,
-                    other => {
-                        return Err(key_err(format!(
-                            "unsupported EC curve {}",
-                            other.short_name().unwrap_or("unknown")
-                        )))
-                    }
-                }
-            }
-            Id::ED25519 => SignatureAlgorithm::Ed25519,
-            _ => {
-                return Err(key_err(
-                    "unsupported key type (RSA, ECDSA P-256/P-384/P-521 or Ed25519 required)"
-                        .into(),
-                ))
-            }
-        };
         let cert_key = cert
             .public_key()
             .map_err(|e| cert_err(format!("cannot read the certificate's public key: {e}")))?;
-        if !cert_key.public_eq(&key) {
-            return Err(key_err(format!(
-                "private key does not match the certificate {}",
-                settings.cert_file.display()
-            )));
-        }
-
-        // OpenSSL 3.0 serialises RSA private-key operations on one key object through its shared
-        // blinding state; independent copies let signing threads scale (measured: 1.7× → see README).
-        let copies = if key.id() == Id::RSA {
-            std::thread::available_parallelism().map_or(1, |n| n.get().min(16))
-        } else {
-            1
-        };
-        let mut keys = Vec::with_capacity(copies);
-        if copies > 1 {
-            let der = key
-                .private_key_to_der()
-                .map_err(|e| key_err(format!("cannot re-encode private key: {e}")))?;
-            for _ in 1..copies {
-                keys.push(
-                    PKey::private_key_from_der(&der)
-                        .map_err(|e| key_err(format!("cannot copy private key: {e}")))?,
-                );
+        let key = match (&settings.key_file, &settings.pkcs11) {
+            (Some(key_file), _) => memory_key(key_file, files, &cert_key, &settings.cert_file)?,
+            (None, Some(p11)) => {
+                let algorithm = signature_algorithm(&cert_key).map_err(&cert_err)?;
+                let pin = crate::pkcs11::Pin::from_bytes(&files.key).ok_or_else(|| {
+                    CaFile::Pin.error(&p11.pin_file, "must hold one line of UTF-8 text (the PIN)")
+                })?;
+                let key = CaKey::Pkcs11(Box::new(crate::pkcs11::Pkcs11Key::open(
+                    p11, pin, algorithm,
+                )?));
+                check_key_matches(&key, algorithm, &cert_key, &settings.cert_file)?;
+                key
             }
-        }
-        keys.push(key);
+            (None, None) => {
+                return Err(cert_err("no private key: set keyFile or pkcs11".into()));
+            }
+        };
+        let algorithm = match &key {
+            CaKey::Memory(keys) => signature_algorithm(&keys[0]).map_err(|m| {
+                CaFile::Key.error(settings.key_file.as_deref().unwrap_or(Path::new("")), m)
+            })?,
+            CaKey::Pkcs11(k) => k.algorithm(),
+        };
 
         let self_signed = tbs.subject() == tbs.issuer();
         let mut chain_pem = String::new();
@@ -351,7 +317,7 @@ impl SigningCa {
         }
 
         Ok(SigningCa {
-            keys: keys.into_boxed_slice(),
+            key,
             cert_der,
             subject_der,
             subject_key_id,
@@ -367,19 +333,184 @@ impl SigningCa {
     /// sign, so as many threads as there are copies never share one. (Hashing the thread id, as this
     /// did before, put two threads on the same copy half the time: on two cores RSA then scaled
     /// 1.5× instead of 2×, depending on which thread ids the run happened to get.)
-    pub(crate) fn signing_key(&self) -> &PKey<Private> {
+    fn signing_key(keys: &[PKey<Private>]) -> &PKey<Private> {
         use std::sync::atomic::{AtomicUsize, Ordering};
         static NEXT_SLOT: AtomicUsize = AtomicUsize::new(0);
         thread_local! {
             static SLOT: usize = NEXT_SLOT.fetch_add(1, Ordering::Relaxed);
         }
-        &self.keys[SLOT.with(|slot| *slot) % self.keys.len()]
+        &keys[SLOT.with(|slot| *slot) % keys.len()]
+    }
+
+    /// The signature value over `tbs` (a TBSCertificate) as X.509 carries it, with `self.algorithm`.
+    pub fn sign(&self, tbs: &[u8]) -> Result<Vec<u8>> {
+        self.key.sign(self.algorithm, tbs)
+    }
+
+    /// The key in the token, when there is one.
+    pub fn pkcs11_key(&self) -> Option<&crate::pkcs11::Pkcs11Key> {
+        match &self.key {
+            CaKey::Pkcs11(k) => Some(k),
+            CaKey::Memory(_) => None,
+        }
     }
 
     /// Time left before the CA expires (zero when expired).
     pub fn remaining(&self, now: SystemTime) -> Duration {
         self.not_after.duration_since(now).unwrap_or_default()
     }
+}
+
+impl CaKey {
+    /// The X.509 signature value over `message` (DER ECDSA-Sig-Value for ECDSA).
+    pub fn sign(&self, algorithm: SignatureAlgorithm, message: &[u8]) -> Result<Vec<u8>> {
+        match self {
+            CaKey::Memory(keys) => {
+                let key = SigningCa::signing_key(keys);
+                let crypto = crypto("signing the certificate");
+                match algorithm.digest() {
+                    Some(md) => openssl::sign::Signer::new(md, key)
+                        .and_then(|mut s| s.sign_oneshot_to_vec(message))
+                        .map_err(crypto),
+                    None => openssl::sign::Signer::new_without_digest(key)
+                        .and_then(|mut s| s.sign_oneshot_to_vec(message))
+                        .map_err(crypto),
+                }
+            }
+            CaKey::Pkcs11(k) => k.sign(message),
+        }
+    }
+}
+
+/// The algorithm a CA key signs with, from its public half (the certificate's, for a token key).
+pub(crate) fn signature_algorithm<T: openssl::pkey::HasPublic>(
+    key: &openssl::pkey::PKeyRef<T>,
+) -> std::result::Result<SignatureAlgorithm, String> {
+    Ok(match key.id() {
+        Id::RSA => {
+            if key.bits() < 2048 {
+                return Err(format!(
+                    "RSA key of {} bits; at least 2048 required",
+                    key.bits()
+                ));
+            }
+            SignatureAlgorithm::RsaSha256
+        }
+        Id::EC => {
+            let nid = key
+                .ec_key()
+                .ok()
+                .and_then(|ec| ec.group().curve_name())
+                .ok_or_else(|| "EC key without a named curve".to_string())?;
+            match nid {
+                Nid::X9_62_PRIME256V1 => SignatureAlgorithm::EcdsaSha256,
+                Nid::SECP384R1 => SignatureAlgorithm::EcdsaSha384,
+                Nid::SECP521R1 => SignatureAlgorithm::EcdsaSha512,
+                other => {
+                    return Err(format!(
+                        "unsupported EC curve {}",
+                        other.short_name().unwrap_or("unknown")
+                    ))
+                }
+            }
+        }
+        Id::ED25519 => SignatureAlgorithm::Ed25519,
+        _ => {
+            return Err(
+                "unsupported key type (RSA, ECDSA P-256/P-384/P-521 or Ed25519 required)".into(),
+            )
+        }
+    })
+}
+
+/// The private key of `keyFile`, checked against the certificate, copied per CPU for RSA.
+fn memory_key(
+    key_file: &Path,
+    files: &CaFiles,
+    cert_key: &PKey<openssl::pkey::Public>,
+    cert_file: &Path,
+) -> Result<CaKey> {
+    let key_err = |message: String| CaFile::Key.error(key_file, message);
+    if files.passphrase.is_none() && files.key.windows(9).any(|w| w == b"ENCRYPTED") {
+        return Err(key_err(
+            "the private key is encrypted: set passphraseFile".into(),
+        ));
+    }
+    let key = match &files.passphrase {
+        Some(pass) => {
+            let pass = trim_newline(pass);
+            PKey::private_key_from_pem_passphrase(&files.key, pass)
+        }
+        // Never let OpenSSL prompt on a terminal for a passphrase: a service has no one to
+        // answer, and an encrypted key without passphraseFile is a configuration error.
+        None => PKey::private_key_from_pem_callback(&files.key, |_buf| {
+            Err(openssl::error::ErrorStack::get())
+        }),
+    }
+    // The OpenSSL error stack names the decoder, never key bytes.
+    .map_err(|e| key_err(format!("cannot read private key: {e}")))?;
+    signature_algorithm(&key).map_err(key_err)?;
+    if !cert_key.public_eq(&key) {
+        return Err(key_err(format!(
+            "private key does not match the certificate {}",
+            cert_file.display()
+        )));
+    }
+
+    // OpenSSL 3.0 serialises RSA private-key operations on one key object through its shared
+    // blinding state; independent copies let signing threads scale (measured: 1.7× → see README).
+    let copies = if key.id() == Id::RSA {
+        std::thread::available_parallelism().map_or(1, |n| n.get().min(16))
+    } else {
+        1
+    };
+    let mut keys = Vec::with_capacity(copies);
+    if copies > 1 {
+        let der = key
+            .private_key_to_der()
+            .map_err(|e| key_err(format!("cannot re-encode private key: {e}")))?;
+        for _ in 1..copies {
+            keys.push(
+                PKey::private_key_from_der(&der)
+                    .map_err(|e| key_err(format!("cannot copy private key: {e}")))?,
+            );
+        }
+    }
+    keys.push(key);
+    Ok(CaKey::Memory(keys.into_boxed_slice()))
+}
+
+/// A token key is proven to be the certificate's by what it does: it signs a fresh message, and the
+/// certificate's public key verifies the signature.
+fn check_key_matches(
+    key: &CaKey,
+    algorithm: SignatureAlgorithm,
+    cert_key: &PKey<openssl::pkey::Public>,
+    cert_file: &Path,
+) -> Result<()> {
+    let mut message = b"csr-signer: does the token key match the CA certificate? ".to_vec();
+    let mut nonce = [0u8; 16];
+    openssl::rand::rand_bytes(&mut nonce).map_err(crypto("generating a test message"))?;
+    message.extend_from_slice(&nonce);
+    let signature = key.sign(algorithm, &message)?;
+    let verifies = match algorithm.digest() {
+        Some(md) => openssl::sign::Verifier::new(md, cert_key)
+            .and_then(|mut v| v.verify_oneshot(&signature, &message)),
+        None => openssl::sign::Verifier::new_without_digest(cert_key)
+            .and_then(|mut v| v.verify_oneshot(&signature, &message)),
+    }
+    .unwrap_or(false);
+    if !verifies {
+        return Err(Error::Token {
+            kind: crate::pkcs11::TokenErrorKind::Key,
+            context: format!(
+                "the key in the token does not match the certificate {}: a test signature does not verify",
+                cert_file.display()
+            ),
+            source: None,
+        });
+    }
+    Ok(())
 }
 
 /// The certificate's DER and its parse, for the checks OpenSSL's API does not offer.
@@ -613,17 +744,21 @@ pub fn key_identifier(public_key_bits: &[u8]) -> Result<Vec<u8>> {
 }
 
 #[cfg(unix)]
-fn warn_if_key_readable_by_others(path: &Path) {
+fn warn_if_key_readable_by_others(path: &Path, is_key: bool) {
     use std::os::unix::fs::PermissionsExt;
     if let Ok(meta) = std::fs::metadata(path) {
         if meta.permissions().mode() & 0o004 != 0 {
-            tracing::warn!(key = %path.display(), "CA private key file is world-readable; chmod 600 it");
+            if is_key {
+                tracing::warn!(key = %path.display(), "CA private key file is world-readable; chmod 600 it");
+            } else {
+                tracing::warn!(pin_file = %path.display(), "PKCS#11 PIN file is world-readable; chmod 600 it");
+            }
         }
     }
 }
 
 #[cfg(not(unix))]
-fn warn_if_key_readable_by_others(_path: &Path) {}
+fn warn_if_key_readable_by_others(_path: &Path, _is_key: bool) {}
 
 /// The subject Name of a certificate, as the bytes it holds.
 /// Certificate ::= SEQUENCE { tbs SEQUENCE { [0] version OPTIONAL, serial, signature, issuer, validity,

@@ -281,3 +281,156 @@ pub fn init(opts: &InitOptions) -> Result<Created> {
         })
     }
 }
+
+/// `ca init --pkcs11`: the key pair is generated inside the token (sensitive, not extractable); only
+/// the self-signed CA certificate is written, to `opts.out/ca.crt`. The certificate is signed by the
+/// token and checked with OpenSSL against the public key the token returned.
+pub fn init_pkcs11(opts: &InitOptions, p11: &crate::config::Pkcs11Settings) -> Result<Created> {
+    use crate::pkcs11::{Pin, Pkcs11Key, TokenKeyType};
+    opts.check()?;
+    if opts.intermediate {
+        return Err(Error::InvalidOption {
+            option: "--intermediate",
+            message: "not with --pkcs11: the token key is the signing CA; create an intermediate's key in the token and have it signed by your root".into(),
+        });
+    }
+    crate::pkcs11::Pkcs11Uri::parse(&p11.uri).map_err(|message| Error::InvalidOption {
+        option: "--pkcs11",
+        message,
+    })?;
+    std::fs::create_dir_all(&opts.out).map_err(|error| Error::Io {
+        path: opts.out.clone(),
+        error,
+    })?;
+    let cert_path = opts.out.join("ca.crt");
+    if cert_path.exists() {
+        return Err(Error::Io {
+            path: cert_path,
+            error: std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "already exists; refusing to overwrite a CA",
+            ),
+        });
+    }
+    let pin_bytes = std::fs::read(&p11.pin_file).map_err(|error| Error::Io {
+        path: p11.pin_file.clone(),
+        error,
+    })?;
+    let pin = || {
+        Pin::from_bytes(&pin_bytes).ok_or_else(|| Error::InvalidOption {
+            option: "--pin-file",
+            message: "must hold one line of UTF-8 text (the PIN)".into(),
+        })
+    };
+    let key_type = match opts.key_type {
+        KeyType::Rsa2048 => TokenKeyType::Rsa(2048),
+        KeyType::Rsa3072 => TokenKeyType::Rsa(3072),
+        KeyType::Rsa4096 => TokenKeyType::Rsa(4096),
+        KeyType::P256 => TokenKeyType::Ec(Nid::X9_62_PRIME256V1),
+        KeyType::P384 => TokenKeyType::Ec(Nid::SECP384R1),
+        KeyType::P521 => TokenKeyType::Ec(Nid::SECP521R1),
+        KeyType::Ed25519 => TokenKeyType::Ed25519,
+    };
+    let public = crate::pkcs11::generate(p11, &pin()?, key_type)?.public_key;
+    let algorithm = crate::ca::signature_algorithm(&public).map_err(|message| Error::Encode {
+        context: "the token's public key",
+        message,
+    })?;
+    let key = Pkcs11Key::open(p11, pin()?, algorithm)?;
+    let der = self_signed(&public, algorithm, &opts.common_name, opts.days, |tbs| {
+        key.sign(tbs)
+    })?;
+    let cert = X509::from_der(&der).map_err(crypto("reading the new CA certificate"))?;
+    if !cert
+        .verify(&public)
+        .map_err(crypto("verifying the new CA certificate"))?
+    {
+        return Err(Error::Encode {
+            context: "the new CA certificate",
+            message: "its signature by the token does not verify with the token's public key"
+                .into(),
+        });
+    }
+    let pem = cert.to_pem().map_err(crypto("encoding a certificate"))?;
+    write_new(&cert_path, &pem, 0o644)?;
+    Ok(Created {
+        cert: cert_path.clone(),
+        key: PathBuf::new(),
+        trust_anchor: cert_path.clone(),
+        files: vec![cert_path],
+    })
+}
+
+/// A self-signed CA certificate for `public` whose signature comes from `sign` (the token), built
+/// like `ca_certificate`: CA:TRUE (critical), keyCertSign+cRLSign+digitalSignature (critical), SKI.
+fn self_signed(
+    public: &PKey<openssl::pkey::Public>,
+    algorithm: crate::ca::SignatureAlgorithm,
+    common_name: &str,
+    days: u32,
+    sign: impl FnOnce(&[u8]) -> Result<Vec<u8>>,
+) -> Result<Vec<u8>> {
+    use crate::issue::{enc, extension, key_usage_bits, CertificateDer, TbsCertificate};
+    use der::asn1::{AnyRef, BitStringRef, OctetString, UintRef};
+    use der::{Decode, Encode};
+    let c = crypto("building a CA certificate");
+    let mut name = X509NameBuilder::new().map_err(&c)?;
+    name.append_entry_by_nid(Nid::COMMONNAME, common_name)
+        .map_err(&c)?;
+    name.append_entry_by_nid(Nid::ORGANIZATIONNAME, "csr-signer")
+        .map_err(&c)?;
+    let name_der = name.build().to_der().map_err(&c)?;
+    let spki_der = public.public_key_to_der().map_err(&c)?;
+    let spki = spki::SubjectPublicKeyInfoRef::from_der(&spki_der).map_err(enc("public key"))?;
+    let ski = crate::ca::key_identifier(spki.subject_public_key.raw_bytes())?;
+
+    let mut serial = [0u8; 16];
+    openssl::rand::rand_bytes(&mut serial).map_err(&c)?;
+    serial[0] &= 0x7f;
+    serial[0] |= 0x01;
+    let now = std::time::SystemTime::now();
+    let not_before = now - std::time::Duration::from_secs(300);
+    let not_after = now + std::time::Duration::from_secs(u64::from(days) * 86_400);
+    // digitalSignature (0), keyCertSign (5), cRLSign (6).
+    let ku = key_usage_bits((1 << 0) | (1 << 5) | (1 << 6))?.unwrap_or_default();
+    let bc = x509_cert::ext::pkix::BasicConstraints {
+        ca: true,
+        path_len_constraint: None,
+    }
+    .to_der()
+    .map_err(enc("basicConstraints"))?;
+    let ski = x509_cert::ext::pkix::SubjectKeyIdentifier(
+        OctetString::new(ski).map_err(enc("subjectKeyIdentifier"))?,
+    )
+    .to_der()
+    .map_err(enc("subjectKeyIdentifier"))?;
+    let alg = AnyRef::from_der(algorithm.algorithm_identifier_der()).map_err(enc("algorithm"))?;
+    let name = AnyRef::from_der(&name_der).map_err(enc("name"))?;
+    let tbs = TbsCertificate {
+        version: 2,
+        serial_number: UintRef::new(&serial).map_err(enc("serial number"))?,
+        signature: alg,
+        issuer: name,
+        validity: x509_cert::time::Validity::new(
+            x509_cert::time::Time::try_from(not_before).map_err(enc("notBefore"))?,
+            x509_cert::time::Time::try_from(not_after).map_err(enc("notAfter"))?,
+        ),
+        subject: name,
+        subject_public_key_info: AnyRef::from_der(&spki_der).map_err(enc("public key"))?,
+        extensions: vec![
+            extension(crate::issue::OID_BASIC_CONSTRAINTS, true, bc)?,
+            extension(crate::issue::OID_KEY_USAGE, true, ku)?,
+            extension(crate::issue::OID_SKI, false, ski)?,
+        ],
+    }
+    .to_der()
+    .map_err(enc("TBSCertificate"))?;
+    let signature = sign(&tbs)?;
+    CertificateDer {
+        tbs_certificate: AnyRef::from_der(&tbs).map_err(enc("certificate"))?,
+        signature_algorithm: alg,
+        signature: BitStringRef::from_bytes(&signature).map_err(enc("signature"))?,
+    }
+    .to_der()
+    .map_err(enc("certificate"))
+}

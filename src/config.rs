@@ -154,15 +154,40 @@ pub struct CaSettings {
     pub name: String,
     /// PEM file with exactly one certificate: the signing CA (a root or an intermediate).
     pub cert_file: PathBuf,
-    /// PEM private key of the signing CA (PKCS#8, PKCS#1 or SEC1; optionally encrypted).
-    pub key_file: PathBuf,
+    /// PEM private key of the signing CA (PKCS#8, PKCS#1 or SEC1; optionally encrypted). Exactly one
+    /// of `keyFile` and `pkcs11` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
     /// Optional PEM file with the intermediates above the signing CA (not the root), appended to every
     /// issued chain.
     #[serde(default)]
     pub chain_file: Option<PathBuf>,
     /// Optional file holding the passphrase of an encrypted key.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub passphrase_file: Option<PathBuf>,
+    /// The key is in a PKCS#11 token (an HSM) instead of `keyFile`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pkcs11: Option<Pkcs11Settings>,
+}
+
+/// A CA key in a PKCS#11 token: which module, which key (an RFC 7512 URI), and where the PIN is. The
+/// PIN itself is never a setting: it would be printed by `check-config` and end up in the config.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Pkcs11Settings {
+    /// The vendor's PKCS#11 library (`/usr/lib/softhsm/libsofthsm2.so`).
+    pub module: PathBuf,
+    /// `pkcs11:token=LABEL;object=LABEL` (or `serial=`, `id=`); no query attributes.
+    pub uri: String,
+    /// File holding the user PIN (a mounted Secret).
+    pub pin_file: PathBuf,
+    /// Logged-in sessions kept open, at most: one per signing thread.
+    #[serde(default = "default_sessions")]
+    pub sessions: usize,
+}
+
+fn default_sessions() -> usize {
+    4
 }
 
 /// `ca.name` when none is configured.
@@ -642,7 +667,12 @@ impl Settings {
                 }
             };
             resolve("certFile", &mut s.ca.cert_file);
-            resolve("keyFile", &mut s.ca.key_file);
+            if let Some(p) = s.ca.key_file.as_mut() {
+                resolve("keyFile", p);
+            }
+            if let Some(p) = s.ca.pkcs11.as_mut() {
+                resolve("pkcs11.pinFile", &mut p.pin_file);
+            }
             if let Some(p) = s.ca.chain_file.as_mut() {
                 resolve("chainFile", p);
             }
@@ -702,6 +732,7 @@ impl Settings {
                 .auto_approve
                 .validate()
                 .map_err(|e| err(key(&format!("autoApprove.{}", e.key)), e.message))?;
+            check_ca_key(&s.ca).map_err(|(k, m)| err(key(&format!("ca{k}")), m))?;
             if !is_dns_label(&s.ca.name) {
                 return Err(err(
                     key("ca.name"),
@@ -821,6 +852,39 @@ impl Settings {
 }
 
 /// YAML text as a tree; a syntax error names the line and column.
+/// Exactly one of `keyFile` and `pkcs11`; a PKCS#11 URI that names a token and a key and carries no
+/// PIN. Errors are `(key under ca, message)`.
+fn check_ca_key(ca: &CaSettings) -> std::result::Result<(), (String, String)> {
+    match (&ca.key_file, &ca.pkcs11) {
+        (Some(_), Some(_)) => Err((
+            String::new(),
+            "keyFile and pkcs11 are mutually exclusive: the key is either in a file or in a token"
+                .into(),
+        )),
+        (None, None) => Err((
+            String::new(),
+            "set keyFile (a PEM private key) or pkcs11 (a key in a token)".into(),
+        )),
+        (None, Some(p)) => {
+            if ca.passphrase_file.is_some() {
+                return Err((
+                    ".passphraseFile".into(),
+                    "is for an encrypted keyFile; a token key is unlocked by pkcs11.pinFile".into(),
+                ));
+            }
+            if p.sessions == 0 || p.sessions > 64 {
+                return Err((
+                    ".pkcs11.sessions".into(),
+                    format!("must be between 1 and 64 (got {})", p.sessions),
+                ));
+            }
+            crate::pkcs11::Pkcs11Uri::parse(&p.uri).map_err(|m| (".pkcs11.uri".into(), m))?;
+            Ok(())
+        }
+        (Some(_), None) => Ok(()),
+    }
+}
+
 fn parse_yaml(text: &str, origin: &str) -> Result<serde_yaml::Value> {
     serde_yaml::from_str(text).map_err(|e| Error::Config {
         origin: origin.to_owned(),
@@ -975,6 +1039,30 @@ mod tests {
             file.display().to_string()
         );
         assert_eq!(s.origin_of("log.level"), "flag --log-level");
+    }
+
+    #[test]
+    #[rustfmt::skip]
+    fn the_ca_key_is_a_file_or_a_token_never_both_and_never_a_pin_in_the_config() {
+        let p11 = "pkcs11: {module: /m.so, uri: \"pkcs11:token=t;object=k\", pinFile: /pin}";
+        let yaml = |ca: &str| format!("signers:\n- name: example.com/a\n  ca: {{certFile: c, {ca}}}\n");
+        let s = Settings::from_yaml(&yaml(p11), "f.yaml").expect("a token key");
+        let ca = &s.signers[0].ca;
+        assert_eq!(ca.key_file, None);
+        assert_eq!(ca.pkcs11.as_ref().map(|p| p.sessions), Some(4));
+        for (ca, expected) in [
+            (format!("keyFile: k, {p11}"), "f.yaml: signers[0].ca: keyFile and pkcs11 are mutually exclusive"),
+            ("chainFile: x".to_string(), "f.yaml: signers[0].ca: set keyFile (a PEM private key) or pkcs11"),
+            (format!("passphraseFile: p, {p11}"), "f.yaml: signers[0].ca.passphraseFile: is for an encrypted keyFile"),
+            (p11.replace("object=k", "object=k?pin-value=s3cret"), "f.yaml: signers[0].ca.pkcs11.uri: query attribute pin-value is not accepted"),
+            (p11.replace("token=t;", ""), "f.yaml: signers[0].ca.pkcs11.uri: name the token"),
+            (p11.replace("pinFile: /pin", "pinFile: /pin, sessions: 0"), "f.yaml: signers[0].ca.pkcs11.sessions: must be between 1 and 64"),
+            (p11.replace("pinFile: /pin", "pin: s3cret"), "f.yaml: signers[0].ca.pkcs11.pin: unknown key"),
+        ] {
+            let e = Settings::from_yaml(&yaml(&ca), "f.yaml").expect_err(expected).to_string();
+            assert!(e.starts_with(expected), "{e}\nwanted {expected}");
+            assert!(!e.contains("s3cret"), "{e}");
+        }
     }
 
     #[test]

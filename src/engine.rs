@@ -143,8 +143,10 @@ impl CaKeys {
 
     /// Wraps an error about a CA file in the setting that named the file.
     fn locate(&self, e: Error) -> Error {
-        let Error::Ca { file, .. } = &e else {
-            return e;
+        let file = match &e {
+            Error::Ca { file, .. } => file,
+            Error::Token { .. } => &CaFile::Token,
+            _ => return e,
         };
         match self.keys.iter().find(|(f, _, _)| f == file) {
             Some((_, key, origin)) => Error::Setting {
@@ -173,7 +175,14 @@ impl SignerEngine {
         let ca_keys = CaKeys::new(
             settings,
             &format!("signers[{index}].ca"),
-            &[CaFile::Cert, CaFile::Key, CaFile::Chain, CaFile::Passphrase],
+            &[
+                CaFile::Cert,
+                CaFile::Key,
+                CaFile::Chain,
+                CaFile::Passphrase,
+                CaFile::Pin,
+                CaFile::Token,
+            ],
         );
         let (ca, files) =
             SigningCa::load(&signer.ca, SystemTime::now()).map_err(|e| ca_keys.locate(e))?;
@@ -608,5 +617,14 @@ impl Engine {
 
     pub fn signers(&self) -> impl Iterator<Item = &SignerEngine> {
         self.signers.iter()
+    }
+
+    /// Logs out of every PKCS#11 token and closes the sessions (shutdown, once nothing signs).
+    pub fn logout_tokens(&self) {
+        for s in &self.signers {
+            if let Some(key) = s.ca().pkcs11_key() {
+                key.logout();
+            }
+        }
     }
 }

@@ -24,6 +24,17 @@ pub fn chain(e: &dyn std::error::Error) -> String {
     out
 }
 
+impl Error {
+    /// The kind of a token error (through `Setting`), for the `kind` metric label.
+    pub fn token_kind(&self) -> Option<crate::pkcs11::TokenErrorKind> {
+        match self {
+            Error::Token { kind, .. } => Some(*kind),
+            Error::Setting { source, .. } => source.token_kind(),
+            _ => None,
+        }
+    }
+}
+
 /// Everything that can go wrong outside a policy decision. Causes are kept as `source`s, so callers
 /// see the whole chain (`{:#}` with anyhow, `chain` elsewhere).
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +90,16 @@ pub enum Error {
         context: &'static str,
         #[source]
         error: openssl::error::ErrorStack,
+    },
+
+    /// A PKCS#11 token (HSM) could not be reached or refused an operation; transient for the
+    /// controller (retried with backoff). `kind` is the metric label. Never carries the PIN.
+    #[error("PKCS#11: {context}")]
+    Token {
+        kind: crate::pkcs11::TokenErrorKind,
+        context: String,
+        #[source]
+        source: Option<Box<cryptoki::error::Error>>,
     },
 
     /// DER encoding of an issued certificate failed.

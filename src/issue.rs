@@ -18,7 +18,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use der::asn1::{AnyRef, BitString, BitStringRef, Ia5String, OctetString, UintRef};
 use der::{Decode, Encode};
-use openssl::sign::Signer;
 use x509_cert::ext::pkix::name::GeneralName;
 use x509_cert::ext::pkix::{
     AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, SubjectAltName,
@@ -39,15 +38,18 @@ pub const BACKDATE: Duration = Duration::from_secs(5 * 60);
 /// Below this lifetime NotAfter is not backdated (so the total validity is lifetime + 5 min).
 pub const SHORT: Duration = Duration::from_secs(8 * 60 * 60);
 
-const OID_KEY_USAGE: const_oid::ObjectIdentifier =
+pub(crate) const OID_KEY_USAGE: const_oid::ObjectIdentifier =
     const_oid::ObjectIdentifier::new_unwrap("2.5.29.15");
-const OID_EXT_KEY_USAGE: const_oid::ObjectIdentifier =
+pub(crate) const OID_EXT_KEY_USAGE: const_oid::ObjectIdentifier =
     const_oid::ObjectIdentifier::new_unwrap("2.5.29.37");
-const OID_BASIC_CONSTRAINTS: const_oid::ObjectIdentifier =
+pub(crate) const OID_BASIC_CONSTRAINTS: const_oid::ObjectIdentifier =
     const_oid::ObjectIdentifier::new_unwrap("2.5.29.19");
-const OID_SKI: const_oid::ObjectIdentifier = const_oid::ObjectIdentifier::new_unwrap("2.5.29.14");
-const OID_AKI: const_oid::ObjectIdentifier = const_oid::ObjectIdentifier::new_unwrap("2.5.29.35");
-const OID_SAN: const_oid::ObjectIdentifier = const_oid::ObjectIdentifier::new_unwrap("2.5.29.17");
+pub(crate) const OID_SKI: const_oid::ObjectIdentifier =
+    const_oid::ObjectIdentifier::new_unwrap("2.5.29.14");
+pub(crate) const OID_AKI: const_oid::ObjectIdentifier =
+    const_oid::ObjectIdentifier::new_unwrap("2.5.29.35");
+pub(crate) const OID_SAN: const_oid::ObjectIdentifier =
+    const_oid::ObjectIdentifier::new_unwrap("2.5.29.17");
 
 /// An issued certificate.
 #[derive(Clone, Debug)]
@@ -94,34 +96,38 @@ pub fn validity(
 }
 
 #[derive(der::Sequence)]
-struct TbsCertificate<'a> {
+pub(crate) struct TbsCertificate<'a> {
     #[asn1(context_specific = "0", tag_mode = "EXPLICIT")]
-    version: u8,
-    serial_number: UintRef<'a>,
-    signature: AnyRef<'a>,
-    issuer: AnyRef<'a>,
-    validity: Validity,
-    subject: AnyRef<'a>,
-    subject_public_key_info: AnyRef<'a>,
+    pub(crate) version: u8,
+    pub(crate) serial_number: UintRef<'a>,
+    pub(crate) signature: AnyRef<'a>,
+    pub(crate) issuer: AnyRef<'a>,
+    pub(crate) validity: Validity,
+    pub(crate) subject: AnyRef<'a>,
+    pub(crate) subject_public_key_info: AnyRef<'a>,
     #[asn1(context_specific = "3", tag_mode = "EXPLICIT")]
-    extensions: Vec<Extension>,
+    pub(crate) extensions: Vec<Extension>,
 }
 
 #[derive(der::Sequence)]
-struct CertificateDer<'a> {
-    tbs_certificate: AnyRef<'a>,
-    signature_algorithm: AnyRef<'a>,
-    signature: BitStringRef<'a>,
+pub(crate) struct CertificateDer<'a> {
+    pub(crate) tbs_certificate: AnyRef<'a>,
+    pub(crate) signature_algorithm: AnyRef<'a>,
+    pub(crate) signature: BitStringRef<'a>,
 }
 
-fn enc(context: &'static str) -> impl Fn(der::Error) -> Error {
+pub(crate) fn enc(context: &'static str) -> impl Fn(der::Error) -> Error {
     move |e| Error::Encode {
         context,
         message: e.to_string(),
     }
 }
 
-fn extension(id: const_oid::ObjectIdentifier, critical: bool, value: Vec<u8>) -> Result<Extension> {
+pub(crate) fn extension(
+    id: const_oid::ObjectIdentifier,
+    critical: bool,
+    value: Vec<u8>,
+) -> Result<Extension> {
     Ok(Extension {
         extn_id: id,
         critical,
@@ -130,7 +136,7 @@ fn extension(id: const_oid::ObjectIdentifier, critical: bool, value: Vec<u8>) ->
 }
 
 /// The keyUsage BIT STRING with RFC 5280 bit numbering and minimal length.
-fn key_usage_bits(bits: u16) -> Result<Option<Vec<u8>>> {
+pub(crate) fn key_usage_bits(bits: u16) -> Result<Option<Vec<u8>>> {
     if bits == 0 {
         return Ok(None);
     }
@@ -276,15 +282,8 @@ pub fn issue_between(
     };
     let tbs_der = tbs.to_der().map_err(enc("TBSCertificate"))?;
 
-    let crypto = crypto("signing the certificate");
-    let signature = match ca.algorithm.digest() {
-        Some(md) => Signer::new(md, ca.signing_key())
-            .and_then(|mut s| s.sign_oneshot_to_vec(&tbs_der))
-            .map_err(crypto)?,
-        None => Signer::new_without_digest(ca.signing_key())
-            .and_then(|mut s| s.sign_oneshot_to_vec(&tbs_der))
-            .map_err(crypto)?,
-    };
+    // In memory or in a token: issuance only asks for one signature over the bytes it built.
+    let signature = ca.sign(&tbs_der)?;
     let cert = CertificateDer {
         tbs_certificate: AnyRef::from_der(&tbs_der).map_err(enc("certificate"))?,
         signature_algorithm: alg,

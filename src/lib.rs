@@ -29,6 +29,7 @@ pub mod leader;
 pub mod logging;
 pub mod metrics;
 pub mod pem;
+pub mod pkcs11;
 pub mod policy;
 pub mod refusal;
 pub mod requester;

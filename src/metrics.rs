@@ -97,6 +97,7 @@ pub struct Metrics {
     pub lifetime_requests: IntCounterVec,
     pub ca_not_after: GaugeVec,
     pub ca_reload_errors: IntCounterVec,
+    pub signing_errors: IntCounterVec,
     pub approved_not_issued: IntGaugeVec,
     pub oldest_approved_not_issued: GaugeVec,
     pub api_errors: IntCounterVec,
@@ -182,6 +183,13 @@ impl Metrics {
                     "NotAfter of the signing CA certificate, as a Unix timestamp.",
                 ),
                 &["signer"],
+            )?,
+            signing_errors: IntCounterVec::new(
+                Opts::new(
+                    "csr_signer_signing_errors_total",
+                    "Errors of the CA key in a PKCS#11 token, by kind (module, token, session, login, key, device); each is retried.",
+                ),
+                &["signer", "kind"],
             )?,
             ca_reload_errors: IntCounterVec::new(
                 Opts::new(
@@ -296,6 +304,7 @@ impl Metrics {
         m.registry.register(Box::new(m.lifetime_requests.clone()))?;
         m.registry.register(Box::new(m.ca_not_after.clone()))?;
         m.registry.register(Box::new(m.ca_reload_errors.clone()))?;
+        m.registry.register(Box::new(m.signing_errors.clone()))?;
         m.registry
             .register(Box::new(m.approved_not_issued.clone()))?;
         m.registry
@@ -347,6 +356,10 @@ impl Metrics {
                 .with_label_values(&[signer, result.as_str()]);
         }
         self.ca_reload_errors.with_label_values(&[signer]);
+        for kind in crate::pkcs11::TokenErrorKind::ALL {
+            self.signing_errors
+                .with_label_values(&[signer, kind.as_str()]);
+        }
         self.certificates_signed.with_label_values(&[signer]);
         self.watch_restarts.with_label_values(&[signer]);
         self.approved_not_issued.with_label_values(&[signer]).set(0);
@@ -372,6 +385,13 @@ impl Metrics {
         self.api_retries
             .with_label_values(&[op.as_str(), code.to_string().as_str()])
             .inc();
+    }
+
+    /// Counts errors of a CA key in a token.
+    pub fn record_signing_errors(&self, signer: &str, kind: crate::pkcs11::TokenErrorKind, n: u64) {
+        self.signing_errors
+            .with_label_values(&[signer, kind.as_str()])
+            .inc_by(n);
     }
 
     /// Counts one signature made by a signer's CA.

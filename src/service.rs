@@ -191,6 +191,7 @@ pub async fn start_with_metrics(
     });
     let publisher_leader = leader_rx.clone();
     let configmaps_leader = leader_rx.clone();
+    let tokens = engine.clone();
     let controller = Controller::new(
         client,
         engine,
@@ -220,6 +221,8 @@ pub async fn start_with_metrics(
             .await
             .map_err(|e| crate::Error::Service(format!("controller task: {e}")))
             .and_then(|r| r);
+        // Nothing signs any more: leave the HSM logged out rather than to the process exit.
+        let _ = tokio::task::spawn_blocking(move || tokens.logout_tokens()).await;
         for t in [publisher_task, configmaps_task].into_iter().flatten() {
             let _ = t.await;
         }

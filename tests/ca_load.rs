@@ -21,9 +21,10 @@ fn settings(cert: &std::path::Path, key: &std::path::Path) -> CaSettings {
     CaSettings {
         name: csr_signer::config::DEFAULT_ACTIVE_CA_NAME.into(),
         cert_file: cert.to_owned(),
-        key_file: key.to_owned(),
+        key_file: Some(key.to_owned()),
         chain_file: None,
         passphrase_file: None,
+        pkcs11: None,
     }
 }
 

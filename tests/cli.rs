@@ -318,8 +318,8 @@ fn bad_configs_name_the_file_or_variable_and_the_key() {
     // (file content, environment, the error's beginning)
     type Case<'a> = (String, Vec<(&'a str, String)>, String);
     let cases: Vec<Case> = vec![
-        (edit("  policy: {}\n", "  polcy: {}\n"), vec![], format!("{file}: signers[0].polcy: unknown key (expected one of `name`, `ca`, `otherCas`, `policy`)")),
-        (edit(&format!(", keyFile: {key}"), ""), vec![], format!("{file}: signers[0].ca.keyFile: required, but not set")),
+        (edit("  policy: {}\n", "  polcy: {}\n"), vec![], format!("{file}: signers[0].polcy: unknown key (expected one of `name`, `ca`, `otherCas`, `policy`, `podCertificates`, `autoApprove`)")),
+        (edit(&format!(", keyFile: {key}"), ""), vec![], format!("{file}: signers[0].ca: set keyFile (a PEM private key) or pkcs11 (a key in a token)")),
         (good.clone() + "controller: {qps: fast}\n", vec![], format!("{file}: controller.qps: invalid type: string \"fast\"")),
         (edit("policy: {}", "policy: {lifetime: {min: 1m}}"), vec![], format!("{file}: signers[0].policy.lifetime.min: must be at least 10m")),
         (edit("policy: {}", "policy: {sans: {dns: [\"{namespace}-{serviceaccount}.x\"]}}"), vec![], format!("{file}: signers[0].policy.sans.dns[0]: \"{{namespace}}-{{serviceaccount}}.x\": {{namespace}} and {{serviceaccount}} must be separated by text containing '.'")),

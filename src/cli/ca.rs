@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use clap::{Args, Subcommand};
 use csr_signer::ca_init::{self, InitOptions, KeyType};
-use csr_signer::config::{OtherCaState, Overrides, Settings};
+use csr_signer::config::{OtherCaState, Overrides, Pkcs11Settings, Settings};
 use csr_signer::engine::Engine;
 use csr_signer::trust::{
     self,
@@ -41,16 +41,56 @@ pub struct CaInitArgs {
     /// Create a root and an intermediate; the intermediate signs.
     #[arg(long)]
     pub intermediate: bool,
+    /// Generate the key inside a PKCS#11 token, named by this RFC 7512 URI
+    /// (`pkcs11:token=LABEL;object=LABEL`); only the certificate is written.
+    #[arg(long, value_name = "URI", requires_all = ["module", "pin_file"])]
+    pub pkcs11: Option<String>,
+    /// The PKCS#11 module (vendor library), with --pkcs11.
+    #[arg(long, value_name = "PATH", requires = "pkcs11")]
+    pub module: Option<PathBuf>,
+    /// File holding the token's user PIN, with --pkcs11 (never the PIN itself on the command line).
+    #[arg(long, value_name = "PATH", requires = "pkcs11")]
+    pub pin_file: Option<PathBuf>,
 }
 
 pub fn ca_init(args: &CaInitArgs) -> anyhow::Result<ExitCode> {
-    let created = ca_init::init(&InitOptions {
+    let opts = InitOptions {
         out: args.out.clone(),
         key_type: args.key_type,
         days: args.days,
         common_name: args.common_name.clone(),
         intermediate: args.intermediate,
-    })?;
+    };
+    if let (Some(uri), Some(module), Some(pin_file)) = (&args.pkcs11, &args.module, &args.pin_file)
+    {
+        let p11 = Pkcs11Settings {
+            module: module.clone(),
+            uri: uri.clone(),
+            pin_file: pin_file.clone(),
+            sessions: 1,
+        };
+        let created = ca_init::init_pkcs11(&opts, &p11)?;
+        println!(
+            "created {} (key generated in the token)",
+            created.cert.display()
+        );
+        println!();
+        println!(
+            "Trust anchor: {} (distribute this to clients)",
+            created.trust_anchor.display()
+        );
+        println!();
+        println!("Config snippet:");
+        println!(
+            "  ca: {{certFile: {}, pkcs11: {{module: {}, uri: \"{}\", pinFile: {}}}}}",
+            created.cert.display(),
+            module.display(),
+            uri,
+            pin_file.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let created = ca_init::init(&opts)?;
     for f in &created.files {
         println!("created {}", f.display());
     }

@@ -218,6 +218,12 @@ async fn sign(
         let t = Instant::now();
         let d = s.sign(&req, SystemTime::now());
         let took = t.elapsed();
+        // Token errors, the ones recovered from by reconnecting included.
+        if let Some(key) = s.ca().pkcs11_key() {
+            for (kind, n) in key.take_errors() {
+                metrics.record_signing_errors(&name, kind, n);
+            }
+        }
         // Recorded here, on the blocking pool, the moment the signature exists.
         let audited = match &d {
             Ok(Decision::Issued(issued)) => {
@@ -336,6 +342,7 @@ fn error_class(e: &crate::Error) -> &'static str {
         crate::Error::CaExpired { .. } => "CaExpired",
         crate::Error::Ca { .. } => "CaUnavailable",
         crate::Error::Crypto { .. } => "Crypto",
+        crate::Error::Token { .. } => "TokenUnavailable",
         crate::Error::Encode { .. } => "Encode",
         crate::Error::Kube { .. } => API_ERROR,
         _ => "Internal",

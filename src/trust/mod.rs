@@ -678,7 +678,8 @@ mod tests {
             &CaSettings {
                 name: crate::config::DEFAULT_ACTIVE_CA_NAME.into(),
                 cert_file: next.cert.clone(),
-                key_file: next.key.clone(),
+                key_file: Some(next.key.clone()),
+                pkcs11: None,
                 chain_file: Some(next.trust_anchor.clone()),
                 passphrase_file: None,
             },
@@ -733,7 +734,8 @@ mod tests {
             &CaSettings {
                 name: crate::config::DEFAULT_ACTIVE_CA_NAME.into(),
                 cert_file: next.cert.clone(),
-                key_file: next.key.clone(),
+                key_file: Some(next.key.clone()),
+                pkcs11: None,
                 chain_file: None,
                 passphrase_file: None,
             },
@@ -763,9 +765,10 @@ mod tests {
             &CaSettings {
                 name: crate::config::DEFAULT_ACTIVE_CA_NAME.into(),
                 cert_file: active_ca.cert.clone(),
-                key_file: active_ca.key.clone(),
+                key_file: Some(active_ca.key.clone()),
                 chain_file: None,
                 passphrase_file: None,
+                pkcs11: None,
             },
             SystemTime::now(),
         )

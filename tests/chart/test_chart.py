@@ -149,6 +149,42 @@ def test_every_file_in_the_config_comes_from_the_right_secret(rendered_sets):
     assert mounts["/etc/csr-signer/config.yaml"]["configMap"]["name"] == f"{RELEASE}-csr-signer"
 
 
+def test_a_token_key_mounts_the_pin_and_the_module_and_never_a_key_file():
+    values = {
+        "signers": [
+            {"name": "example.com/hsm", "ca": {"existingSecret": "hsm-ca", "pkcs11": {
+                "enabled": True, "uri": "pkcs11:token=csr-signer;object=ca-key", "pinSecret": "hsm-pin",
+                "pinKey": "user-pin", "sessions": 2}}},
+            {"name": "example.com/file", "ca": {"existingSecret": "file-ca"}},
+        ],
+        "pkcs11": {"module": "/opt/pkcs11/libvendor.so", "volume": {"persistentVolumeClaim": {"claimName": "hsm"}},
+                   "env": [{"name": "VENDOR_CONF", "value": "/opt/pkcs11/vendor.conf"}]},
+    }
+    r = render(values)
+    cfg = r.config()
+    token, file = cfg["signers"][0]["ca"], cfg["signers"][1]["ca"]
+    assert "keyFile" not in token and "passphraseFile" not in token
+    assert token["pkcs11"] == {"module": "/opt/pkcs11/libvendor.so", "uri": "pkcs11:token=csr-signer;object=ca-key",
+                               "pinFile": "/etc/csr-signer/pin/0/pin", "sessions": 2}
+    assert file["keyFile"] == "/etc/csr-signer/ca/1/tls.key" and "pkcs11" not in file
+    mounts = _mounts(r)
+    pin = mounts["/etc/csr-signer/pin/0"]
+    assert pin["secret"] == {"secretName": "hsm-pin", "defaultMode": 0o440, "items": [{"key": "user-pin", "path": "pin"}]}
+    assert pin["_mount"]["readOnly"] is True and "subPath" not in pin["_mount"]
+    assert "/etc/csr-signer/pin/1" not in mounts
+    module = mounts["/opt/pkcs11"]
+    assert module["persistentVolumeClaim"] == {"claimName": "hsm"} and module["_mount"]["readOnly"] is True
+    env = r.pod_spec()["containers"][0]["env"]
+    assert {"name": "VENDOR_CONF", "value": "/opt/pkcs11/vendor.conf"} in env
+    # The network HSM's address is an egress rule of its own when the NetworkPolicy is on.
+    hsm_rule = {"to": [{"ipBlock": {"cidr": "10.0.5.10/32"}}], "ports": [{"port": 1792, "protocol": "TCP"}]}
+    r = render(values | {"networkPolicy": {"enabled": True, "extraEgress": [hsm_rule]}})
+    assert r.one("NetworkPolicy")["spec"]["egress"][-1] == hsm_rule
+    # Without a module volume (an image that includes the library) nothing extra is mounted.
+    values["pkcs11"] = {"module": "/usr/lib/softhsm/libsofthsm2.so"}
+    assert "/opt/pkcs11" not in _mounts(render(values))
+
+
 def test_created_secret_holds_the_given_ca(rendered_sets, dev_ca):
     r = rendered_sets["multi-signer-all-on"]
     secret = r.one("Secret")
@@ -275,6 +311,10 @@ BAD_VALUES = {
     "signerName without a path": {"signers": [{"name": "example.com", "ca": {"existingSecret": "x"}}]},
     "signer without a CA": {"signers": [{"name": "example.com/mtls"}]},
     "no signers": {"signers": []},
+    "a PIN in the PKCS#11 URI": {"signers": [{"name": "example.com/a", "ca": {"existingSecret": "x", "pkcs11": {
+        "enabled": True, "uri": "pkcs11:token=t;object=k?pin-value=1234", "pinSecret": "pin"}}}]},
+    "a token key without its PIN Secret": {"signers": [{"name": "example.com/a", "ca": {"existingSecret": "x", "pkcs11": {
+        "enabled": True, "uri": "pkcs11:token=t;object=k"}}}]},
     "create without certificate": {"signers": [{"name": "example.com/a", "ca": {"create": True, "key": "k"}}]},
     "existing Secret missing": {"signers": [{"name": "example.com/a", "ca": {"existingSecret": ""}}]},
     "bad log format": {"log": {"format": "xml"}},
@@ -357,6 +397,11 @@ def test_shipped_values_file_passes_the_schema():
     ({"signers": [{"name": "example.com/a", "ca": {"existingSecret": "x"},
                    "otherCas": [{"name": "active", "state": "retiring", "existingSecret": "a"}]}]},
      'signers[0].otherCas[0].name: "active" is the signing CA\'s name (ca.name)'),
+    ({"signers": [{"name": "example.com/a", "ca": {"create": True, "certificate": "-----BEGIN CERTIFICATE-----",
+                                                   "key": "-----BEGIN PRIVATE KEY-----",
+                                                   "pkcs11": {"enabled": True, "uri": "pkcs11:token=t;object=k",
+                                                              "pinSecret": "pin"}}}]},
+     "signers[0].ca.pkcs11 needs an existing Secret"),
 ])
 def test_templates_refuse_unsafe_combinations(values, message):
     with helm.Chart.load(str(CHART)) as chart:

@@ -21,6 +21,7 @@ CONTRACT = {
     "csr_signer_lifetime_requests_total": ("counter", {"signer", "result"}),
     "csr_signer_ca_not_after_timestamp_seconds": ("gauge", {"signer"}),
     "csr_signer_ca_reload_errors_total": ("counter", {"signer"}),
+    "csr_signer_signing_errors_total": ("counter", {"signer", "kind"}),
     "csr_signer_approved_not_issued": ("gauge", {"signer"}),
     "csr_signer_oldest_approved_not_issued_seconds": ("gauge", {"signer"}),
     "csr_signer_api_errors_total": ("counter", {"operation", "code"}),

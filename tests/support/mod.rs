@@ -368,3 +368,38 @@ fn openssl_x509(cert: &Path, args: &[&str]) -> String {
     );
     String::from_utf8(out.stdout).expect("utf-8")
 }
+
+/// The PKCS#11 module of Debian's softhsm2 package (scripts/test.sh installs it).
+pub const SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+
+/// A SoftHSM2 token directory under `dir` holding one initialised token per label (user PIN `pin`), and
+/// `SOFTHSM2_CONF` pointing at it for this process. SoftHSM reads the variable when the module is first
+/// initialised, so call this before anything in the process loads the module, once per process.
+pub fn softhsm_tokens(dir: &Path, labels: &[&str], pin: &str) -> PathBuf {
+    assert!(
+        Path::new(SOFTHSM_MODULE).exists(),
+        "{SOFTHSM_MODULE} is missing: install softhsm2 (scripts/test.sh does)"
+    );
+    let tokens = dir.join("tokens");
+    std::fs::create_dir(&tokens).expect("token dir");
+    let conf = dir.join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            tokens.display()
+        ),
+    )
+    .expect("softhsm2.conf");
+    std::env::set_var("SOFTHSM2_CONF", &conf);
+    for label in labels {
+        let o = std::process::Command::new("softhsm2-util")
+            .env("SOFTHSM2_CONF", &conf)
+            .args(["--init-token", "--free", "--label", label])
+            .args(["--so-pin", "so-pin-1234", "--pin", pin])
+            .output()
+            .expect("softhsm2-util (install softhsm2)");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    conf
+}

@@ -94,6 +94,9 @@ Name of the Secret holding signer number .index's CA. Call with (dict "root" $ "
 {{- fail "trustBundles.configMaps.namespaceSelector: give matchLabels or matchExpressions (the namespaces that get the trust ConfigMap); it is required when trustBundles.configMaps.enabled is true" }}
 {{- end }}
 {{- range $i, $s := .Values.signers }}
+{{- if and $s.ca.create (default dict $s.ca.pkcs11).enabled }}
+{{- fail (printf "signers[%d].ca.pkcs11 needs an existing Secret with the CA certificate (ca.create makes one with a private key)" (int $i)) }}
+{{- end }}
 {{- $names := list }}
 {{- range $j, $o := $s.otherCas }}
 {{- /* The name is the CA's directory in the pod (and its metric label): two entries would share it. */}}
