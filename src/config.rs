@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::approval::{AutoApprove, AutoApproveSettings};
 use crate::audit::AuditSettings;
 use crate::error::{Error, Result};
-use crate::policy::{is_dns_label, Policy, PolicySettings};
+use crate::policy::{is_dns_label, PodCertificateSettings, PodPolicy, Policy, PolicySettings};
 pub use crate::trust::TrustBundleSettings;
 
 /// A validated `spec.signerName` (k8s-csr-rules §3.C V-6): `<domain>/<path>`, lower-case DNS labels.
@@ -98,6 +99,12 @@ struct RawSigner {
     /// Shape, defaults and validation live with the policy (`policy::PolicySettings`).
     #[serde(default)]
     policy: PolicySettings,
+    /// Shape, defaults and validation live with the pod policy (`policy::PodCertificateSettings`).
+    #[serde(default)]
+    pod_certificates: PodCertificateSettings,
+    /// Shape, defaults and validation live with auto-approval (`approval::AutoApproveSettings`).
+    #[serde(default)]
+    auto_approve: AutoApproveSettings,
 }
 
 /// Where a CA that this signer trusts but does not sign with lives (`signers[i].otherCas[j]`): the
@@ -260,6 +267,10 @@ pub struct SignerSettings {
     /// CAs trusted but not signing.
     pub other_cas: Vec<OtherCaSettings>,
     pub policy: Policy,
+    /// How PodCertificateRequests are signed; `None`: this signer leaves them alone.
+    pub pod_certificates: Option<PodPolicy>,
+    /// When csr-signer approves this signer's CSRs itself; `None`: never.
+    pub auto_approve: Option<AutoApprove>,
 }
 
 /// The whole validated configuration.
@@ -671,6 +682,14 @@ impl Settings {
             }
             let policy = Policy::try_from(&s.policy)
                 .map_err(|e| err(key(&format!("policy.{}", e.key)), e.message))?;
+            let pod_certificates = s
+                .pod_certificates
+                .policy()
+                .map_err(|e| err(key(&format!("podCertificates.{}", e.key)), e.message))?;
+            let auto_approve = s
+                .auto_approve
+                .validate()
+                .map_err(|e| err(key(&format!("autoApprove.{}", e.key)), e.message))?;
             let mut ca_names = BTreeSet::new();
             for (j, o) in s.other_cas.iter().enumerate() {
                 let k = key(&format!("otherCas[{j}].name"));
@@ -689,6 +708,8 @@ impl Settings {
                 ca: s.ca,
                 other_cas: s.other_cas,
                 policy,
+                pod_certificates,
+                auto_approve,
             });
         }
         let c = &raw.controller;
@@ -743,6 +764,8 @@ impl Settings {
                 "ca": s.ca,
                 "otherCas": s.other_cas,
                 "policy": s.policy.describe(),
+                "podCertificates": s.pod_certificates.as_ref().map(PodPolicy::describe),
+                "autoApprove": s.auto_approve.as_ref().map(AutoApprove::describe),
             })).collect::<Vec<_>>(),
             "controller": self.controller,
             "server": self.server,

@@ -183,7 +183,18 @@ pub fn parse(pem: &[u8]) -> Result<ParsedCsr, Refusal> {
             pem.len()
         )));
     }
-    let der = request_der(pem)?;
+    parse_der(request_der(pem)?)
+}
+
+/// Parses a DER request (a PodCertificateRequest's `stubPKCS10Request`) and checks its public key,
+/// without verifying the signature.
+pub fn parse_der(der: Vec<u8>) -> Result<ParsedCsr, Refusal> {
+    if der.len() > MAX_REQUEST_BYTES {
+        return Err(malformed(format!(
+            "request is {} bytes, more than the {MAX_REQUEST_BYTES} allowed",
+            der.len()
+        )));
+    }
     let req = CertReq::from_der(&der)
         .map_err(|e| malformed(format!("cannot parse the certificate request: {e}")))?;
     RawRequest::split(&der)
@@ -195,6 +206,117 @@ pub fn parse(pem: &[u8]) -> Result<ParsedCsr, Refusal> {
         key,
         pkey,
     })
+}
+
+/// A public key given on its own (a v1beta1 PodCertificateRequest's `pkixPublicKey`), checked for what
+/// anyone could sign with, its proof of possession not verified yet.
+pub struct ParsedKey {
+    spki_der: Vec<u8>,
+    public_key_bits: Vec<u8>,
+    key: KeyKind,
+    pkey: Option<PKey<Public>>,
+}
+
+/// A key whose holder proved possession: what issuance needs of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProvenKey {
+    /// The SubjectPublicKeyInfo as received (DER).
+    pub spki_der: Vec<u8>,
+    /// The subjectPublicKey bits (for the subject key identifier).
+    pub public_key_bits: Vec<u8>,
+    pub key: KeyKind,
+}
+
+impl std::fmt::Debug for ParsedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ParsedKey").field("key", &self.key).finish()
+    }
+}
+
+/// Parses a DER SubjectPublicKeyInfo and checks the key as `parse` does.
+pub fn parse_public_key(der: &[u8]) -> Result<ParsedKey, Refusal> {
+    if der.len() > MAX_REQUEST_BYTES {
+        return Err(malformed(format!(
+            "public key is {} bytes, more than the {MAX_REQUEST_BYTES} allowed",
+            der.len()
+        )));
+    }
+    let spki = spki::SubjectPublicKeyInfoOwned::from_der(der)
+        .map_err(|e| malformed(format!("cannot parse the public key: {e}")))?;
+    let (key, pkey) = public_key(&spki)?;
+    Ok(ParsedKey {
+        spki_der: der.to_vec(),
+        public_key_bits: spki.subject_public_key.raw_bytes().to_vec(),
+        key,
+        pkey,
+    })
+}
+
+impl ParsedKey {
+    pub fn key(&self) -> &KeyKind {
+        &self.key
+    }
+
+    /// Verifies a v1beta1 PodCertificateRequest's `proofOfPossession`: a signature over `message` (the
+    /// pod UID's bytes) as the kubelet makes it and kube-apiserver checks it — Ed25519 over the bytes,
+    /// ECDSA (ASN.1) over their SHA-256 on every curve, RSA-PSS with SHA-256 and any salt length.
+    pub fn verify_proof(self, message: &[u8], proof: &[u8]) -> Result<ProvenKey, Refusal> {
+        let bad = || {
+            Refusal::new(
+                Reason::BadSignature,
+                "proofOfPossession does not verify with pkixPublicKey over the pod UID",
+            )
+        };
+        let pkey = self.pkey.as_ref().ok_or_else(|| {
+            Refusal::new(
+                Reason::UnsupportedKeyType,
+                format!("{} keys are not supported", self.key),
+            )
+        })?;
+        let ok = (|| -> Result<bool, openssl::error::ErrorStack> {
+            match self.key {
+                KeyKind::Ed25519 => {
+                    let mut v = Verifier::new_without_digest(pkey)?;
+                    v.verify_oneshot(proof, message)
+                }
+                KeyKind::Rsa { .. } => {
+                    let mut v = Verifier::new(MessageDigest::sha256(), pkey)?;
+                    v.set_rsa_padding(openssl::rsa::Padding::PKCS1_PSS)?;
+                    v.set_rsa_mgf1_md(MessageDigest::sha256())?;
+                    // -2 is RSA_PSS_SALTLEN_AUTO when verifying: Go's SignPSS with nil options uses
+                    // the longest salt that fits, and Go's verifier accepts any length.
+                    v.set_rsa_pss_saltlen(openssl::sign::RsaPssSaltlen::custom(-2))?;
+                    v.update(message)?;
+                    v.verify(proof)
+                }
+                _ => {
+                    let mut v = Verifier::new(MessageDigest::sha256(), pkey)?;
+                    v.update(message)?;
+                    v.verify(proof)
+                }
+            }
+        })()
+        .unwrap_or(false);
+        if !ok {
+            return Err(bad());
+        }
+        Ok(ProvenKey {
+            spki_der: self.spki_der,
+            public_key_bits: self.public_key_bits,
+            key: self.key,
+        })
+    }
+}
+
+impl VerifiedCsr {
+    /// The verified request's key, for a PodCertificateRequest (whose stub request carries nothing else).
+    pub fn proven_key(&self) -> ProvenKey {
+        ProvenKey {
+            spki_der: self.spki_der.clone(),
+            public_key_bits: self.public_key_bits.clone(),
+            key: self.key.clone(),
+        }
+    }
 }
 
 /// Parses `spec.request` (PEM bytes), verifies the self-signature and extracts its content.

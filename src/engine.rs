@@ -4,14 +4,14 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::ca::{CaFile, CaFiles, SigningCa, TrustedCa};
 use crate::config::{CaSettings, Settings, SignerName, SignerSettings};
 use crate::csr;
 use crate::error::{Error, Result};
 pub use crate::policy::LifetimeOutcome;
-use crate::policy::{Ask, Grant, Policy, Requester};
+use crate::policy::{Ask, Grant, PodIdentity, PodPolicy, Policy, Requester};
 pub use crate::refusal::{Reason, Refusal};
 
 /// The annotation cert-manager, Istio and older clients use to ask for a lifetime.
@@ -34,6 +34,34 @@ pub struct SignRequest<'a> {
     pub groups: &'a [String],
 }
 
+/// Backdating of a pod certificate's NotBefore. kube-apiserver refuses a status whose NotBefore is 5
+/// minutes or more from its own clock, so this stays well inside that: clock skew plus the time the
+/// status write takes must fit in the rest.
+pub const POD_BACKDATE: Duration = Duration::from_secs(60);
+
+/// What a PodCertificateRequest asks for: its spec, without Kubernetes types. kube-apiserver has checked
+/// the pod, service account and node against the live objects when the node created it.
+#[derive(Clone, Copy, Debug)]
+pub struct PodRequest<'a> {
+    pub namespace: &'a str,
+    pub pod_name: &'a str,
+    pub pod_uid: &'a str,
+    pub service_account_name: &'a str,
+    pub service_account_uid: &'a str,
+    pub node_name: &'a str,
+    pub node_uid: &'a str,
+    /// `spec.maxExpirationSeconds`.
+    pub max_expiration_seconds: Option<i32>,
+    /// `spec.stubPKCS10Request` (DER): only its key is used.
+    pub stub_pkcs10_request: Option<&'a [u8]>,
+    /// v1beta1 before 1.36: `spec.pkixPublicKey` (DER SubjectPublicKeyInfo) …
+    pub pkix_public_key: Option<&'a [u8]>,
+    /// … and `spec.proofOfPossession`, a signature over the pod UID with that key.
+    pub proof_of_possession: Option<&'a [u8]>,
+    /// `spec.unverifiedUserAnnotations`.
+    pub unverified_user_annotations: Option<&'a BTreeMap<String, String>>,
+}
+
 /// An issued certificate with what the controller reports about it.
 #[derive(Clone, Debug)]
 pub struct Issued {
@@ -47,6 +75,8 @@ pub struct Issued {
     pub granted_seconds: u64,
     pub requested_seconds: Option<u64>,
     pub lifetime: LifetimeOutcome,
+    /// Pod certificates: when the kubelet should start renewing (`status.beginRefreshAt`).
+    pub begin_refresh_at: Option<SystemTime>,
 }
 
 /// The outcome of a signing attempt that did not hit a transient error.
@@ -72,6 +102,8 @@ pub struct SignerEngine {
     current: RwLock<(Arc<SigningCa>, CaFiles)>,
     /// CAs trusted but not signing (`otherCas`), loaded at startup.
     others: Vec<TrustedCa>,
+    /// `None`: PodCertificateRequests for this signer are left alone.
+    pods: Option<PodPolicy>,
 }
 
 /// Where a signer's `ca:` keys were set, so that an error about a CA file (at startup or on reload)
@@ -132,6 +164,7 @@ impl SignerEngine {
             ca_keys,
             current: RwLock::new((Arc::new(ca), files)),
             others: Vec::new(),
+            pods: settings.pod_certificates.clone(),
         })
     }
 
@@ -247,6 +280,147 @@ impl SignerEngine {
             granted_seconds: granted.as_secs(),
             requested_seconds: grant.requested.map(|d| d.as_secs()),
             lifetime,
+            begin_refresh_at: None,
+        }))
+    }
+
+    /// Whether this signer signs PodCertificateRequests (`podCertificates.enabled`).
+    pub fn signs_pods(&self) -> bool {
+        self.pods.is_some()
+    }
+
+    pub fn pod_policy(&self) -> Option<&PodPolicy> {
+        self.pods.as_ref()
+    }
+
+    /// The key a PodCertificateRequest certifies: from the stub PKCS#10 request (signature verified, its
+    /// subject and extensions ignored: kube-apiserver requires them empty), else from the v1beta1
+    /// `pkixPublicKey` with its proof of possession. The policy's key check runs before any signature
+    /// verification, as for CSRs.
+    fn pod_key(
+        &self,
+        policy: &PodPolicy,
+        req: &PodRequest<'_>,
+    ) -> std::result::Result<csr::ProvenKey, Refusal> {
+        if let Some(stub) = req.stub_pkcs10_request.filter(|s| !s.is_empty()) {
+            let parsed = csr::parse_der(stub.to_vec())?;
+            policy.check_key(parsed.key())?;
+            return Ok(parsed.verify()?.proven_key());
+        }
+        match (req.pkix_public_key, req.proof_of_possession) {
+            (Some(key), Some(proof)) if !key.is_empty() => {
+                let parsed = csr::parse_public_key(key)?;
+                policy.check_key(parsed.key())?;
+                parsed.verify_proof(req.pod_uid.as_bytes(), proof)
+            }
+            _ => Err(Refusal::new(
+                Reason::MalformedRequest,
+                "the request carries no public key: spec.stubPKCS10Request is empty and there is no pkixPublicKey with a proofOfPossession",
+            )),
+        }
+    }
+
+    /// Decide and sign a PodCertificateRequest. `Ok(Refused)` is terminal (its reason's
+    /// `pcr_condition` says Denied or Failed); `Err` is transient, as for `sign`.
+    pub fn sign_pod(&self, req: &PodRequest<'_>, now: SystemTime) -> Result<Decision> {
+        let Some(policy) = &self.pods else {
+            return Ok(Decision::Refused(Refusal::new(
+                Reason::IdentityNotAllowed,
+                format!(
+                    "{} does not sign pod certificates (podCertificates.enabled is false)",
+                    self.name
+                ),
+            )));
+        };
+        let ca = self.ca();
+        let key = match self.pod_key(policy, req) {
+            Ok(k) => k,
+            Err(r) => return Ok(Decision::Refused(r)),
+        };
+        let id = PodIdentity {
+            namespace: req.namespace,
+            pod_name: req.pod_name,
+            service_account: req.service_account_name,
+            node_name: req.node_name,
+        };
+        let grant = match policy.decide(
+            &id,
+            req.max_expiration_seconds,
+            req.unverified_user_annotations,
+        ) {
+            Ok(g) => g,
+            Err(r) => return Ok(Decision::Refused(r)),
+        };
+        let now = UNIX_EPOCH
+            + Duration::from_secs(now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs());
+        if now >= ca.not_after {
+            return Err(Error::CaExpired {
+                not_after: humantime::format_rfc3339_seconds(ca.not_after).to_string(),
+            });
+        }
+        let not_before = now - POD_BACKDATE;
+        let mut not_after = not_before + grant.lifetime;
+        let mut lifetime = grant.lifetime_outcome;
+        if not_after > ca.not_after {
+            not_after = ca.not_after;
+            lifetime = LifetimeOutcome::CappedByCa;
+        }
+        let granted = not_after.duration_since(not_before).unwrap_or_default();
+        if granted < crate::policy::MIN_POD_LIFETIME {
+            return Ok(Decision::Refused(Refusal::new(
+                Reason::CaExpiresTooSoon,
+                format!(
+                    "the signing CA expires at {}: a certificate would last {}, less than the 1h kube-apiserver requires",
+                    humantime::format_rfc3339_seconds(ca.not_after),
+                    humantime::format_duration(granted)
+                ),
+            )));
+        }
+        let subject_der = match &grant.common_name {
+            Some(cn) => common_name_subject(cn)?,
+            None => vec![0x30, 0x00],
+        };
+        if subject_der == ca.subject_der {
+            return Ok(Decision::Refused(Refusal::new(
+                Reason::SubjectNotAllowed,
+                "the rendered subject is the signing CA's own subject",
+            )));
+        }
+        let leaf = csr::VerifiedCsr {
+            subject_der,
+            common_names: grant.common_name.iter().cloned().collect(),
+            organizations: Vec::new(),
+            other_attributes: Vec::new(),
+            spki_der: key.spki_der,
+            public_key_bits: key.public_key_bits,
+            key: key.key,
+            sans: grant.sans.clone(),
+            requests_ca: false,
+        };
+        let issue_grant = Grant {
+            usages: grant.usages.clone(),
+            lifetime: granted,
+            requested: Some(grant.requested),
+            lifetime_outcome: lifetime,
+            sans: grant.sans.clone(),
+        };
+        let issued = crate::issue::issue_between(&ca, &leaf, &issue_grant, not_before, not_after)?;
+        // Spread renewals over the fleet by something each pod has of its own.
+        let spread = {
+            let d = openssl::sha::sha256(req.pod_uid.as_bytes());
+            f64::from(u32::from_be_bytes([d[0], d[1], d[2], d[3]])) / (f64::from(u32::MAX) + 1.0)
+        };
+        let refresh =
+            crate::policy::refresh_offset(granted, grant.refresh_at, grant.refresh_jitter, spread);
+        Ok(Decision::Issued(Issued {
+            certificate_pem: issued.certificate_pem,
+            serial: issued.serial,
+            not_before: issued.not_before,
+            not_after: issued.not_after,
+            granted_seconds: granted.as_secs(),
+            requested_seconds: Some(grant.requested.as_secs()),
+            lifetime,
+            begin_refresh_at: Some(not_before + refresh),
         }))
     }
 
@@ -261,6 +435,25 @@ impl SignerEngine {
             Err(r) => Explanation::Refused(r),
         }
     }
+}
+
+/// A subject of one commonName (UTF8String), DER.
+fn common_name_subject(cn: &str) -> Result<Vec<u8>> {
+    use der::asn1::Utf8StringRef;
+    use x509_cert::attr::AttributeTypeAndValue;
+    use x509_cert::name::{RdnSequence, RelativeDistinguishedName};
+    let enc = |e: der::Error| Error::Encode {
+        context: "pod certificate subject",
+        message: e.to_string(),
+    };
+    let value = der::Any::encode_from(&Utf8StringRef::new(cn).map_err(enc)?).map_err(enc)?;
+    let atv = AttributeTypeAndValue {
+        oid: const_oid::db::rfc4519::CN,
+        value,
+    };
+    let mut name = RdnSequence::default();
+    name.push(RelativeDistinguishedName::try_from(vec![atv]).map_err(enc)?);
+    der::Encode::to_der(&name).map_err(enc)
 }
 
 /// Whether the CA's NotAfter, not the granted lifetime, ended the validity: with one more second of

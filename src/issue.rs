@@ -166,7 +166,18 @@ fn general_name(san: &San) -> Result<Option<GeneralName>> {
 /// Builds and signs the certificate for a verified request and its grant.
 pub fn issue(ca: &SigningCa, csr: &VerifiedCsr, grant: &Grant, now: SystemTime) -> Result<Issued> {
     let (not_before, not_after) = validity(now, grant.lifetime, ca.not_after)?;
+    issue_between(ca, csr, grant, not_before, not_after)
+}
 
+/// `issue` with the validity window chosen by the caller (pod certificates have their own rules:
+/// kube-apiserver wants NotBefore within 5 minutes of its clock). `grant.lifetime` is not read.
+pub fn issue_between(
+    ca: &SigningCa,
+    csr: &VerifiedCsr,
+    grant: &Grant,
+    not_before: SystemTime,
+    not_after: SystemTime,
+) -> Result<Issued> {
     let mut serial_bytes = [0u8; 16];
     openssl::rand::rand_bytes(&mut serial_bytes).map_err(crypto("generating a serial number"))?;
     let serial = UintRef::new(&serial_bytes).map_err(enc("serial number"))?;

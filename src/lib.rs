@@ -12,6 +12,7 @@
 //! `engine` glues csr → policy → issue per signerName, `metrics`/`server` expose what SREs watch, and
 //! `dev` (feature `dev`) re-exports the in-memory Kubernetes certificates API of crates/localapi.
 
+pub mod approval;
 pub mod audit;
 pub mod ca;
 pub mod ca_init;

@@ -27,11 +27,20 @@ pub enum Reason {
     IdentityMismatch,
     NoIdentity,
     LifetimeTooShort,
+    /// Pod certificates: the key type is not one this signer certifies (the API's well-known reason).
+    UnsupportedKeyType,
+    /// Pod certificates: `spec.unverifiedUserAnnotations` holds a key the signer does not understand
+    /// (the API's well-known reason).
+    InvalidUnverifiedUserAnnotations,
+    /// Pod certificates: the pod's namespace is not one the policy serves.
+    IdentityNotAllowed,
+    /// Pod certificates: the CA ends too soon for the shortest certificate the API accepts (1 h).
+    CaExpiresTooSoon,
 }
 
 impl Reason {
     /// Every reason, for metric pre-registration and docs.
-    pub const ALL: [Reason; 15] = [
+    pub const ALL: [Reason; 19] = [
         Reason::MalformedRequest,
         Reason::BadSignature,
         Reason::UnknownUsage,
@@ -47,6 +56,18 @@ impl Reason {
         Reason::IdentityMismatch,
         Reason::NoIdentity,
         Reason::LifetimeTooShort,
+        Reason::UnsupportedKeyType,
+        Reason::InvalidUnverifiedUserAnnotations,
+        Reason::IdentityNotAllowed,
+        Reason::CaExpiresTooSoon,
+    ];
+
+    /// Reasons only pod certificates give (the CSR policy never does).
+    pub const POD_ONLY: [Reason; 4] = [
+        Reason::UnsupportedKeyType,
+        Reason::InvalidUnverifiedUserAnnotations,
+        Reason::IdentityNotAllowed,
+        Reason::CaExpiresTooSoon,
     ];
 
     /// The condition reason, metric label and log field. Never change a value: alerts and
@@ -68,6 +89,21 @@ impl Reason {
             Reason::IdentityMismatch => "IdentityMismatch",
             Reason::NoIdentity => "NoIdentity",
             Reason::LifetimeTooShort => "LifetimeTooShort",
+            Reason::UnsupportedKeyType => "UnsupportedKeyType",
+            Reason::InvalidUnverifiedUserAnnotations => "InvalidUnverifiedUserAnnotations",
+            Reason::IdentityNotAllowed => "IdentityNotAllowed",
+            Reason::CaExpiresTooSoon => "CaExpiresTooSoon",
+        }
+    }
+
+    /// The condition a refusal of a PodCertificateRequest is written as: `Failed` when the signer
+    /// cannot serve a request the apiserver admitted (its CA ends too soon, or the request holds
+    /// something the signer cannot read), `Denied` when the policy says no. Both are terminal: the
+    /// kubelet makes a new request later.
+    pub fn pcr_condition(self) -> &'static str {
+        match self {
+            Reason::CaExpiresTooSoon | Reason::MalformedRequest => "Failed",
+            _ => "Denied",
         }
     }
 }

@@ -493,3 +493,92 @@ fn sha1_and_rsa_pss_signed_requests_verify() {
         .expect("sign");
     assert!(matches!(d, Decision::Issued(_)), "pss: {d:?}");
 }
+
+#[test]
+fn auto_approval_and_signing_agree_on_every_case() {
+    use csr_signer::approval::{Approval, AutoApproveSettings, NotApproved};
+    use csr_signer::policy::Requester;
+    let ca = TestCa::new(KeyType::P256);
+    let engine = ca.engine("");
+    let signer = engine.signer("example.com/mtls").expect("signer");
+    let approver: AutoApproveSettings = serde_yaml::from_str(
+        "{enabled: true, rules: [{name: everyone-here, users: [developer], serviceAccountNamespaces: [team-a]}]}",
+    )
+    .expect("yaml");
+    let approver = approver.validate().expect("valid").expect("enabled");
+    let good = good_csr().pem();
+    let client = strings(&["digital signature", "client auth"]);
+    type Row<'a> = (
+        String,
+        Vec<u8>,
+        Vec<String>,
+        Option<i32>,
+        Option<&'a str>,
+        &'a str,
+    );
+    let mut all: Vec<Row> = cases()
+        .into_iter()
+        .map(|c| {
+            (
+                c.name.to_string(),
+                c.pem,
+                c.usages,
+                c.expiration,
+                c.annotation,
+                c.requester,
+            )
+        })
+        .collect();
+    all.push((
+        "good".into(),
+        good.clone(),
+        client.clone(),
+        None,
+        None,
+        "developer",
+    ));
+    all.push((
+        "good, lifetime".into(),
+        good,
+        client,
+        Some(3600),
+        Some("2h"),
+        "developer",
+    ));
+    let (mut approved, mut left) = (0, 0);
+    for (name, pem, usages, expiration, annotation, requester) in &all {
+        let annotations: Option<BTreeMap<String, String>> = annotation.map(|a| {
+            BTreeMap::from([(
+                "experimental.cert-manager.io/request-duration".to_string(),
+                a.to_string(),
+            )])
+        });
+        let req = SignRequest {
+            request: pem,
+            usages,
+            expiration_seconds: *expiration,
+            annotations: annotations.as_ref(),
+            username: requester,
+            groups: &[],
+        };
+        let who = Requester {
+            username: requester,
+            groups: &[],
+        };
+        let approval = approver.decide(signer.name(), &who, &signer.explain(&req));
+        let decision = signer.sign(&req, SystemTime::now()).expect("sign");
+        match (&approval, &decision) {
+            (Approval::Approve { .. }, Decision::Issued(_)) => approved += 1,
+            (
+                Approval::Leave {
+                    reason: NotApproved::PolicyWouldRefuse,
+                    ..
+                },
+                Decision::Refused(_),
+            ) => left += 1,
+            _ => panic!("{name}: approval {approval:?} but signing {decision:?}"),
+        }
+    }
+    assert_eq!(approved, 2, "the two good requests are approved");
+    assert_eq!(left, all.len() - 2);
+}

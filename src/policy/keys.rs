@@ -20,6 +20,7 @@ pub enum KeyAlgorithm {
     },
     EcdsaP256,
     EcdsaP384,
+    EcdsaP521,
     Ed25519,
 }
 
@@ -29,6 +30,7 @@ impl std::fmt::Display for KeyAlgorithm {
             KeyAlgorithm::Rsa { min_bits, max_bits } => write!(f, "RSA {min_bits}-{max_bits}"),
             KeyAlgorithm::EcdsaP256 => f.write_str("ECDSA P-256"),
             KeyAlgorithm::EcdsaP384 => f.write_str("ECDSA P-384"),
+            KeyAlgorithm::EcdsaP521 => f.write_str("ECDSA P-521"),
             KeyAlgorithm::Ed25519 => f.write_str("Ed25519"),
         }
     }
@@ -86,8 +88,9 @@ impl KeyAlgorithms {
             KeyKind::Rsa { bits } => return self.check_rsa(key, *bits),
             KeyKind::EcP256 => Some(KeyAlgorithm::EcdsaP256),
             KeyKind::EcP384 => Some(KeyAlgorithm::EcdsaP384),
+            KeyKind::EcP521 => Some(KeyAlgorithm::EcdsaP521),
             KeyKind::Ed25519 => Some(KeyAlgorithm::Ed25519),
-            KeyKind::EcP521 | KeyKind::Other(_) => None,
+            KeyKind::Other(_) => None,
         };
         match wanted {
             Some(a) if self.contains(a) => Ok(()),

@@ -17,6 +17,7 @@
 mod decide;
 mod go_duration;
 mod keys;
+mod pod;
 mod settings;
 mod template;
 #[cfg(test)]
@@ -28,6 +29,9 @@ use crate::csr::San;
 use crate::usage::Usage;
 
 pub use keys::{KeyAlgorithm, KeyAlgorithms, MIN_RSA_BITS};
+pub use pod::{
+    refresh_offset, PodCertificateSettings, PodGrant, PodIdentity, PodPolicy, MIN_POD_LIFETIME,
+};
 pub use settings::{
     EcdsaSettings, KeySettings, LifetimeSettings, PolicyError, PolicySettings, RsaSettings,
     SanSettings, SubjectSettings, UsageSettings,

@@ -76,6 +76,8 @@ pub struct RsaSettings {
 pub struct EcdsaSettings {
     pub p256: bool,
     pub p384: bool,
+    /// Off by default for CSRs (few clients use it); on for pod certificates, whose API offers it.
+    pub p521: bool,
 }
 
 /// Lifetimes in humantime syntax (`10m`, `24h`, `30d`).
@@ -151,6 +153,7 @@ impl Default for EcdsaSettings {
         EcdsaSettings {
             p256: true,
             p384: true,
+            p521: false,
         }
     }
 }
@@ -202,7 +205,7 @@ impl Default for SanSettings {
 
 impl KeySettings {
     /// The switches as a validated set.
-    fn algorithms(&self) -> Result<KeyAlgorithms, PolicyError> {
+    pub(super) fn algorithms(&self) -> Result<KeyAlgorithms, PolicyError> {
         let rsa = self.rsa.enabled.then_some(KeyAlgorithm::Rsa {
             min_bits: self.rsa.min_bits,
             max_bits: self.rsa.max_bits,
@@ -211,6 +214,7 @@ impl KeySettings {
             rsa,
             self.ecdsa.p256.then_some(KeyAlgorithm::EcdsaP256),
             self.ecdsa.p384.then_some(KeyAlgorithm::EcdsaP384),
+            self.ecdsa.p521.then_some(KeyAlgorithm::EcdsaP521),
             self.ed25519.then_some(KeyAlgorithm::Ed25519),
         ];
         // Only the RSA range can be invalid in a set built from these switches.
