@@ -7,10 +7,19 @@ from chart_support import NAMESPACE, RELEASE, render
 FULLNAME = f"{RELEASE}-csr-signer"
 
 
-def signer_rules(signer_names, trust_bundles=True):
+def signer_rules(signer_names, trust_bundles=True, pods=False):
     rules = [
         {"apiGroups": ["certificates.k8s.io"], "resources": ["certificatesigningrequests"], "verbs": ["get", "list", "watch"]},
         {"apiGroups": ["certificates.k8s.io"], "resources": ["certificatesigningrequests/status"], "verbs": ["patch"]},
+    ]
+    if pods:
+        # PodCertificateRequests (src/controller/pcr.rs): watched in every namespace, re-read after a 409 or
+        # through v1beta1 for a legacy key, status written by merge patch.
+        rules += [
+            {"apiGroups": ["certificates.k8s.io"], "resources": ["podcertificaterequests"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": ["certificates.k8s.io"], "resources": ["podcertificaterequests/status"], "verbs": ["patch"]},
+        ]
+    rules += [
         {"apiGroups": ["certificates.k8s.io"], "resources": ["signers"], "resourceNames": signer_names,
          "verbs": ["sign", "attest"] if trust_bundles else ["sign"]},
     ]
@@ -57,6 +66,19 @@ def test_without_trust_bundles_there_is_no_attest_and_no_bundle_access():
     role = r.one("ClusterRole", FULLNAME)
     assert role["rules"] == signer_rules(["example.com/mtls"], trust_bundles=False)
     assert r.config()["trustBundles"]["enabled"] is False
+
+
+def test_pod_certificate_access_only_when_a_signer_signs_pods():
+    signers = [{"name": "example.com/mtls", "ca": {"existingSecret": "a"}},
+               {"name": "example.com/pods", "ca": {"existingSecret": "b"},
+                "policy": {"podCertificates": {"enabled": True}}}]
+    role = render({"signers": signers}).one("ClusterRole", FULLNAME)
+    assert role["rules"] == signer_rules(["example.com/mtls", "example.com/pods"], pods=True)
+    assert_no_wildcards(role)
+    # Configured but off, or absent: no access to PodCertificateRequests.
+    signers[1]["policy"]["podCertificates"]["enabled"] = False
+    role = render({"signers": signers}).one("ClusterRole", FULLNAME)
+    assert role["rules"] == signer_rules(["example.com/mtls", "example.com/pods"])
 
 
 def test_sign_is_never_unrestricted():
