@@ -24,14 +24,14 @@ def main() -> int:
     p.add_argument("--lease-name", default=None)
     p.add_argument("--no-trust-bundles", action="store_true", help="render with trustBundles.enabled=false")
     p.add_argument("--pod-certificates", action="store_true",
-                   help="every signer signs PodCertificateRequests (policy.podCertificates.enabled=true)")
+                   help="every signer signs PodCertificateRequests (podCertificates.enabled=true)")
     p.add_argument("--kind", action="append",
                    default=None, help="kinds to print (default: ServiceAccount and the RBAC kinds)")
     a = p.parse_args()
     kinds = a.kind or ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"]
     values = {
         "signers": [{"name": s, "ca": {"existingSecret": "unused"},
-                     **({"policy": {"podCertificates": {"enabled": True}}} if a.pod_certificates else {})}
+                     **({"podCertificates": {"enabled": True}} if a.pod_certificates else {})}
                     for s in a.signer],
         "controller": {"leaderElection": {"enabled": True, **({"leaseName": a.lease_name} if a.lease_name else {})}},
         "trustBundles": {"enabled": not a.no_trust_bundles},

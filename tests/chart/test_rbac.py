@@ -71,12 +71,16 @@ def test_without_trust_bundles_there_is_no_attest_and_no_bundle_access():
 def test_pod_certificate_access_only_when_a_signer_signs_pods():
     signers = [{"name": "example.com/mtls", "ca": {"existingSecret": "a"}},
                {"name": "example.com/pods", "ca": {"existingSecret": "b"},
-                "policy": {"podCertificates": {"enabled": True}}}]
-    role = render({"signers": signers}).one("ClusterRole", FULLNAME)
+                "podCertificates": {"enabled": True}}]
+    r = render({"signers": signers})
+    role = r.one("ClusterRole", FULLNAME)
     assert role["rules"] == signer_rules(["example.com/mtls", "example.com/pods"], pods=True)
     assert_no_wildcards(role)
+    # The signer's config carries the setting that makes the engine sign pods.
+    assert r.config()["signers"][1]["podCertificates"] == {"enabled": True}
+    assert "podCertificates" not in r.config()["signers"][0]
     # Configured but off, or absent: no access to PodCertificateRequests.
-    signers[1]["policy"]["podCertificates"]["enabled"] = False
+    signers[1]["podCertificates"]["enabled"] = False
     role = render({"signers": signers}).one("ClusterRole", FULLNAME)
     assert role["rules"] == signer_rules(["example.com/mtls", "example.com/pods"])
 

@@ -15,6 +15,8 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 #[path = "../kube_support/mod.rs"]
 pub mod kube_support;
 
+pub mod pcr;
+
 #[allow(unused_imports)]
 pub use csr_signer::dev::{Failure, Match};
 
