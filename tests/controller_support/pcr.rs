@@ -15,6 +15,13 @@ use serde_json::json;
 use super::{kube_support, Env};
 
 pub const NS: &str = "pcr-team";
+
+/// Settings YAML (`settings_yaml`) with `pod_certificates` (one line, indented as a key of the signer)
+/// added to the signer.
+pub fn with_pod_certificates(settings_yaml: &str, pod_certificates: &str) -> String {
+    let (head, tail) = settings_yaml.split_once("controller:").unwrap();
+    format!("{head}{pod_certificates}controller:{tail}")
+}
 pub const NODE: &str = "node-1";
 pub const POD: &str = "web-0";
 pub const SERVICE_ACCOUNT: &str = "web";
