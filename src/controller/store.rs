@@ -377,4 +377,48 @@ mod tests {
         store.retain_listed(0, Kind::CertificateSigningRequest, &HashSet::new());
         assert!(store.approved_keys().is_empty());
     }
+
+    fn pcr_seen(name: &str, rv: &str, phase: Phase, created: SystemTime) -> Seen {
+        Seen {
+            key: Key {
+                signer: 0,
+                kind: Kind::PodCertificateRequest,
+                namespace: Some(Arc::from("team-a")),
+                name: Arc::from(name),
+            },
+            uid: format!("uid-{name}"),
+            resource_version: rv.into(),
+            phase,
+            waiting_since: Some(created),
+            work: None,
+            certificate: None,
+        }
+    }
+
+    #[test]
+    fn kinds_keep_their_own_backlog_and_relist() {
+        let store = Store::default();
+        let now = SystemTime::now();
+        let watched = [
+            (0, Kind::CertificateSigningRequest),
+            (0, Kind::PodCertificateRequest),
+        ];
+        // A CSR and a PCR of the same name and signer are different objects.
+        store.observe(seen_csr(0, "", &csr("u1", "3", true)).unwrap(), now);
+        let created = now - std::time::Duration::from_secs(90);
+        assert_eq!(
+            store.observe(pcr_seen("a", "4", Phase::Approved, created), now),
+            Observed::Queue,
+            "a PCR without a terminal condition waits for the signer at once"
+        );
+        store.observe(pcr_seen("b", "5", Phase::Issued, created), now);
+        let backlog = store.backlog(&watched, now);
+        assert_eq!(backlog[0].0, 1);
+        assert_eq!(backlog[1], (1, 90.0), "a PCR waits since its creation");
+        // A relist of the PCR watch that no longer has "a" drops it, not the CSR of the same name.
+        store.retain_listed(0, Kind::PodCertificateRequest, &HashSet::new());
+        let backlog = store.backlog(&watched, now);
+        assert_eq!((backlog[0].0, backlog[1].0), (1, 0));
+        assert_eq!(store.approved_keys(), vec![Key::csr(0, "a")]);
+    }
 }
