@@ -291,7 +291,21 @@ async fn the_chart_grants_exactly_the_verbs_the_signer_uses_on_the_real_apiserve
         spawn_signer(&env, &racing, &env.dir.path().join("b.log"), "racer-b"),
     ];
     let names = env.create_approved("rbac-race", 40, &good, USAGES).await;
+    // Pod certificates race too: each PCR gets exactly one terminal status (the loser's write meets a 409).
+    let pod_stub = pcr::stub_request(&k);
+    for i in 0..10 {
+        pcr::create_v1(
+            &node,
+            &format!("rbac-pod-race-{i}"),
+            pcr::spec_v1(&f, SIGNER, pod_stub.clone()),
+        )
+        .await;
+    }
     env.wait_all_issued(&names).await;
+    for i in 0..10 {
+        let p = pcr::wait_terminal(&env, &format!("rbac-pod-race-{i}")).await;
+        assert_eq!(p.status.unwrap().conditions.unwrap()[0].type_, "Issued");
+    }
     for r in &mut racers {
         let _ = r.kill();
         let _ = r.wait();
