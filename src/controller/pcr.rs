@@ -128,33 +128,39 @@ struct Status<'a> {
     chain: Option<&'a str>,
 }
 
+/// The fields both versions share, borrowed from either version's PCR (the two are distinct generated
+/// types with the same field names), with the legacy key fields given.
+macro_rules! borrowed {
+    ($pcr:expr, $pkix:expr, $proof:expr) => {{
+        let s = &$pcr.spec;
+        let status = $pcr.status.as_ref();
+        (
+            Spec {
+                signer_name: &s.signer_name,
+                pod_name: &s.pod_name,
+                pod_uid: &s.pod_uid,
+                service_account_name: &s.service_account_name,
+                service_account_uid: &s.service_account_uid,
+                node_name: &s.node_name,
+                node_uid: &s.node_uid,
+                max_expiration_seconds: s.max_expiration_seconds,
+                stub: &s.stub_pkc_s10_request.0,
+                pkix_public_key: $pkix,
+                proof_of_possession: $proof,
+                unverified_user_annotations: s.unverified_user_annotations.as_ref(),
+            },
+            Status {
+                conditions: status.and_then(|s| s.conditions.as_deref()).unwrap_or(&[]),
+                chain: status.and_then(|s| s.certificate_chain.as_deref()),
+            },
+        )
+    }};
+}
+
 /// One observed v1 PCR, if it is `signer`'s (`signer_name`).
 pub fn seen_v1(signer: usize, signer_name: &str, pcr: &v1::PodCertificateRequest) -> Option<Seen> {
-    let s = &pcr.spec;
-    let status = pcr.status.as_ref();
-    seen(
-        signer,
-        signer_name,
-        &pcr.metadata,
-        Spec {
-            signer_name: &s.signer_name,
-            pod_name: &s.pod_name,
-            pod_uid: &s.pod_uid,
-            service_account_name: &s.service_account_name,
-            service_account_uid: &s.service_account_uid,
-            node_name: &s.node_name,
-            node_uid: &s.node_uid,
-            max_expiration_seconds: s.max_expiration_seconds,
-            stub: &s.stub_pkc_s10_request.0,
-            pkix_public_key: None,
-            proof_of_possession: None,
-            unverified_user_annotations: s.unverified_user_annotations.as_ref(),
-        },
-        Status {
-            conditions: status.and_then(|s| s.conditions.as_deref()).unwrap_or(&[]),
-            chain: status.and_then(|s| s.certificate_chain.as_deref()),
-        },
-    )
+    let (spec, status) = borrowed!(pcr, None, None);
+    seen(signer, signer_name, &pcr.metadata, spec, status)
 }
 
 /// One observed v1beta1 PCR, if it is `signer`'s (`signer_name`).
@@ -163,31 +169,15 @@ pub fn seen_v1beta1(
     signer_name: &str,
     pcr: &v1beta1::PodCertificateRequest,
 ) -> Option<Seen> {
-    let s = &pcr.spec;
-    let status = pcr.status.as_ref();
-    seen(
-        signer,
-        signer_name,
-        &pcr.metadata,
-        Spec {
-            signer_name: &s.signer_name,
-            pod_name: &s.pod_name,
-            pod_uid: &s.pod_uid,
-            service_account_name: &s.service_account_name,
-            service_account_uid: &s.service_account_uid,
-            node_name: &s.node_name,
-            node_uid: &s.node_uid,
-            max_expiration_seconds: s.max_expiration_seconds,
-            stub: &s.stub_pkc_s10_request.0,
-            pkix_public_key: s.pkix_public_key.as_ref().map(|b| b.0.as_slice()),
-            proof_of_possession: s.proof_of_possession.as_ref().map(|b| b.0.as_slice()),
-            unverified_user_annotations: s.unverified_user_annotations.as_ref(),
-        },
-        Status {
-            conditions: status.and_then(|s| s.conditions.as_deref()).unwrap_or(&[]),
-            chain: status.and_then(|s| s.certificate_chain.as_deref()),
-        },
-    )
+    let (spec, status) = borrowed!(
+        pcr,
+        pcr.spec.pkix_public_key.as_ref().map(|b| b.0.as_slice()),
+        pcr.spec
+            .proof_of_possession
+            .as_ref()
+            .map(|b| b.0.as_slice())
+    );
+    seen(signer, signer_name, &pcr.metadata, spec, status)
 }
 
 fn seen(
@@ -408,5 +398,50 @@ mod tests {
         assert_eq!(issued.phase, Phase::Issued);
         assert!(issued.work.is_none());
         assert_eq!(issued.certificate.as_deref(), Some(&b"PEM"[..]));
+    }
+
+    #[test]
+    fn a_v1beta1_pcr_keeps_its_legacy_key_and_a_keyless_one_is_marked() {
+        let v1 = pcr("example.com/mtls", None);
+        let beta = |stub: Vec<u8>, pkix: Option<Vec<u8>>| v1beta1::PodCertificateRequest {
+            metadata: v1.metadata.clone(),
+            spec: v1beta1::PodCertificateRequestSpec {
+                signer_name: v1.spec.signer_name.clone(),
+                pod_name: v1.spec.pod_name.clone(),
+                pod_uid: v1.spec.pod_uid.clone(),
+                service_account_name: v1.spec.service_account_name.clone(),
+                service_account_uid: v1.spec.service_account_uid.clone(),
+                node_name: v1.spec.node_name.clone(),
+                node_uid: v1.spec.node_uid.clone(),
+                max_expiration_seconds: None,
+                stub_pkc_s10_request: k8s_openapi::ByteString(stub),
+                pkix_public_key: pkix.clone().map(k8s_openapi::ByteString),
+                proof_of_possession: pkix.map(|_| k8s_openapi::ByteString(vec![7])),
+                unverified_user_annotations: None,
+            },
+            status: None,
+        };
+        let fields = |p: &v1beta1::PodCertificateRequest| {
+            let Request::Pod(f) = seen_v1beta1(0, "example.com/mtls", p)
+                .unwrap()
+                .work
+                .unwrap()
+                .request
+            else {
+                panic!("not a pod request")
+            };
+            f
+        };
+        let legacy = fields(&beta(Vec::new(), Some(vec![0x30, 0x01])));
+        assert_eq!(legacy.pkix_public_key.as_deref(), Some(&[0x30, 0x01][..]));
+        assert_eq!(legacy.proof_of_possession.as_deref(), Some(&[7][..]));
+        assert!(!legacy.lacks_key());
+        assert!(!fields(&beta(vec![0x30], None)).lacks_key());
+        // Through v1 a legacy request shows neither: read again through v1beta1.
+        assert!(fields(&beta(Vec::new(), None)).lacks_key());
+        assert!(
+            fields(&beta(Vec::new(), Some(Vec::new()))).lacks_key(),
+            "empty bytes are no key"
+        );
     }
 }
