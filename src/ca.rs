@@ -398,6 +398,27 @@ pub struct TrustedCa {
     pub intermediates: Vec<Vec<u8>>,
 }
 
+/// The bytes of an `otherCas` entry's files as last seen (`None`: unreadable then). Reloading compares
+/// these, as for the signing CA; they are certificates only, nothing secret.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TrustedCaFiles {
+    cert: Option<Vec<u8>>,
+    chain: Option<Vec<u8>>,
+}
+
+impl TrustedCaFiles {
+    /// Reads what `settings` names; an unreadable file is remembered as such (loading reports why).
+    pub fn read(settings: &OtherCaSettings) -> TrustedCaFiles {
+        TrustedCaFiles {
+            cert: std::fs::read(&settings.cert_file).ok(),
+            chain: settings
+                .chain_file
+                .as_deref()
+                .and_then(|p| std::fs::read(p).ok()),
+        }
+    }
+}
+
 impl TrustedCa {
     /// Reads and checks `settings` (a CA certificate; the chain as for the signing CA). Errors name
     /// the file as `CaFile::Cert` or `CaFile::Chain`; the caller adds the key.

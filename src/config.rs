@@ -147,6 +147,11 @@ impl OtherCaState {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CaSettings {
+    /// A short name for the `ca` label of the per-CA metrics and `ca status`; a DNS label, unique among
+    /// the signer's CAs. Give it the name the CA had under `otherCas` before it signed, so its series
+    /// carry on across the switch.
+    #[serde(default = "default_active_ca_name")]
+    pub name: String,
     /// PEM file with exactly one certificate: the signing CA (a root or an intermediate).
     pub cert_file: PathBuf,
     /// PEM private key of the signing CA (PKCS#8, PKCS#1 or SEC1; optionally encrypted).
@@ -158,6 +163,13 @@ pub struct CaSettings {
     /// Optional file holding the passphrase of an encrypted key.
     #[serde(default)]
     pub passphrase_file: Option<PathBuf>,
+}
+
+/// `ca.name` when none is configured.
+pub const DEFAULT_ACTIVE_CA_NAME: &str = "active";
+
+fn default_active_ca_name() -> String {
+    DEFAULT_ACTIVE_CA_NAME.to_owned()
 }
 
 /// Controller tuning (used by `csr-signer run`).
@@ -690,7 +702,13 @@ impl Settings {
                 .auto_approve
                 .validate()
                 .map_err(|e| err(key(&format!("autoApprove.{}", e.key)), e.message))?;
-            let mut ca_names = BTreeSet::new();
+            if !is_dns_label(&s.ca.name) {
+                return Err(err(
+                    key("ca.name"),
+                    format!("{:?} must be a DNS label (lower case letters, digits, '-'): it becomes a metric label", s.ca.name),
+                ));
+            }
+            let mut ca_names = BTreeSet::from([s.ca.name.clone()]);
             for (j, o) in s.other_cas.iter().enumerate() {
                 let k = key(&format!("otherCas[{j}].name"));
                 if !is_dns_label(&o.name) {
@@ -700,7 +718,12 @@ impl Settings {
                     ));
                 }
                 if !ca_names.insert(o.name.clone()) {
-                    return Err(err(k, format!("duplicate CA name {:?}", o.name)));
+                    let what = if o.name == s.ca.name {
+                        " (it is the signing CA's ca.name)"
+                    } else {
+                        ""
+                    };
+                    return Err(err(k, format!("duplicate CA name {:?}{what}", o.name)));
                 }
             }
             signers.push(SignerSettings {
@@ -741,6 +764,21 @@ impl Settings {
         raw.trust_bundles
             .validate()
             .map_err(|(k, m)| err(format!("trustBundles.{k}"), m))?;
+        if raw.trust_bundles.config_maps.enabled {
+            for s in &signers {
+                let key = crate::trust::configmap_key(s.name.as_str());
+                if key.len() > crate::trust::CONFIGMAP_KEY_MAX {
+                    return Err(err(
+                        "trustBundles.configMaps".into(),
+                        format!(
+                            "signer {:?} would be the ConfigMap key {key:?}, longer than {} bytes",
+                            s.name.as_str(),
+                            crate::trust::CONFIGMAP_KEY_MAX
+                        ),
+                    ));
+                }
+            }
+        }
         raw.audit
             .validate()
             .map_err(|(k, m)| err(format!("audit.{k}"), m))?;
@@ -809,6 +847,31 @@ mod tests {
         assert_eq!(
             s.signers[0].policy.min_lifetime(),
             std::time::Duration::from_secs(600)
+        );
+    }
+
+    #[test]
+    fn the_signing_ca_has_a_name_unique_among_the_signers_cas() {
+        let s = Settings::from_yaml(MINIMAL, "t.yaml").expect("valid");
+        assert_eq!(s.signers[0].ca.name, DEFAULT_ACTIVE_CA_NAME);
+        let with = |ca_name: &str, other: &str| {
+            format!("signers:\n- name: example.com/mtls\n  ca: {{name: {ca_name}, certFile: ca.crt, keyFile: ca.key}}\n  otherCas: [{{name: {other}, state: retiring, certFile: old.crt}}]\n")
+        };
+        let s = Settings::from_yaml(&with("ca-2027", "ca-2026"), "t.yaml").expect("valid");
+        assert_eq!(s.signers[0].ca.name, "ca-2027");
+        let e = Settings::from_yaml(&with("Next", "old"), "t.yaml")
+            .expect_err("not a DNS label")
+            .to_string();
+        assert!(
+            e.starts_with("t.yaml: signers[0].ca.name: \"Next\" must be a DNS label"),
+            "{e}"
+        );
+        let e = Settings::from_yaml(&with("next", "next"), "t.yaml")
+            .expect_err("duplicate")
+            .to_string();
+        assert!(
+            e.starts_with("t.yaml: signers[0].otherCas[0].name: duplicate CA name \"next\" (it is the signing CA's ca.name)"),
+            "{e}"
         );
     }
 

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::ca::{CaFile, CaFiles, SigningCa, TrustedCa};
-use crate::config::{CaSettings, Settings, SignerName, SignerSettings};
+use crate::ca::{CaFile, CaFiles, SigningCa, TrustedCa, TrustedCaFiles};
+use crate::config::{CaSettings, OtherCaSettings, Settings, SignerName};
 use crate::csr;
 use crate::error::{Error, Result};
 pub use crate::policy::LifetimeOutcome;
@@ -100,10 +100,23 @@ pub struct SignerEngine {
     ca_settings: CaSettings,
     ca_keys: CaKeys,
     current: RwLock<(Arc<SigningCa>, CaFiles)>,
-    /// CAs trusted but not signing (`otherCas`), loaded at startup.
-    others: Vec<TrustedCa>,
+    /// The `otherCas` entries with where each was set, in configuration order.
+    other_settings: Vec<(OtherCaSettings, CaKeys)>,
+    /// CAs trusted but not signing (`otherCas`), as last loaded, with the bytes each was loaded from
+    /// (same order as `other_settings`).
+    others: RwLock<(Arc<[TrustedCa]>, Vec<TrustedCaFiles>)>,
     /// `None`: PodCertificateRequests for this signer are left alone.
     pods: Option<PodPolicy>,
+}
+
+/// One CA of a signer, as the per-CA metrics and `ca status` name it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CaEntry {
+    /// `ca.name` or the `otherCas` entry's name.
+    pub name: String,
+    /// `active`, `published` or `retiring`.
+    pub state: &'static str,
+    pub not_after: SystemTime,
 }
 
 /// Where a signer's `ca:` keys were set, so that an error about a CA file (at startup or on reload)
@@ -115,11 +128,12 @@ struct CaKeys {
 }
 
 impl CaKeys {
-    fn new(settings: &Settings, index: usize) -> CaKeys {
-        let keys = [CaFile::Cert, CaFile::Key, CaFile::Chain, CaFile::Passphrase]
-            .into_iter()
-            .map(|f| {
-                let key = format!("signers[{index}].ca.{}", f.key());
+    /// The keys under `prefix` (`signers[0].ca`, `signers[0].otherCas[1]`) naming `files`.
+    fn new(settings: &Settings, prefix: &str, files: &[CaFile]) -> CaKeys {
+        let keys = files
+            .iter()
+            .map(|&f| {
+                let key = format!("{prefix}.{}", f.key());
                 let origin = settings.origin_of(&key);
                 (f, key, origin)
             })
@@ -153,18 +167,45 @@ impl std::fmt::Debug for SignerEngine {
 }
 
 impl SignerEngine {
-    /// Loads the signer's CA; `ca_keys` says where its settings came from.
-    fn new(settings: &SignerSettings, ca_keys: CaKeys) -> Result<SignerEngine> {
+    /// Loads the signer's CAs; `settings` says where each setting came from.
+    fn new(settings: &Settings, index: usize) -> Result<SignerEngine> {
+        let signer = &settings.signers[index];
+        let ca_keys = CaKeys::new(
+            settings,
+            &format!("signers[{index}].ca"),
+            &[CaFile::Cert, CaFile::Key, CaFile::Chain, CaFile::Passphrase],
+        );
         let (ca, files) =
-            SigningCa::load(&settings.ca, SystemTime::now()).map_err(|e| ca_keys.locate(e))?;
+            SigningCa::load(&signer.ca, SystemTime::now()).map_err(|e| ca_keys.locate(e))?;
+        let other_settings: Vec<(OtherCaSettings, CaKeys)> = signer
+            .other_cas
+            .iter()
+            .enumerate()
+            .map(|(j, o)| {
+                let keys = CaKeys::new(
+                    settings,
+                    &format!("signers[{index}].otherCas[{j}]"),
+                    &[CaFile::Cert, CaFile::Chain],
+                );
+                (o.clone(), keys)
+            })
+            .collect();
+        let mut others = Vec::with_capacity(other_settings.len());
+        let mut other_files = Vec::with_capacity(other_settings.len());
+        for (o, keys) in &other_settings {
+            let read = TrustedCaFiles::read(o);
+            others.push(TrustedCa::load(o, SystemTime::now()).map_err(|e| keys.locate(e))?);
+            other_files.push(read);
+        }
         Ok(SignerEngine {
-            name: settings.name.clone(),
-            policy: settings.policy.clone(),
-            ca_settings: settings.ca.clone(),
+            name: signer.name.clone(),
+            policy: signer.policy.clone(),
+            ca_settings: signer.ca.clone(),
             ca_keys,
             current: RwLock::new((Arc::new(ca), files)),
-            others: Vec::new(),
-            pods: settings.pod_certificates.clone(),
+            other_settings,
+            others: RwLock::new((others.into(), other_files)),
+            pods: signer.pod_certificates.clone(),
         })
     }
 
@@ -185,9 +226,69 @@ impl SignerEngine {
         }
     }
 
-    /// The CAs this signer trusts but does not sign with.
-    pub fn other_cas(&self) -> &[TrustedCa] {
-        &self.others
+    /// The CAs this signer trusts but does not sign with, as last loaded.
+    pub fn other_cas(&self) -> Arc<[TrustedCa]> {
+        match self.others.read() {
+            Ok(g) => g.0.clone(),
+            Err(p) => p.into_inner().0.clone(),
+        }
+    }
+
+    /// Every CA of the signer: the signing one first, then `otherCas` in configuration order.
+    pub fn ca_entries(&self) -> Vec<CaEntry> {
+        let mut out = vec![CaEntry {
+            name: self.ca_settings.name.clone(),
+            state: "active",
+            not_after: self.ca_not_after(),
+        }];
+        out.extend(self.other_cas().iter().map(|o| CaEntry {
+            name: o.name.clone(),
+            state: o.state.as_str(),
+            not_after: o.not_after,
+        }));
+        out
+    }
+
+    /// The signing CA's `ca.name`.
+    pub fn ca_name(&self) -> &str {
+        &self.ca_settings.name
+    }
+
+    /// Re-reads the `otherCas` files, one result per entry in configuration order: `Ok(true)` when
+    /// that entry's files changed and the new ones were swapped in; an error keeps the entry's previous
+    /// certificates trusted (and published).
+    pub fn reload_other_cas_if_changed(&self) -> Vec<Result<bool>> {
+        let (mut cas, mut files) = match self.others.read() {
+            Ok(g) => (g.0.to_vec(), g.1.clone()),
+            Err(p) => {
+                let g = p.into_inner();
+                (g.0.to_vec(), g.1.clone())
+            }
+        };
+        let mut results = Vec::with_capacity(self.other_settings.len());
+        for (j, (o, keys)) in self.other_settings.iter().enumerate() {
+            let read = TrustedCaFiles::read(o);
+            if read == files[j] {
+                results.push(Ok(false));
+                continue;
+            }
+            match TrustedCa::load(o, SystemTime::now()) {
+                Ok(ca) => {
+                    cas[j] = ca;
+                    files[j] = read;
+                    results.push(Ok(true));
+                }
+                Err(e) => results.push(Err(keys.locate(e))),
+            }
+        }
+        if results.iter().any(|r| matches!(r, Ok(true))) {
+            let mut guard = match self.others.write() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            *guard = (cas.into(), files);
+        }
+        results
     }
 
     pub fn ca_not_after(&self) -> SystemTime {
@@ -489,33 +590,8 @@ pub struct Engine {
 impl Engine {
     /// Loads every signer's CA; the first failure stops startup.
     pub fn from_settings(settings: &Settings) -> Result<Engine> {
-        let signers = settings
-            .signers
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                let mut signer = SignerEngine::new(s, CaKeys::new(settings, i))?;
-                signer.others = s
-                    .other_cas
-                    .iter()
-                    .enumerate()
-                    .map(|(j, o)| {
-                        TrustedCa::load(o, SystemTime::now()).map_err(|e| {
-                            let file = match &e {
-                                Error::Ca { file, .. } => file.key(),
-                                _ => "certFile",
-                            };
-                            let key = format!("signers[{i}].otherCas[{j}].{file}");
-                            Error::Setting {
-                                origin: settings.origin_of(&key),
-                                key,
-                                source: Box::new(e),
-                            }
-                        })
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                Ok(signer)
-            })
+        let signers = (0..settings.signers.len())
+            .map(|i| SignerEngine::new(settings, i))
             .collect::<Result<Vec<_>>>()?;
         Ok(Engine { signers })
     }

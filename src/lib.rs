@@ -31,6 +31,7 @@ pub mod metrics;
 pub mod pem;
 pub mod policy;
 pub mod refusal;
+pub mod requester;
 pub mod server;
 pub mod service;
 pub mod trust;

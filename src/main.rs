@@ -35,6 +35,9 @@ enum Command {
     CheckConfig(cli::sign::ConfigArg),
     /// Sign one CSR offline with exactly the controller's policy and issuance.
     Sign(cli::sign::SignArgs),
+    /// Get a certificate for the identity this runs as (a pod's service account) through a CSR, and
+    /// write key, chain and trust bundle; `--renew` keeps renewing them.
+    Request(Box<cli::request::RequestArgs>),
     /// CA tooling.
     #[command(subcommand)]
     Ca(CaCommand),
@@ -66,6 +69,7 @@ fn main() -> ExitCode {
         Some(Command::Run(a)) => cli::run::run(a, &overrides),
         Some(Command::CheckConfig(a)) => cli::sign::check_config(a, &overrides),
         Some(Command::Sign(a)) => cli::sign::sign(a, &overrides),
+        Some(Command::Request(a)) => cli::request::request(a),
         Some(Command::Ca(CaCommand::Init(a))) => cli::ca::ca_init(a),
         Some(Command::Ca(CaCommand::Status(a))) => cli::ca::ca_status(a, &overrides),
         Some(Command::Ca(CaCommand::PlanRotation(a))) => cli::ca::ca_plan_rotation(a, &overrides),

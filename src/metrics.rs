@@ -4,6 +4,9 @@
 //! `pcr`), the outcome/result enums, refusal reasons, error classes, API operations and HTTP status codes. Never a CSR name or a
 //! requester: CSR names are generated per request and would grow the series set without bound.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use prometheus::{
     Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
@@ -106,7 +109,16 @@ pub struct Metrics {
     pub trust_bundle_published: GaugeVec,
     pub trust_bundle_errors: IntCounterVec,
     pub trust_bundle_missing_anchor: IntGaugeVec,
+    pub ca_certificate_not_after: GaugeVec,
+    pub ca_published_since: GaugeVec,
+    pub max_lifetime: GaugeVec,
+    /// The label values (after `signer`) each signer's per-CA series were last set with, so that a
+    /// CA gone from the configuration or from its state loses its series.
+    per_ca: Mutex<HashMap<(&'static str, String), Vec<PerCaLabels>>>,
 }
+
+/// The label values of one per-CA series after `signer` (`[ca, state]` or `[ca]`).
+type PerCaLabels = Vec<String>;
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -235,24 +247,46 @@ impl Metrics {
             trust_bundle_published: GaugeVec::new(
                 Opts::new(
                     "csr_signer_trust_bundle_published_timestamp_seconds",
-                    "When the signer's ClusterTrustBundle was last confirmed up to date on the apiserver.",
+                    "When the signer's trust anchors were last confirmed up to date on the apiserver: its ClusterTrustBundle (via=clustertrustbundle), or the ConfigMap in every selected namespace (via=configmap).",
                 ),
-                &["signer"],
+                &["signer", "via"],
             )?,
             trust_bundle_errors: IntCounterVec::new(
                 Opts::new(
                     "csr_signer_trust_bundle_errors_total",
-                    "Failed attempts to publish a signer's ClusterTrustBundle, by reason.",
+                    "Failed attempts to publish a signer's trust anchors, by reason and by where (via=clustertrustbundle or configmap).",
                 ),
-                &["signer", "reason"],
+                &["signer", "via", "reason"],
             )?,
             trust_bundle_missing_anchor: IntGaugeVec::new(
                 Opts::new(
                     "csr_signer_trust_bundle_missing_anchor",
-                    "1 while the published ClusterTrustBundle lacks the anchor of the signing CA (certificates it issues do not verify against the bundle); must be 0.",
+                    "1 while the published ClusterTrustBundle (via=clustertrustbundle), or the ConfigMap of some selected namespace (via=configmap), lacks the anchor of the signing CA (certificates it issues do not verify against it); must be 0.",
+                ),
+                &["signer", "via"],
+            )?,
+            ca_certificate_not_after: GaugeVec::new(
+                Opts::new(
+                    "csr_signer_ca_certificate_not_after_timestamp_seconds",
+                    "NotAfter of each CA of a signer (state: active signs, published is the next one, retiring the previous one), as a Unix timestamp.",
+                ),
+                &["signer", "ca", "state"],
+            )?,
+            ca_published_since: GaugeVec::new(
+                Opts::new(
+                    "csr_signer_ca_published_since_timestamp_seconds",
+                    "When each CA in state published first went into the signer's ClusterTrustBundle (Unix timestamp; leader only, kept across restarts in the bundle's csr-signer/published-since annotation).",
+                ),
+                &["signer", "ca"],
+            )?,
+            max_lifetime: GaugeVec::new(
+                Opts::new(
+                    "csr_signer_max_lifetime_seconds",
+                    "The longest certificate lifetime the signer grants (policy lifetime.max).",
                 ),
                 &["signer"],
             )?,
+            per_ca: Mutex::new(HashMap::new()),
             registry,
         };
         m.registry.register(Box::new(m.signing_duration.clone()))?;
@@ -281,6 +315,11 @@ impl Metrics {
             .register(Box::new(m.trust_bundle_errors.clone()))?;
         m.registry
             .register(Box::new(m.trust_bundle_missing_anchor.clone()))?;
+        m.registry
+            .register(Box::new(m.ca_certificate_not_after.clone()))?;
+        m.registry
+            .register(Box::new(m.ca_published_since.clone()))?;
+        m.registry.register(Box::new(m.max_lifetime.clone()))?;
         m.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
@@ -413,45 +452,107 @@ impl Metrics {
             .set(unix_seconds);
     }
 
+    /// Every CA of `signer` as `(ca name, state, notAfter Unix seconds)`; series of CAs no longer
+    /// listed (removed from the configuration, or moved to another state) are removed.
+    pub fn set_ca_certificates(&self, signer: &str, cas: &[(&str, &str, f64)]) {
+        let series = cas
+            .iter()
+            .map(|(name, state, t)| (vec![name.to_string(), state.to_string()], *t))
+            .collect();
+        self.replace_per_ca(&self.ca_certificate_not_after, "not_after", signer, series);
+    }
+
+    /// The published-since time of each CA of `signer` in state published that is in its bundle;
+    /// the others' series are removed.
+    pub fn set_ca_published_since(&self, signer: &str, cas: &[(&str, f64)]) {
+        let series = cas
+            .iter()
+            .map(|(name, t)| (vec![name.to_string()], *t))
+            .collect();
+        self.replace_per_ca(&self.ca_published_since, "published_since", signer, series);
+    }
+
+    /// The longest lifetime `signer` grants, in seconds.
+    pub fn set_max_lifetime(&self, signer: &str, seconds: f64) {
+        self.max_lifetime.with_label_values(&[signer]).set(seconds);
+    }
+
+    fn replace_per_ca(
+        &self,
+        gauge: &GaugeVec,
+        family: &'static str,
+        signer: &str,
+        series: Vec<(Vec<String>, f64)>,
+    ) {
+        let mut known = match self.per_ca.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let before = known
+            .insert(
+                (family, signer.to_owned()),
+                series.iter().map(|(l, _)| l.clone()).collect(),
+            )
+            .unwrap_or_default();
+        let labels = |rest: &[String]| -> Vec<String> {
+            std::iter::once(signer.to_owned())
+                .chain(rest.iter().cloned())
+                .collect()
+        };
+        for old in before {
+            if !series.iter().any(|(l, _)| *l == old) {
+                let l = labels(&old);
+                let refs: Vec<&str> = l.iter().map(String::as_str).collect();
+                let _ = gauge.remove_label_values(&refs);
+            }
+        }
+        for (rest, value) in &series {
+            let l = labels(rest);
+            let refs: Vec<&str> = l.iter().map(String::as_str).collect();
+            gauge.with_label_values(&refs).set(*value);
+        }
+    }
+
     /// New CA files that were rejected (counted once per breakage).
     pub fn record_ca_reload_error(&self, signer: &str) {
         self.ca_reload_errors.with_label_values(&[signer]).inc();
     }
 
-    /// Creates the trust-bundle series of a signer (errors at zero for each reason, the missing-anchor
-    /// gauge at 0, the publish time at 0 = never), so alerts and dashboards see them before the first
-    /// sync and on standby replicas (which never publish; the alert takes the max over replicas).
-    pub fn init_trust_bundle(&self, signer: &str, reasons: &[&str]) {
+    /// Creates the trust-bundle series of a signer for one `via` (errors at zero for each reason, the
+    /// missing-anchor gauge at 0, the publish time at 0 = never), so alerts and dashboards see them before
+    /// the first sync and on standby replicas (which never publish; the alert takes the max over replicas).
+    pub fn init_trust_bundle(&self, signer: &str, via: &str, reasons: &[&str]) {
         for reason in reasons {
             self.trust_bundle_errors
-                .with_label_values(&[signer, reason]);
+                .with_label_values(&[signer, via, reason]);
         }
         self.trust_bundle_missing_anchor
-            .with_label_values(&[signer])
+            .with_label_values(&[signer, via])
             .set(0);
         self.trust_bundle_published
-            .with_label_values(&[signer])
+            .with_label_values(&[signer, via])
             .set(0.0);
     }
 
-    /// The signer's ClusterTrustBundle was confirmed up to date at `unix_seconds`.
-    pub fn record_trust_bundle_published(&self, signer: &str, unix_seconds: f64) {
+    /// The signer's anchors were confirmed up to date (through `via`) at `unix_seconds`.
+    pub fn record_trust_bundle_published(&self, signer: &str, via: &str, unix_seconds: f64) {
         self.trust_bundle_published
-            .with_label_values(&[signer])
+            .with_label_values(&[signer, via])
             .set(unix_seconds);
     }
 
-    /// One failed publish attempt; `reason` comes from a fixed set (see `trust::publish`).
-    pub fn record_trust_bundle_error(&self, signer: &str, reason: &str) {
+    /// One failed publish attempt; `via` and `reason` come from fixed sets (see `trust::publish`,
+    /// `trust::configmaps`).
+    pub fn record_trust_bundle_error(&self, signer: &str, via: &str, reason: &str) {
         self.trust_bundle_errors
-            .with_label_values(&[signer, reason])
+            .with_label_values(&[signer, via, reason])
             .inc();
     }
 
-    /// Whether the published bundle lacks the signing CA's anchor.
-    pub fn set_trust_bundle_missing_anchor(&self, signer: &str, missing: bool) {
+    /// Whether what is published through `via` lacks the signing CA's anchor.
+    pub fn set_trust_bundle_missing_anchor(&self, signer: &str, via: &str, missing: bool) {
         self.trust_bundle_missing_anchor
-            .with_label_values(&[signer])
+            .with_label_values(&[signer, via])
             .set(i64::from(missing));
     }
 
@@ -532,6 +633,42 @@ mod tests {
             "csr_signer_build_info{{version=\"{}\"}} 1",
             env!("CARGO_PKG_VERSION")
         )));
+    }
+
+    #[test]
+    fn per_ca_series_follow_the_configuration() {
+        let m = Metrics::new().unwrap();
+        let s = "example.com/mtls";
+        m.set_ca_certificates(
+            s,
+            &[("active", "active", 100.0), ("next", "published", 200.0)],
+        );
+        m.set_ca_published_since(s, &[("next", 50.0)]);
+        m.set_ca_certificates("example.com/web", &[("active", "active", 300.0)]);
+        let text = m.encode().unwrap();
+        for line in [
+            "csr_signer_ca_certificate_not_after_timestamp_seconds{ca=\"active\",signer=\"example.com/mtls\",state=\"active\"} 100",
+            "csr_signer_ca_certificate_not_after_timestamp_seconds{ca=\"next\",signer=\"example.com/mtls\",state=\"published\"} 200",
+            "csr_signer_ca_published_since_timestamp_seconds{ca=\"next\",signer=\"example.com/mtls\"} 50",
+        ] {
+            assert!(text.contains(line), "missing {line} in:\n{text}");
+        }
+        // `next` signs now (named so), the old one retires: no series keeps the old state.
+        m.set_ca_certificates(s, &[("next", "active", 200.0), ("old", "retiring", 100.0)]);
+        m.set_ca_published_since(s, &[]);
+        let text = m.encode().unwrap();
+        assert!(!text.contains("state=\"published\""), "{text}");
+        assert!(
+            !text.contains("ca=\"active\",signer=\"example.com/mtls\""),
+            "{text}"
+        );
+        assert!(
+            !text.contains("csr_signer_ca_published_since_timestamp_seconds{"),
+            "{text}"
+        );
+        assert!(text.contains("csr_signer_ca_certificate_not_after_timestamp_seconds{ca=\"old\",signer=\"example.com/mtls\",state=\"retiring\"} 100"));
+        // Other signers are untouched.
+        assert!(text.contains("csr_signer_ca_certificate_not_after_timestamp_seconds{ca=\"active\",signer=\"example.com/web\",state=\"active\"} 300"));
     }
 
     #[test]

@@ -92,6 +92,8 @@ pub async fn start_with_metrics(
     for signer in engine.signers() {
         metrics.init_signer(signer.name());
         metrics.set_ca_not_after(signer.name(), unix_seconds(signer.ca_not_after()));
+        crate::controller::set_ca_gauges(&metrics, signer);
+        metrics.set_max_lifetime(signer.name(), signer.policy().max_lifetime().as_secs_f64());
     }
     readiness.set_ca_loaded(true);
     let engine = Arc::new(engine);
@@ -153,9 +155,20 @@ pub async fn start_with_metrics(
     if let Some(p) = opts.ca_poll_interval {
         cfg.ca_poll_interval = p;
     }
-    if settings.trust_bundles.enabled {
-        for signer in engine.signers() {
-            metrics.init_trust_bundle(signer.name(), &crate::trust::publish::REASONS);
+    for signer in engine.signers() {
+        if settings.trust_bundles.enabled {
+            metrics.init_trust_bundle(
+                signer.name(),
+                crate::trust::publish::VIA,
+                &crate::trust::publish::REASONS,
+            );
+        }
+        if settings.trust_bundles.config_maps.enabled {
+            metrics.init_trust_bundle(
+                signer.name(),
+                crate::trust::configmaps::VIA,
+                &crate::trust::configmaps::REASONS,
+            );
         }
     }
     let publisher = settings.trust_bundles.enabled.then(|| {
@@ -167,7 +180,17 @@ pub async fn start_with_metrics(
             cfg.ca_poll_interval,
         )
     });
+    let configmaps = settings.trust_bundles.config_maps.enabled.then(|| {
+        crate::trust::configmaps::ConfigMapPublisher::new(
+            client.clone(),
+            engine.clone(),
+            settings.trust_bundles.clone(),
+            metrics.clone(),
+            cfg.ca_poll_interval,
+        )
+    });
     let publisher_leader = leader_rx.clone();
+    let configmaps_leader = leader_rx.clone();
     let controller = Controller::new(
         client,
         engine,
@@ -187,6 +210,8 @@ pub async fn start_with_metrics(
         });
         let publisher_task =
             publisher.map(|p| tokio::spawn(p.run(publisher_leader, stop_rx.clone())));
+        let configmaps_task =
+            configmaps.map(|p| tokio::spawn(p.run(configmaps_leader, stop_rx.clone())));
         let controller_task = tokio::spawn(controller.run(stop_rx));
         shutdown.await;
         tracing::info!("shutdown requested");
@@ -195,7 +220,7 @@ pub async fn start_with_metrics(
             .await
             .map_err(|e| crate::Error::Service(format!("controller task: {e}")))
             .and_then(|r| r);
-        if let Some(t) = publisher_task {
+        for t in [publisher_task, configmaps_task].into_iter().flatten() {
             let _ = t.await;
         }
         if let Some(t) = elector_task {

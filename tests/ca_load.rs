@@ -19,6 +19,7 @@ use support::*;
 
 fn settings(cert: &std::path::Path, key: &std::path::Path) -> CaSettings {
     CaSettings {
+        name: csr_signer::config::DEFAULT_ACTIVE_CA_NAME.into(),
         cert_file: cert.to_owned(),
         key_file: key.to_owned(),
         chain_file: None,

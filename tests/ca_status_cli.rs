@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use controller_support::*;
 use csr_signer::config::Settings;
+use support::openssl_not_after;
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_csr-signer"))
@@ -35,18 +36,6 @@ fn ca_init(dir: &Path, name: &str, days: u32, intermediate: bool) {
         cmd.arg("--intermediate");
     }
     ok(&mut cmd);
-}
-
-/// notAfter as `openssl x509` reads it, in the RFC 3339 form the CLI prints.
-fn openssl_not_after(cert: &Path) -> SystemTime {
-    let out = ok(Command::new("openssl")
-        .args(["x509", "-noout", "-enddate", "-dateopt", "iso_8601", "-in"])
-        .arg(cert));
-    let text = out
-        .trim()
-        .trim_start_matches("notAfter=")
-        .replacen(' ', "T", 1);
-    humantime::parse_rfc3339(&text).unwrap()
 }
 
 fn fmt(t: SystemTime) -> String {
@@ -79,7 +68,7 @@ fn offline_status_and_plan_follow_the_certificates() {
             .unwrap_or_else(|| panic!("no {name} row in:\n{status}"))
             .to_string()
     };
-    let (active, next) = (line("ca "), line("next "));
+    let (active, next) = (line("active "), line("next "));
     assert!(
         active.contains("active") && active.contains(&fmt(old_end)),
         "{status}"
@@ -170,13 +159,25 @@ async fn status_reads_the_published_bundle_real_apiserver() {
         after.contains("read from the cluster's example.com:mtls:live"),
         "{after}"
     );
-    for row in ["ca ", "next "] {
+    for row in ["active ", "next "] {
         let line = after
             .lines()
             .find(|l| l.trim_start().starts_with(row))
             .unwrap();
         assert!(line.contains(" yes "), "{after}");
     }
+    // STATE SINCE of the published CA is the bundle's record for it (keyed by the SHA-256 openssl computes).
+    let bundle = bundles.get("example.com:mtls:live").await.unwrap();
+    let record: std::collections::BTreeMap<String, String> = serde_json::from_str(
+        &bundle.metadata.annotations.unwrap_or_default()["csr-signer/published-since"],
+    )
+    .unwrap();
+    let fp = support::openssl_sha256_fingerprint(&dir.path().join("next/ca.crt"))[..32].to_string();
+    let next_row = after
+        .lines()
+        .find(|l| l.trim_start().starts_with("next "))
+        .unwrap();
+    assert!(next_row.contains(&record[&fp]), "{after}\n{record:?}");
     let _ = stop.send(());
     svc.wait().await.unwrap();
 }

@@ -605,22 +605,6 @@ fn forged_requests_verify_with_openssl() {
     }
 }
 
-/// Where crates/localapi's create-time validation of `spec.request` differs from kube-apiserver 1.37.2's
-/// (found by this test; the local API is not this change's to fix). Stricter: kube-apiserver admits an
-/// INTEGER, OCTET STRING or NULL attribute value (Go's encoding/asn1 reads them), the local API rejects
-/// them as "x509: malformed certificate request". Laxer: kube-apiserver rejects RSA exponents 1 and 2
-/// (crypto/rsa), EC points that are not uncompressed, and a PrintableString with '@'; the local API
-/// admits them, and the signer refuses them. Listed exactly, so that this test notices a fix.
-const LOCAL_API_STRICTER: &[&str] = &["ou-integer", "ou-octet-string", "ou-null"];
-const LOCAL_API_LAXER: &[&str] = &[
-    "rsa-exponent-1",
-    "rsa-exponent-2",
-    "ec-point-at-infinity",
-    "ec-compressed-point",
-    "ec-hybrid-point",
-    "ou-printable-with-at",
-];
-
 on_both_servers! {
     async fn each_class_ends_in_one_failed_condition_or_is_rejected_at_create(server) {
         let ca = TestCa::new(KeyType::P256);
@@ -637,13 +621,9 @@ on_both_servers! {
                 Err(kube::Error::Api(s)) if s.code == 422 => false,
                 Err(e) => panic!("create {}: {e}", c.name),
             };
-            let expected = match server {
-                Server::Real => c.apiserver_accepts,
-                Server::Local if LOCAL_API_STRICTER.contains(&c.name) => false,
-                Server::Local if LOCAL_API_LAXER.contains(&c.name) => true,
-                Server::Local => c.apiserver_accepts,
-            };
-            if accepted != expected {
+            // The local API reads requests as kube-apiserver 1.37.2 does (Go's x509 and asn1
+            // rules), so both servers admit and refuse the same classes.
+            if accepted != c.apiserver_accepts {
                 failures.push(format!(
                     "{}: {} at create",
                     c.name,
@@ -673,6 +653,32 @@ on_both_servers! {
         stop.send(()).unwrap();
         svc.wait().await.unwrap();
     }
+}
+
+/// The create-time answer to each refused class is kube-apiserver's own: code, cause field and message
+/// (Go's x509 / asn1 / crypto/rsa texts) on the local API and on the real server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_time_answers_equal_the_real_apiservers() {
+    let local = Env::on(Server::Local).await;
+    let real = Env::on(Server::Real).await;
+    let answer = |r: Result<_, kube::Error>| match r {
+        Ok(_) => (201, String::new()),
+        Err(kube::Error::Api(s)) => (s.code, s.message),
+        Err(e) => panic!("{e}"),
+    };
+    let mut diffs = Vec::new();
+    for c in refused_cases() {
+        let obj = csr_object(c.name, SIGNER, &c.pem, &c.usages, None);
+        let l = answer(local.try_create_as(&local.developer, &obj).await);
+        let r = answer(real.try_create_as(&real.developer, &obj).await);
+        if l != r {
+            diffs.push(format!(
+                "{}:\n  local API: {l:?}\n  real:      {r:?}",
+                c.name
+            ));
+        }
+    }
+    assert!(diffs.is_empty(), "{}", diffs.join("\n"));
 }
 
 // ---------------------------------------------------------------------------------------------------

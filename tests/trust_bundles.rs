@@ -7,6 +7,7 @@
 
 mod controller_support;
 mod support;
+mod trust_support;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -16,11 +17,11 @@ use controller_support::*;
 use csr_signer::ca_init::KeyType;
 use csr_signer::config::Settings;
 use k8s_openapi::api::certificates::v1::{ClusterTrustBundle, ClusterTrustBundleSpec};
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
-use support::{cert_der, cert_ders, key, openssl_verify, CsrSpec, TestCa};
+use kube::api::{Api, DeleteParams, PostParams};
+use support::{cert_der, cert_ders, key, CsrSpec, TestCa};
+use trust_support::*;
 
 const BUNDLE: &str = "example.com:mtls:live";
-const USAGES: &[&str] = &["digital signature", "client auth"];
 
 fn trust_settings(cert: &Path, key: &Path) -> Settings {
     let yaml = format!(
@@ -32,19 +33,6 @@ fn trust_settings(cert: &Path, key: &Path) -> Settings {
 
 fn bundles(env: &Env) -> Api<ClusterTrustBundle> {
     Api::all(env.admin.clone())
-}
-
-/// Starts each test with no bundles (they are cluster-scoped and outlive a test on the shared server).
-async fn no_bundles(env: &Env) {
-    let api = bundles(env);
-    for b in api.list(&ListParams::default()).await.unwrap().items {
-        let _ = api
-            .delete(
-                b.metadata.name.as_deref().unwrap(),
-                &DeleteParams::default(),
-            )
-            .await;
-    }
 }
 
 async fn wait_bundle(
@@ -84,35 +72,6 @@ fn foreign_bundle(name: &str, pem: &str, labels: &[(&str, &str)]) -> ClusterTrus
     }
 }
 
-async fn metric(svc: &csr_signer::service::Service, series: &str) -> Option<f64> {
-    sample(&scrape(svc.listen).await, series)
-}
-
-async fn wait_metric(svc: &csr_signer::service::Service, series: &str, ok: impl Fn(f64) -> bool) {
-    for _ in 0..300 {
-        if metric(svc, series).await.is_some_and(&ok) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!(
-        "{series} never reached the expected value:\n{}",
-        scrape(svc.listen).await
-    );
-}
-
-/// Issues one CSR and checks `openssl verify` accepts it with only `bundle_pem` as trust.
-async fn issued_verifies_against(env: &Env, name: &str, bundle_pem: &str) {
-    let pem = CsrSpec::new(key(KeyType::P256), &[("CN", "developer")]).pem();
-    env.create(name, SIGNER, &pem, USAGES, None).await;
-    env.approve(name).await;
-    let chain = env.wait_certificate(name).await;
-    let anchors = env.dir.path().join(format!("{name}-bundle.pem"));
-    std::fs::write(&anchors, bundle_pem).unwrap();
-    openssl_verify(&chain, &anchors, env.dir.path())
-        .unwrap_or_else(|e| panic!("{name} does not verify against the published bundle: {e}"));
-}
-
 on_both_servers! {
     async fn publishes_the_bundle_and_follows_a_ca_change(server) {
         let env = Env::on(server).await;
@@ -130,8 +89,8 @@ on_both_servers! {
         assert_eq!(labels.get("csr-signer/stage").map(String::as_str), Some("live"));
         assert_eq!(cert_ders(&first.spec.trust_bundle), vec![cert_der(&a.root)]);
         issued_verifies_against(&env, "tb-a", &first.spec.trust_bundle).await;
-        wait_metric(&svc, &format!("csr_signer_trust_bundle_missing_anchor{{signer=\"{SIGNER}\"}}"), |v| v == 0.0).await;
-        wait_metric(&svc, &format!("csr_signer_trust_bundle_published_timestamp_seconds{{signer=\"{SIGNER}\"}}"), |v| v > 0.0).await;
+        wait_metric(&svc, &format!("csr_signer_trust_bundle_missing_anchor{{signer=\"{SIGNER}\",via=\"clustertrustbundle\"}}"), |v| v == 0.0).await;
+        wait_metric(&svc, &format!("csr_signer_trust_bundle_published_timestamp_seconds{{signer=\"{SIGNER}\",via=\"clustertrustbundle\"}}"), |v| v > 0.0).await;
 
         // A new CA on disk: the bundle follows it.
         std::fs::copy(&b.key, &key_file).unwrap();
@@ -174,8 +133,8 @@ on_both_servers! {
             .unwrap();
 
         let (svc, stop) = env.start_signer(trust_settings(&ours.cert, &ours.key), "tb").await;
-        wait_metric(&svc, &format!("csr_signer_trust_bundle_errors_total{{reason=\"not_owned\",signer=\"{SIGNER}\"}}"), |v| v >= 1.0).await;
-        wait_metric(&svc, &format!("csr_signer_trust_bundle_missing_anchor{{signer=\"{SIGNER}\"}}"), |v| v == 1.0).await;
+        wait_metric(&svc, &format!("csr_signer_trust_bundle_errors_total{{reason=\"not_owned\",signer=\"{SIGNER}\",via=\"clustertrustbundle\"}}"), |v| v >= 1.0).await;
+        wait_metric(&svc, &format!("csr_signer_trust_bundle_missing_anchor{{signer=\"{SIGNER}\",via=\"clustertrustbundle\"}}"), |v| v == 1.0).await;
         // Signing goes on regardless.
         let pem = CsrSpec::new(key(KeyType::P256), &[("CN", "developer")]).pem();
         env.create("tb-still-signs", SIGNER, &pem, USAGES, None).await;
@@ -200,7 +159,7 @@ on_both_servers! {
         }
         assert!(api.get_opt("example.com:mtls:old").await.unwrap().is_none(), "our stale bundle was not deleted");
         assert!(api.get_opt("example.com:mtls:other").await.unwrap().is_some(), "someone else's bundle was deleted");
-        wait_metric(&svc, &format!("csr_signer_trust_bundle_missing_anchor{{signer=\"{SIGNER}\"}}"), |v| v == 0.0).await;
+        wait_metric(&svc, &format!("csr_signer_trust_bundle_missing_anchor{{signer=\"{SIGNER}\",via=\"clustertrustbundle\"}}"), |v| v == 0.0).await;
         let _ = stop.send(());
         svc.wait().await.unwrap();
     }
@@ -222,7 +181,7 @@ async fn without_attest_the_signer_reports_forbidden_and_keeps_signing_real_apis
     wait_metric(
         &svc,
         &format!(
-            "csr_signer_trust_bundle_errors_total{{reason=\"forbidden\",signer=\"{SIGNER}\"}}"
+            "csr_signer_trust_bundle_errors_total{{reason=\"forbidden\",signer=\"{SIGNER}\",via=\"clustertrustbundle\"}}"
         ),
         |v| v >= 1.0,
     )
@@ -308,17 +267,17 @@ async fn the_api_version_comes_from_discovery_real_apiserver() {
             None => {
                 wait_metric(
                     &svc,
-                    &format!("csr_signer_trust_bundle_errors_total{{reason=\"api_unavailable\",signer=\"{SIGNER}\"}}"),
+                    &format!("csr_signer_trust_bundle_errors_total{{reason=\"api_unavailable\",signer=\"{SIGNER}\",via=\"clustertrustbundle\"}}"),
                     |v| v >= 1.0,
                 )
                 .await;
                 // Counted once per resync (1 s here), not at every 200 ms poll, so the warning stays while
                 // the API is missing; no bundle, so no anchor can be missing from it.
                 tokio::time::sleep(Duration::from_millis(2500)).await;
-                let count = metric(&svc, &format!("csr_signer_trust_bundle_errors_total{{reason=\"api_unavailable\",signer=\"{SIGNER}\"}}")).await.unwrap();
+                let count = metric(&svc, &format!("csr_signer_trust_bundle_errors_total{{reason=\"api_unavailable\",signer=\"{SIGNER}\",via=\"clustertrustbundle\"}}")).await.unwrap();
                 assert!((2.0..=5.0).contains(&count), "{count}");
                 assert_eq!(
-                    metric(&svc, &format!("csr_signer_trust_bundle_missing_anchor{{signer=\"{SIGNER}\"}}")).await,
+                    metric(&svc, &format!("csr_signer_trust_bundle_missing_anchor{{signer=\"{SIGNER}\",via=\"clustertrustbundle\"}}")).await,
                     Some(0.0)
                 );
             }

@@ -17,12 +17,14 @@ use csr_signer::ca_init::KeyType;
 use csr_signer::config::Settings;
 use csr_signer::service::Service;
 use k8s_openapi::api::certificates::v1::ClusterTrustBundle;
-use kube::api::{Api, DeleteParams, ListParams};
+use kube::api::Api;
 use openssl::asn1::Asn1Time;
 use openssl::pkey::{PKey, Private};
 use openssl::ssl::{SslAcceptor, SslConnector, SslMethod, SslVerifyMode};
 use openssl::x509::X509;
-use support::{cert_der, cert_ders, key, CsrSpec, TestCa};
+use support::{
+    cert_der, cert_ders, key, openssl_not_after, openssl_sha256_fingerprint, CsrSpec, TestCa,
+};
 
 const BUNDLE: &str = "example.com:mtls:live";
 const USAGES: &[&str] = &["digital signature", "server auth"];
@@ -81,7 +83,11 @@ fn short_lived_ca(dir: &Path, seconds: u32) -> (PathBuf, PathBuf, SystemTime) {
 }
 
 fn settings(cert: &Path, key: &Path, other_cas: &str) -> Settings {
-    let yaml = settings_yaml(cert, key, "", false, "127.0.0.1:0").replacen(
+    settings_with_policy(cert, key, other_cas, "")
+}
+
+fn settings_with_policy(cert: &Path, key: &Path, other_cas: &str, policy: &str) -> Settings {
+    let yaml = settings_yaml(cert, key, policy, false, "127.0.0.1:0").replacen(
         "\n  policy:",
         &format!("\n  otherCas: [{other_cas}]\n  policy:"),
         1,
@@ -182,10 +188,7 @@ async fn restart(
 on_both_servers! {
     async fn a_rotation_never_leaves_a_certificate_without_a_trusted_anchor(server) {
         let env = Env::on(server).await;
-        let api: Api<ClusterTrustBundle> = Api::all(env.admin.clone());
-        for b in api.list(&ListParams::default()).await.unwrap().items {
-            let _ = api.delete(b.metadata.name.as_deref().unwrap(), &DeleteParams::default()).await;
-        }
+        no_bundles(&env).await;
         let dir = env.dir.path();
         let (a_cert, a_key, a_not_after) = short_lived_ca(dir, 50);
         let b = TestCa::with_intermediate(KeyType::P256);
@@ -247,5 +250,124 @@ async fn wait_bundle_until(env: &Env, want: &[Vec<u8>], deadline: SystemTime) ->
             "the retiring CA never left the bundle"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn metrics_text(svc: &Service) -> String {
+    scrape(svc.listen).await
+}
+
+/// Waits until `series` has a value `ok` accepts; returns it.
+async fn wait_sample(svc: &Service, series: &str, ok: impl Fn(f64) -> bool) -> f64 {
+    for _ in 0..300 {
+        if let Some(v) = sample(&metrics_text(svc).await, series).filter(|v| ok(*v)) {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "{series} never reached the expected value:\n{}",
+        metrics_text(svc).await
+    );
+}
+
+fn unix(t: SystemTime) -> f64 {
+    t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs() as f64
+}
+
+/// The published-since record of the bundle, keyed by fingerprint (first 32 hex digits of SHA-256).
+async fn published_since(env: &Env) -> std::collections::BTreeMap<String, SystemTime> {
+    let b = Api::<ClusterTrustBundle>::all(env.admin.clone())
+        .get(BUNDLE)
+        .await
+        .unwrap();
+    let text = b
+        .metadata
+        .annotations
+        .unwrap_or_default()
+        .get("csr-signer/published-since")
+        .cloned()
+        .unwrap_or_else(|| panic!("no published-since annotation on {BUNDLE}"));
+    serde_json::from_str::<std::collections::BTreeMap<String, String>>(&text)
+        .unwrap()
+        .into_iter()
+        .map(|(k, v)| (k, humantime::parse_rfc3339(&v).unwrap()))
+        .collect()
+}
+
+/// Replaces `to` with `from` the way a Secret volume update does: a new file renamed over the old one.
+fn swap_file(from: &Path, to: &Path) {
+    let tmp = to.with_extension("tmp");
+    std::fs::copy(from, &tmp).unwrap();
+    std::fs::rename(&tmp, to).unwrap();
+}
+
+on_both_servers! {
+    async fn a_published_ca_changed_on_disk_is_republished_without_a_restart(server) {
+        let env = Env::on(server).await;
+        no_bundles(&env).await;
+        let dir = env.dir.path();
+        let active = TestCa::new(KeyType::P256);
+        let first = TestCa::new(KeyType::P256);
+        let second_dir = dir.join("second");
+        std::fs::create_dir_all(&second_dir).unwrap();
+        let (second, _, _) = short_lived_ca(&second_dir, 30 * 86_400);
+        let next = dir.join("next.crt");
+        swap_file(&first.cert, &next);
+        let mut cfg = settings_with_policy(
+            &active.cert,
+            &active.key,
+            &format!("{{name: next, state: published, certFile: {}}}", next.display()),
+            "lifetime: {max: 36h}",
+        );
+        cfg.signers[0].ca.name = "ca-2026".into();
+        let started = SystemTime::now();
+        let (svc, stop) = env.start_signer(cfg, "reload").await;
+        wait_bundle(&env, &[cert_der(&active.root), cert_der(&first.cert)]).await;
+
+        // Every CA has its notAfter under its name and state; the lifetime the alerts compare with is there.
+        let not_after = |ca: &str, state: &str| {
+            format!("csr_signer_ca_certificate_not_after_timestamp_seconds{{ca=\"{ca}\",signer=\"{SIGNER}\",state=\"{state}\"}}")
+        };
+        let text = metrics_text(&svc).await;
+        assert_eq!(sample(&text, &not_after("ca-2026", "active")), Some(unix(openssl_not_after(&active.cert))), "{text}");
+        assert_eq!(sample(&text, &not_after("next", "published")), Some(unix(openssl_not_after(&first.cert))), "{text}");
+        assert_eq!(sample(&text, &format!("csr_signer_max_lifetime_seconds{{signer=\"{SIGNER}\"}}")), Some(129_600.0));
+        // Published since it first went into the bundle: the annotation (by the CA's SHA-256 as openssl
+        // computes it) and the gauge agree, and it is not before the signer started.
+        let since_series = format!("csr_signer_ca_published_since_timestamp_seconds{{ca=\"next\",signer=\"{SIGNER}\"}}");
+        let since = wait_sample(&svc, &since_series, |v| v > 0.0).await;
+        let record = published_since(&env).await;
+        let first_fp = openssl_sha256_fingerprint(&first.cert)[..32].to_string();
+        assert_eq!(record.keys().collect::<Vec<_>>(), vec![&first_fp]);
+        assert_eq!(unix(record[&first_fp]), since);
+        assert!(since >= unix(started).floor() && since <= unix(SystemTime::now()), "{since}");
+
+        // The file changes in place (a Secret updated under the running pod): the bundle follows without a
+        // restart, the gauge shows the new CA's end, and the new CA's published clock starts afresh.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        swap_file(&second, &next);
+        wait_bundle(&env, &[cert_der(&active.root), cert_der(&second)]).await;
+        wait_sample(&svc, &not_after("next", "published"), |v| v == unix(openssl_not_after(&second))).await;
+        let second_fp = openssl_sha256_fingerprint(&second)[..32].to_string();
+        let record = published_since(&env).await;
+        assert_eq!(record.keys().collect::<Vec<_>>(), vec![&second_fp]);
+        assert!(unix(record[&second_fp]) > since, "a new CA under the same name gets a new clock");
+        wait_sample(&svc, &since_series, |v| v == unix(record[&second_fp])).await;
+
+        // A broken file is refused: counted once, the previous CA stays published.
+        let errors = format!("csr_signer_ca_reload_errors_total{{signer=\"{SIGNER}\"}}");
+        assert_eq!(sample(&metrics_text(&svc).await, &errors), Some(0.0));
+        std::fs::write(next.with_extension("tmp"), "not a certificate").unwrap();
+        std::fs::rename(next.with_extension("tmp"), &next).unwrap();
+        wait_sample(&svc, &errors, |v| v == 1.0).await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(sample(&metrics_text(&svc).await, &errors), Some(1.0), "counted once per breakage");
+        let still = Api::<ClusterTrustBundle>::all(env.admin.clone()).get(BUNDLE).await.unwrap();
+        assert_eq!(cert_ders(&still.spec.trust_bundle), vec![cert_der(&active.root), cert_der(&second)]);
+        assert_eq!(sample(&metrics_text(&svc).await, &not_after("next", "published")), Some(unix(openssl_not_after(&second))));
+
+        let _ = stop.send(());
+        svc.wait().await.unwrap();
     }
 }

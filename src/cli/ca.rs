@@ -19,7 +19,8 @@ use openssl::x509::X509;
 pub enum CaCommand {
     /// Create a development CA (self-signed root, optionally with a signing intermediate).
     Init(CaInitArgs),
-    /// Each signer's CAs: state, key, validity, SKI, and whether the trust bundle holds them.
+    /// Each signer's CAs: name, state, key, validity, SKI, whether the trust bundle holds them and (read
+    /// from the cluster) since when a published CA is in it or a retiring one retires.
     Status(CaStatusArgs),
     /// The steps of the next CA rotation with their dates, for the current configuration.
     PlanRotation(CaStatusArgs),
@@ -110,6 +111,9 @@ struct Row {
     ski: String,
     roots: Vec<Vec<u8>>,
     in_bundle: String,
+    /// Since when a published CA has been in the bundle, or a retiring one retiring (read from the
+    /// cluster's bundle).
+    since: Option<SystemTime>,
     facts: CaFacts,
 }
 
@@ -191,6 +195,7 @@ async fn published_bundles(
                     .unwrap_or_default()
                     .to_string(),
                 retiring_since: trust::recorded_retiring_since(o.metadata.annotations.as_ref()),
+                published_since: trust::recorded_published_since(o.metadata.annotations.as_ref()),
                 ours: trust::is_ours(o.metadata.labels.as_ref()),
             }
         }));
@@ -201,6 +206,7 @@ async fn published_bundles(
 struct ClusterBundle {
     pem: String,
     retiring_since: std::collections::BTreeMap<String, SystemTime>,
+    published_since: std::collections::BTreeMap<String, SystemTime>,
     ours: bool,
 }
 
@@ -212,15 +218,17 @@ fn rows(
 ) -> anyhow::Result<(Vec<Row>, String)> {
     let active = signer.ca();
     let max = signer.policy().max_lifetime();
-    let since = match cluster {
-        Some(Some(b)) => b.retiring_since.clone(),
+    let (since, published_since) = match cluster {
+        Some(Some(b)) => (b.retiring_since.clone(), b.published_since.clone()),
         _ => Default::default(),
     };
+    let others = signer.other_cas();
     let inputs = trust::Inputs {
         signer: signer.name(),
         active: &active,
-        others: signer.other_cas(),
+        others: &others,
         retiring_since: &since,
+        published_since: &published_since,
         max_lifetime: max,
         now,
     };
@@ -228,7 +236,7 @@ fn rows(
     let (subject, key, nb, na, ski) = describe_cert(&active.cert_der)?;
     let active_roots = trust::der_blocks(&active.cert_pem);
     out.push(Row {
-        name: "ca".into(),
+        name: signer.ca_name().into(),
         state: "active",
         subject,
         key,
@@ -237,14 +245,15 @@ fn rows(
         ski,
         roots: active_roots,
         in_bundle: String::new(),
+        since: None,
         facts: CaFacts {
-            name: "ca".into(),
+            name: signer.ca_name().into(),
             state: None,
             not_after: na,
             leaves_bundle: None,
         },
     });
-    for o in signer.other_cas() {
+    for o in others.iter() {
         let (subject, key, nb, na, ski) = describe_cert(&o.cert_der)?;
         let leaves = (o.state == OtherCaState::Retiring).then(|| {
             let s = since
@@ -268,6 +277,12 @@ fn rows(
                 o.roots.clone()
             },
             in_bundle: if computed { "yes".into() } else { "no".into() },
+            since: match o.state {
+                OtherCaState::Published => &published_since,
+                OtherCaState::Retiring => &since,
+            }
+            .get(&trust::fingerprint(&o.cert_der))
+            .copied(),
             facts: CaFacts {
                 name: o.name.clone(),
                 state: Some(o.state),
@@ -343,18 +358,26 @@ pub fn ca_status(args: &CaStatusArgs, overrides: &Overrides) -> anyhow::Result<E
             humantime::format_duration(signer.policy().max_lifetime())
         );
         println!(
-            "  {:<10} {:<10} {:<20} {:<20} {:<20} {:<20} {:<18} SUBJECT / SKI",
-            "NAME", "STATE", "KEY", "NOT BEFORE", "NOT AFTER", "IN BUNDLE", "LEAVES BUNDLE"
+            "  {:<10} {:<10} {:<20} {:<20} {:<20} {:<20} {:<20} {:<20} SUBJECT / SKI",
+            "NAME",
+            "STATE",
+            "KEY",
+            "NOT BEFORE",
+            "NOT AFTER",
+            "IN BUNDLE",
+            "STATE SINCE",
+            "LEAVES BUNDLE"
         );
         for r in &rows {
             println!(
-                "  {:<10} {:<10} {:<20} {:<20} {:<20} {:<20} {:<18} {} / {}",
+                "  {:<10} {:<10} {:<20} {:<20} {:<20} {:<20} {:<20} {:<20} {} / {}",
                 r.name,
                 r.state,
                 r.key,
                 fmt(r.not_before),
                 fmt(r.not_after),
                 r.in_bundle,
+                r.since.map(fmt).unwrap_or_else(|| "-".into()),
                 r.facts.leaves_bundle.map(fmt).unwrap_or_else(|| "-".into()),
                 r.subject,
                 r.ski

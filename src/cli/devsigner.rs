@@ -70,11 +70,12 @@ pub fn dev_ca(state_dir: &Path) -> csr_signer::Result<DevCa> {
 }
 
 /// Settings for the dev signer: the default mTLS policy (identity-bound subjects and SANs,
-/// client/server auth usages, 10 min – 30 d lifetimes), no leader election (one process), and the
-/// CA published as a ClusterTrustBundle.
+/// client/server auth usages, 10 min – 30 d lifetimes), pod certificates with the default pod policy
+/// (a SPIFFE ID per service account), no leader election (one process), and the CA published as a
+/// ClusterTrustBundle.
 pub fn dev_settings(ca: &DevCa, listen: std::net::SocketAddr) -> csr_signer::Result<Settings> {
     let yaml = format!(
-        "signers:\n- name: {DEV_SIGNER}\n  ca: {{certFile: {}, keyFile: {}}}\n\
+        "signers:\n- name: {DEV_SIGNER}\n  ca: {{certFile: {}, keyFile: {}}}\n  podCertificates: {{enabled: true}}\n\
          controller: {{qps: 50, burst: 100, workers: 2, events: true, leaderElection: {{enabled: false}}}}\n\
          server: {{listen: \"{listen}\"}}\n\
          trustBundles: {{enabled: true}}\n",
@@ -269,8 +270,176 @@ pub async fn run_demo(
     .map_err(io)?;
 
     // Verify with the openssl CLI, as the tutorial does.
+    verify_step(out, 5, ca, leaf, "developer.crt")?;
+    Ok(())
+}
+
+/// The pod-certificate flow, performed by itself: an admin creates a Node and a Pod bound to it that
+/// mounts a `podCertificate` volume; the node's kubelet identity asks for the pod's certificate with a
+/// PodCertificateRequest (no approval step); the signer issues it; the certificate is inspected and
+/// verified against the dev CA.
+pub async fn run_pod_demo(
+    api: &LocalApi,
+    ca: &DevCa,
+    out: &mut (dyn Write + Send),
+) -> csr_signer::Result<()> {
+    use k8s_openapi::api::certificates::v1::PodCertificateRequest;
+    use k8s_openapi::api::core::v1::{Node, Pod, ServiceAccount};
+    let io = |e: std::io::Error| csr_signer::Error::Service(format!("writing demo output: {e}"));
+    const NODE: &str = "node-1";
+    const NS: &str = "team-a";
+    writeln!(out).map_err(io)?;
+    writeln!(
+        out,
+        "6. pod certificates: admin creates Node {NODE} and Pod {NS}/web (service account web) with a podCertificate volume"
+    )
+    .map_err(io)?;
+    let admin = api.client("admin")?;
+    let pp = PostParams::default();
+    let node: Node = Api::<Node>::all(admin.clone())
+        .create(
+            &pp,
+            &from_json(serde_json::json!({"metadata": {"name": NODE}}))?,
+        )
+        .await
+        .map_err(kube_err("creating the demo Node"))?;
+    let sa: ServiceAccount = Api::<ServiceAccount>::namespaced(admin.clone(), NS)
+        .create(
+            &pp,
+            &from_json(serde_json::json!({"metadata": {"name": "web"}}))?,
+        )
+        .await
+        .map_err(kube_err("creating the demo ServiceAccount"))?;
+    let pod: Pod = Api::<Pod>::namespaced(admin.clone(), NS)
+        .create(
+            &pp,
+            &from_json(serde_json::json!({
+                "metadata": {"name": "web"},
+                "spec": {
+                    "nodeName": NODE, "serviceAccountName": "web",
+                    "containers": [{"name": "web", "image": "registry.example/web:1"}],
+                    "volumes": [{"name": "mtls", "projected": {"sources": [{"podCertificate": {
+                        "signerName": DEV_SIGNER, "keyType": "ECDSAP256",
+                        "credentialBundlePath": "credentialbundle.pem"}}]}}],
+                },
+            }))?,
+        )
+        .await
+        .map_err(kube_err("creating the demo Pod"))?;
+    let uid = |m: &ObjectMeta| m.uid.clone().unwrap_or_default();
+
+    // What the kubelet does: a fresh key, a stub request carrying it, a PCR as the node.
+    let key = ca_init::generate_key(KeyType::P256)?;
+    let mut stub = openssl::x509::X509ReqBuilder::new().map_err(crypto("stub request"))?;
+    stub.set_pubkey(&key).map_err(crypto("stub request"))?;
+    stub.sign(&key, openssl::hash::MessageDigest::sha256())
+        .map_err(crypto("stub request"))?;
+    let stub = stub.build().to_der().map_err(crypto("stub request"))?;
+    api.add_user(csr_signer::dev::User::node(NODE));
+    let kubelet = api.client(&format!("system:node:{NODE}"))?;
+    let pcrs: Api<PodCertificateRequest> = Api::namespaced(kubelet, NS);
+    let created = pcrs
+        .create(
+            &pp,
+            &from_json(serde_json::json!({
+                "metadata": {"generateName": "req-web-"},
+                "spec": {
+                    "signerName": DEV_SIGNER,
+                    "podName": "web", "podUID": uid(&pod.metadata),
+                    "serviceAccountName": "web", "serviceAccountUID": uid(&sa.metadata),
+                    "nodeName": NODE, "nodeUID": uid(&node.metadata),
+                    "maxExpirationSeconds": 86400,
+                    "stubPKCS10Request": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &stub),
+                },
+            }))?,
+        )
+        .await
+        .map_err(kube_err("creating the demo PodCertificateRequest"))?;
+    let name = created.metadata.name.clone().unwrap_or_default();
+    writeln!(
+        out,
+        "7. the kubelet (system:node:{NODE}) created PodCertificateRequest {NS}/{name}: no approval step"
+    )
+    .map_err(io)?;
+    let mut issued = None;
+    for _ in 0..600 {
+        let pcr = pcrs
+            .get(&name)
+            .await
+            .map_err(kube_err("reading the demo PodCertificateRequest"))?;
+        let status = pcr.status.unwrap_or_default();
+        let conditions = status.conditions.clone().unwrap_or_default();
+        if let Some(c) = conditions.iter().find(|c| c.type_ != "Issued") {
+            return Err(csr_signer::Error::Service(format!(
+                "the signer refused the demo PodCertificateRequest: {} {}: {}",
+                c.type_, c.reason, c.message
+            )));
+        }
+        if conditions.iter().any(|c| c.type_ == "Issued") {
+            issued = Some(status);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let status = issued.ok_or_else(|| {
+        csr_signer::Error::Service("no pod certificate after 30 s; is the signer running?".into())
+    })?;
+    let chain = status.certificate_chain.unwrap_or_default();
+    let certs = openssl::x509::X509::stack_from_pem(chain.as_bytes())
+        .map_err(crypto("reading the pod certificate"))?;
+    let leaf = certs
+        .first()
+        .ok_or_else(|| csr_signer::Error::Service("empty status.certificateChain".into()))?;
+    let sans: Vec<String> = leaf
+        .subject_alt_names()
+        .map(|names| {
+            names
+                .iter()
+                .filter_map(|n| {
+                    n.uri()
+                        .map(|u| format!("URI:{u}"))
+                        .or_else(|| n.dnsname().map(|d| format!("DNS:{d}")))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let time = |t: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| {
+        t.map(|t| t.0.to_string()).unwrap_or_default()
+    };
+    writeln!(
+        out,
+        "8. the signer issued the pod certificate (status Issued):"
+    )
+    .map_err(io)?;
+    writeln!(out, "   SANs:           {}", sans.join(", ")).map_err(io)?;
+    writeln!(out, "   notBefore:      {}", time(status.not_before)).map_err(io)?;
+    writeln!(out, "   notAfter:       {}", time(status.not_after)).map_err(io)?;
+    writeln!(
+        out,
+        "   beginRefreshAt: {} (the kubelet renews from then on)",
+        time(status.begin_refresh_at)
+    )
+    .map_err(io)?;
+    verify_step(out, 9, ca, leaf, "web.crt")?;
+    Ok(())
+}
+
+/// A demo object from its JSON.
+fn from_json<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> csr_signer::Result<T> {
+    serde_json::from_value(v).map_err(|e| csr_signer::Error::Service(format!("demo object: {e}")))
+}
+
+/// Step `n` of a demo: `openssl verify -CAfile <dev CA> <file>` on `leaf`, as the tutorial does.
+fn verify_step(
+    out: &mut (dyn Write + Send),
+    n: u32,
+    ca: &DevCa,
+    leaf: &openssl::x509::X509Ref,
+    file: &str,
+) -> csr_signer::Result<()> {
+    let io = |e: std::io::Error| csr_signer::Error::Service(format!("writing demo output: {e}"));
     let dir = tempfile_dir()?;
-    let leaf_path = dir.join("developer.crt");
+    let leaf_path = dir.join(file);
     std::fs::write(&leaf_path, leaf.to_pem().map_err(crypto("leaf PEM"))?).map_err(|error| {
         csr_signer::Error::Io {
             path: leaf_path.clone(),
@@ -289,7 +458,7 @@ pub async fn run_demo(
             let text = String::from_utf8_lossy(&o.stdout).trim().to_string();
             writeln!(
                 out,
-                "5. openssl verify -CAfile {} developer.crt: {text}",
+                "{n}. openssl verify -CAfile {} {file}: {text}",
                 ca.cert.display()
             )
             .map_err(io)?;
@@ -303,7 +472,7 @@ pub async fn run_demo(
         Err(e) => {
             writeln!(
                 out,
-                "5. openssl CLI not available ({e}); skipped the CLI verification"
+                "{n}. openssl CLI not available ({e}); skipped the CLI verification"
             )
             .map_err(io)?;
         }
@@ -374,7 +543,10 @@ pub async fn run(cmd: DevCommand) -> csr_signer::Result<()> {
     let result = if cmd.demo {
         writeln!(out).map_err(io)?;
         let mut buf: Vec<u8> = Vec::new();
-        let r = run_demo(&api, &ca, &mut buf).await;
+        let mut r = run_demo(&api, &ca, &mut buf).await;
+        if r.is_ok() {
+            r = run_pod_demo(&api, &ca, &mut buf).await;
+        }
         out.write_all(&buf).map_err(io)?;
         r
     } else {

@@ -5,6 +5,7 @@ pub mod ca;
 pub mod dev;
 #[cfg(feature = "dev")]
 pub mod devsigner;
+pub mod request;
 pub mod run;
 pub mod sign;
 

@@ -29,6 +29,7 @@
 
 pub mod backoff;
 mod ca_reload;
+pub(crate) use ca_reload::set_ca_gauges;
 pub mod client;
 pub mod events;
 pub mod pcr;

@@ -8,7 +8,7 @@
 //! the one we would use. Failures back off (doubling from `poll` up to the resync period) and are
 //! counted by reason; they never stop signing.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -19,21 +19,22 @@ use kube::api::{
 use tokio::sync::watch;
 
 use super::{
-    covers, desired, fingerprint, is_ours, recorded_retiring_since, Bundle, Inputs,
-    TrustBundleSettings, RETIRING_SINCE_ANNOTATION,
+    covers, is_ours, metadata_matches, recorded_published_since, recorded_retiring_since,
+    signer_bundle, Bundle, Clocks, TrustBundleSettings,
 };
 use super::{MANAGED_BY_LABEL, MANAGED_BY_VALUE};
-use crate::config::OtherCaState;
 use crate::engine::Engine;
 use crate::metrics::{unix_seconds, Metrics};
 
 const FIELD_MANAGER: &str = "csr-signer";
 const GROUP: &str = "certificates.k8s.io";
+/// The `via` label of the trust-bundle metrics this publisher sets.
+pub const VIA: &str = "clustertrustbundle";
 
-/// Why one sync failed; `as_str` is the `reason` label of `trust_bundle_errors_total` and the log
-/// field.
+/// Why one sync failed (here or in `configmaps`); `as_str` is the `reason` label of
+/// `trust_bundle_errors_total` and the log field.
 #[derive(Debug)]
-enum SyncError {
+pub(super) enum SyncError {
     /// The API serves neither certificates.k8s.io/v1 nor v1beta1 clustertrustbundles.
     ApiUnavailable,
     /// The bundle's name is taken by an object without our managed-by label.
@@ -42,9 +43,10 @@ enum SyncError {
     NoRoot(super::BundleError),
     /// 403: usually `attest` on the signerName or a clustertrustbundles verb is missing.
     Forbidden(kube::Error),
-    /// 409 from the apply: another field manager owns a field we set.
+    /// 409: from an apply, another field manager owns a field we set; from a delete, the object
+    /// changed since it was read.
     Conflict(kube::Error),
-    /// 422: the apiserver refused the bundle.
+    /// 422: the apiserver refused the object.
     Invalid(kube::Error),
     Api(kube::Error),
 }
@@ -61,7 +63,7 @@ pub const REASONS: [&str; 7] = [
 ];
 
 impl SyncError {
-    fn from_kube(e: kube::Error) -> SyncError {
+    pub(super) fn from_kube(e: kube::Error) -> SyncError {
         match crate::metrics::status_code(&e) {
             403 => SyncError::Forbidden(e),
             409 => SyncError::Conflict(e),
@@ -70,7 +72,7 @@ impl SyncError {
         }
     }
 
-    fn as_str(&self) -> &'static str {
+    pub(super) fn as_str(&self) -> &'static str {
         match self {
             SyncError::ApiUnavailable => "api_unavailable",
             SyncError::NotOwned => "not_owned",
@@ -83,16 +85,24 @@ impl SyncError {
     }
 
     fn message(&self) -> String {
+        self.describe(
+            "ClusterTrustBundle",
+            "\"attest\" on its signerName and get/list/create/patch/delete on clustertrustbundles",
+        )
+    }
+
+    /// The log message: `kind` is the object's kind, `needs` the permissions a 403 points at.
+    pub(super) fn describe(&self, kind: &str, needs: &str) -> String {
         match self {
             SyncError::ApiUnavailable => format!(
                 "the apiserver serves no ClusterTrustBundle API ({GROUP}/v1 or v1beta1); trust bundles are not published"
             ),
             SyncError::NotOwned => format!(
-                "a ClusterTrustBundle of this name exists without the label {MANAGED_BY_LABEL}={MANAGED_BY_VALUE}; it is left alone"
+                "a {kind} of this name exists without the label {MANAGED_BY_LABEL}={MANAGED_BY_VALUE}; it is left alone"
             ),
             SyncError::NoRoot(e) => e.to_string(),
             SyncError::Forbidden(e) => format!(
-                "forbidden (the signer needs \"attest\" on its signerName and get/list/create/patch/delete on clustertrustbundles): {}",
+                "forbidden (the signer needs {needs}): {}",
                 crate::error::chain(e)
             ),
             SyncError::Conflict(e) | SyncError::Invalid(e) | SyncError::Api(e) => {
@@ -107,8 +117,9 @@ impl SyncError {
 struct SignerState {
     /// The PEM and annotations last confirmed on the server.
     confirmed: Option<(String, BTreeMap<String, String>)>,
-    /// Since when each retiring CA has been retiring; read back from the bundle once per leadership.
-    retiring_since: BTreeMap<String, SystemTime>,
+    /// Since when each retiring CA has been retiring and each published CA in the bundle; read back
+    /// from the bundle once per leadership.
+    clocks: Clocks,
     seeded: bool,
     next_due: Option<Instant>,
     failures: u32,
@@ -151,6 +162,10 @@ impl Publisher {
                 }
             }
             self.lead(&mut leader, &mut stop).await;
+            // Only the leader knows these times; a former leader's would go stale.
+            for signer in self.engine.signers() {
+                self.metrics.set_ca_published_since(signer.name(), &[]);
+            }
             if *stop.borrow() {
                 return;
             }
@@ -203,8 +218,14 @@ impl Publisher {
                     {
                         Ok(found) => {
                             if let Some(o) = found.filter(|o| is_ours(o.metadata.labels.as_ref())) {
-                                state.retiring_since =
-                                    recorded_retiring_since(o.metadata.annotations.as_ref());
+                                state.clocks = Clocks {
+                                    retiring_since: recorded_retiring_since(
+                                        o.metadata.annotations.as_ref(),
+                                    ),
+                                    published_since: recorded_published_since(
+                                        o.metadata.annotations.as_ref(),
+                                    ),
+                                };
                             }
                             state.seeded = true;
                         }
@@ -214,27 +235,8 @@ impl Publisher {
                         }
                     }
                 }
-                let wall = SystemTime::now();
-                let retiring: BTreeSet<String> = signer
-                    .other_cas()
-                    .iter()
-                    .filter(|c| c.state == OtherCaState::Retiring)
-                    .map(|c| fingerprint(&c.cert_der))
-                    .collect();
-                state.retiring_since.retain(|fp, _| retiring.contains(fp));
-                for fp in retiring {
-                    state.retiring_since.entry(fp).or_insert(wall);
-                }
-                let active = signer.ca();
-                let inputs = Inputs {
-                    signer: &name,
-                    active: &active,
-                    others: signer.other_cas(),
-                    retiring_since: &state.retiring_since,
-                    max_lifetime: signer.policy().max_lifetime(),
-                    now: wall,
-                };
-                let bundle = desired(&inputs, &self.settings);
+                let (bundle, published_since) =
+                    signer_bundle(signer, &mut state.clocks, &self.settings, SystemTime::now());
                 let changed = match &bundle {
                     Ok(b) => {
                         state.confirmed.as_ref() != Some(&(b.pem.clone(), b.annotations.clone()))
@@ -256,9 +258,18 @@ impl Publisher {
                         if state.last_error.take().is_some() || state.confirmed.is_none() {
                             tracing::info!(signer = %name, bundle = %b.name, "ClusterTrustBundle up to date");
                         }
+                        self.metrics.record_trust_bundle_published(
+                            &name,
+                            VIA,
+                            unix_seconds(SystemTime::now()),
+                        );
                         self.metrics
-                            .record_trust_bundle_published(&name, unix_seconds(SystemTime::now()));
-                        self.metrics.set_trust_bundle_missing_anchor(&name, false);
+                            .set_trust_bundle_missing_anchor(&name, VIA, false);
+                        let since: Vec<(&str, f64)> = published_since
+                            .iter()
+                            .map(|(n, t)| (n.as_str(), unix_seconds(*t)))
+                            .collect();
+                        self.metrics.set_ca_published_since(&name, &since);
                         state.confirmed = Some((b.pem, b.annotations));
                         state.failures = 0;
                         state.next_due = Some(now + resync);
@@ -287,18 +298,15 @@ impl Publisher {
         resync: Duration,
     ) {
         let reason = e.as_str();
-        self.metrics.record_trust_bundle_error(name, reason);
-        self.metrics.set_trust_bundle_missing_anchor(name, !covered);
+        self.metrics.record_trust_bundle_error(name, VIA, reason);
+        self.metrics
+            .set_trust_bundle_missing_anchor(name, VIA, !covered);
         if state.last_error != Some(reason) {
             tracing::error!(signer = %name, reason, error = %e.message(), "cannot publish the ClusterTrustBundle; retrying");
             state.last_error = Some(reason);
         }
         state.failures = state.failures.saturating_add(1);
-        let backoff = self
-            .poll
-            .saturating_mul(1 << state.failures.min(16))
-            .min(resync);
-        state.next_due = Some(now + backoff);
+        state.next_due = Some(now + backoff(self.poll, state.failures, resync));
     }
 
     /// The cluster has no ClusterTrustBundle API: counted (and logged if `log`). The missing-anchor gauge is
@@ -310,7 +318,7 @@ impl Publisher {
         }
         for signer in self.engine.signers() {
             self.metrics
-                .record_trust_bundle_error(signer.name(), e.as_str());
+                .record_trust_bundle_error(signer.name(), VIA, e.as_str());
         }
     }
 
@@ -327,19 +335,7 @@ impl Publisher {
             Some(obj) => {
                 obj.data["spec"]["trustBundle"].as_str() == Some(b.pem.as_str())
                     && obj.data["spec"]["signerName"].as_str() == Some(b.signer.as_str())
-                    && b.labels.iter().all(|(k, v)| {
-                        obj.metadata
-                            .labels
-                            .as_ref()
-                            .and_then(|l| l.get(k))
-                            .is_some_and(|have| have == v)
-                    })
-                    && obj
-                        .metadata
-                        .annotations
-                        .as_ref()
-                        .and_then(|a| a.get(RETIRING_SINCE_ANNOTATION))
-                        == b.annotations.get(RETIRING_SINCE_ANNOTATION)
+                    && metadata_matches(&obj.metadata, &b.labels, &b.annotations)
             }
             None => false,
         };
@@ -375,14 +371,7 @@ impl Publisher {
             if name == b.name || !is_ours(obj.metadata.labels.as_ref()) {
                 continue;
             }
-            let dp = DeleteParams {
-                preconditions: Some(Preconditions {
-                    uid: obj.metadata.uid.clone(),
-                    resource_version: obj.metadata.resource_version.clone(),
-                }),
-                ..DeleteParams::default()
-            };
-            match api.delete(name, &dp).await {
+            match api.delete(name, &delete_as_read(&obj.metadata)).await {
                 Ok(_) => {
                     tracing::info!(signer = %b.signer, bundle = %name, "stale ClusterTrustBundle deleted")
                 }
@@ -392,6 +381,23 @@ impl Publisher {
             }
         }
         Ok(())
+    }
+}
+
+/// Doubling from `poll` with each failure, at most `resync`.
+pub(super) fn backoff(poll: Duration, failures: u32, resync: Duration) -> Duration {
+    poll.saturating_mul(1 << failures.min(16)).min(resync)
+}
+
+/// Deletes only the object as it was read (same uid and resourceVersion): one changed since, by
+/// someone who may have taken it over, is left for the next look.
+pub(super) fn delete_as_read(meta: &kube::api::ObjectMeta) -> DeleteParams {
+    DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: meta.uid.clone(),
+            resource_version: meta.resource_version.clone(),
+        }),
+        ..DeleteParams::default()
     }
 }
 

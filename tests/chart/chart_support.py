@@ -144,7 +144,8 @@ def multi_signer_values(ca: dict[str, str]) -> dict[str, Any]:
             },
             {
                 "name": "internal.example.org/spiffe",
-                "ca": {"existingSecret": "spiffe-ca", "chainKey": "ca-chain.crt", "passphraseKey": "passphrase"},
+                "ca": {"existingSecret": "spiffe-ca", "chainKey": "ca-chain.crt", "passphraseKey": "passphrase",
+                       "name": "ca-2025"},
                 "otherCas": [{"name": "previous", "state": "retiring", "existingConfigMap": "spiffe-ca-previous",
                               "certKey": "ca.crt", "chainKey": "ca-chain.crt"},
                              {"name": "old-2024", "state": "retiring", "existingSecret": "spiffe-ca-2024"}],
@@ -153,6 +154,9 @@ def multi_signer_values(ca: dict[str, str]) -> dict[str, Any]:
         "controller": {"workers": 8, "qps": 20.5, "burst": 40,
                        "leaderElection": {"enabled": True, "leaseName": "pki-signer"}},
         "log": {"format": "text", "level": "debug"},
+        "trustBundles": {"configMaps": {"enabled": True, "name": "pki-trust", "namespaceSelector": {
+            "matchLabels": {"pki.example.com/trust": "true"},
+            "matchExpressions": [{"key": "environment", "operator": "In", "values": ["prod", "staging"]}]}}},
         "rbac": {"create": True, "requesterClusterRole": True, "approverClusterRole": True},
         "serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
         "prometheusRule": {"enabled": True, "labels": {"release": "kube-prometheus-stack"},

@@ -3,7 +3,7 @@ other languages can apply exactly what `helm install` would create (used by the 
 the signer the chart's RBAC).
 
     python render.py --release R --namespace NS --signer example.com/mtls [--signer ...] \
-        [--lease-name L] [--no-trust-bundles] [--pod-certificates] [--kind ClusterRole ...]
+        [--lease-name L] [--no-trust-bundles] [--config-maps] [--pod-certificates] [--kind ClusterRole ...]
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ def main() -> int:
     p.add_argument("--signer", action="append", required=True)
     p.add_argument("--lease-name", default=None)
     p.add_argument("--no-trust-bundles", action="store_true", help="render with trustBundles.enabled=false")
+    p.add_argument("--config-maps", action="store_true",
+                   help="render with trustBundles.configMaps enabled (namespaces labelled csr-signer-test/trust=yes)")
     p.add_argument("--pod-certificates", action="store_true",
                    help="every signer signs PodCertificateRequests (podCertificates.enabled=true)")
     p.add_argument("--kind", action="append",
@@ -34,7 +36,11 @@ def main() -> int:
                      **({"podCertificates": {"enabled": True}} if a.pod_certificates else {})}
                     for s in a.signer],
         "controller": {"leaderElection": {"enabled": True, **({"leaseName": a.lease_name} if a.lease_name else {})}},
-        "trustBundles": {"enabled": not a.no_trust_bundles},
+        "trustBundles": {
+            "enabled": not a.no_trust_bundles,
+            **({"configMaps": {"enabled": True, "namespaceSelector": {"matchLabels": {"csr-signer-test/trust": "yes"}}}}
+               if a.config_maps else {}),
+        },
     }
     objects = [o for o in render(values, name=a.release, namespace=a.namespace).clean_objects() if o["kind"] in kinds]
     # A v1 List, so `kubectl apply -f -` takes it as it is.

@@ -31,6 +31,8 @@ REQUIRED_ALERTS = {
     "CsrSignerAuditTrailFailing": ("critical", "csr_signer_audit_write_errors_total"),
     "CsrSignerTrustBundleMissingAnchor": ("critical", "csr_signer_trust_bundle_missing_anchor"),
     "CsrSignerTrustBundlePublishFailing": ("warning", "csr_signer_trust_bundle_errors_total"),
+    "CsrSignerCaExpiresWithinMaxLifetime": ("warning", "csr_signer_max_lifetime_seconds"),
+    "CsrSignerRotationStuckInPublished": ("warning", "csr_signer_ca_published_since_timestamp_seconds"),
 }
 
 
@@ -117,6 +119,10 @@ def test_unit_tests_fail_when_an_alert_fires_too_eagerly(alert, promtool, tmp_pa
                 "CsrSignerTrustBundlePublishFailing": "sum by (signer, reason) (csr_signer_trust_bundle_errors_total)",
                 "CsrSignerTargetDown": 'up{job="csr-signer"}',
                 "CsrSignerAuditTrailFailing": "sum by (event) (csr_signer_audit_write_errors_total)",
+                "CsrSignerCaExpiresWithinMaxLifetime":
+                    'min by (signer) (csr_signer_ca_certificate_not_after_timestamp_seconds{state="active"}) - time()',
+                "CsrSignerRotationStuckInPublished":
+                    "time() - max by (signer, ca) (csr_signer_ca_published_since_timestamp_seconds)",
             }[alert]
     _assert_unit_tests_catch(promtool, tmp_path, rules, alert)
 

@@ -77,7 +77,8 @@ def test_config_file_has_the_contract_shape(rendered_sets):
         assert set(cfg["log"]) == {"format", "level"}, name
         for signer in cfg["signers"]:
             assert set(signer) <= {"name", "ca", "otherCas", "policy"}, name
-            assert set(signer["ca"]) == CA_KEYS, name
+            # name only when set in the values (an upgrade must not roll signers without one).
+            assert CA_KEYS <= set(signer["ca"]) <= CA_KEYS | {"name"}, name
             for other in signer.get("otherCas", []):
                 assert set(other) == OTHER_CA_KEYS, name
 
@@ -93,6 +94,8 @@ def test_config_reflects_values(rendered_sets):
     assert cfg["log"] == {"format": "text", "level": "debug"}
     assert cfg["signers"][1]["policy"] == {"note": "passed through verbatim"}
     assert "policy" not in cfg["signers"][0]
+    assert cfg["signers"][2]["ca"]["name"] == "ca-2025"
+    assert "name" not in cfg["signers"][0]["ca"], "the binary's default applies"
     # Default lease name is the release's full name.
     assert rendered_sets["defaults"].config()["controller"]["leaderElection"]["leaseName"] == f"{RELEASE}-csr-signer"
 
@@ -348,6 +351,12 @@ def test_shipped_values_file_passes_the_schema():
     ({"signers": [{"name": "example.com/a", "ca": {"existingSecret": "x"},
                    "otherCas": [{"name": "old", "state": "retiring", "existingSecret": "a", "chainKey": "tls.crt"}]}]},
      'certKey and chainKey name the same key "tls.crt"'),
+    ({"signers": [{"name": "example.com/a", "ca": {"existingSecret": "x", "name": "ca-2027"},
+                   "otherCas": [{"name": "ca-2027", "state": "retiring", "existingSecret": "a"}]}]},
+     'signers[0].otherCas[0].name: "ca-2027" is the signing CA\'s name (ca.name)'),
+    ({"signers": [{"name": "example.com/a", "ca": {"existingSecret": "x"},
+                   "otherCas": [{"name": "active", "state": "retiring", "existingSecret": "a"}]}]},
+     'signers[0].otherCas[0].name: "active" is the signing CA\'s name (ca.name)'),
 ])
 def test_templates_refuse_unsafe_combinations(values, message):
     with helm.Chart.load(str(CHART)) as chart:

@@ -26,6 +26,8 @@ REQUIRED_PANELS = {
     "CA expiry countdown": {"csr_signer_ca_not_after_timestamp_seconds"},
     "Leader and replicas": {"csr_signer_leader", "csr_signer_build_info"},
     "API errors": {"csr_signer_api_errors_total"},
+    "CA certificates: time to expiry": {"csr_signer_ca_certificate_not_after_timestamp_seconds", "csr_signer_max_lifetime_seconds"},
+    "Published CA age": {"csr_signer_ca_published_since_timestamp_seconds"},
 }
 
 

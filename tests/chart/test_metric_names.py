@@ -28,11 +28,19 @@ CONTRACT = {
     "csr_signer_watch_restarts_total": ("counter", {"signer", "kind"}),
     "csr_signer_certificates_signed_total": ("counter", {"signer", "kind"}),
     "csr_signer_audit_write_errors_total": ("counter", {"event"}),
-    "csr_signer_trust_bundle_published_timestamp_seconds": ("gauge", {"signer"}),
-    "csr_signer_trust_bundle_errors_total": ("counter", {"signer", "reason"}),
-    "csr_signer_trust_bundle_missing_anchor": ("gauge", {"signer"}),
+    "csr_signer_trust_bundle_published_timestamp_seconds": ("gauge", {"signer", "via"}),
+    "csr_signer_trust_bundle_errors_total": ("counter", {"signer", "via", "reason"}),
+    "csr_signer_trust_bundle_missing_anchor": ("gauge", {"signer", "via"}),
+    "csr_signer_ca_certificate_not_after_timestamp_seconds": ("gauge", {"signer", "ca", "state"}),
+    "csr_signer_ca_published_since_timestamp_seconds": ("gauge", {"signer", "ca"}),
+    "csr_signer_max_lifetime_seconds": ("gauge", {"signer"}),
     "csr_signer_leader": ("gauge", set()),
     "csr_signer_build_info": ("gauge", {"version"}),
+}
+# Contract metrics a scrape of scrape-metrics.sh's binary (no reachable apiserver) cannot show, and why: their
+# series exist only in a state that needs one. The contract and label checks still apply to them.
+ONLY_IN_SOME_STATES = {
+    "csr_signer_ca_published_since_timestamp_seconds": "exported by the leader once a published CA is in the bundle",
 }
 # Series Prometheus makes itself, not the binary.
 PROMETHEUS_SERIES = {"up": {"job", "instance"}}
@@ -157,7 +165,7 @@ def scrape_file() -> Path:
 def test_every_metric_used_appears_in_a_real_scrape():
     scraped = parse_exposition(scrape_file().read_text())
     for where, sel in used_selectors():
-        if sel.name in PROMETHEUS_SERIES:
+        if sel.name in PROMETHEUS_SERIES or sel.name in ONLY_IN_SOME_STATES:
             continue
         assert sel.name in scraped, f"{where} reads {sel.name}, absent from the scrape"
         if scraped[sel.name]:

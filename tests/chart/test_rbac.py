@@ -7,7 +7,7 @@ from chart_support import NAMESPACE, RELEASE, render
 FULLNAME = f"{RELEASE}-csr-signer"
 
 
-def signer_rules(signer_names, trust_bundles=True, pods=False):
+def signer_rules(signer_names, trust_bundles=True, config_maps=False, pods=False):
     rules = [
         {"apiGroups": ["certificates.k8s.io"], "resources": ["certificatesigningrequests"], "verbs": ["get", "list", "watch"]},
         {"apiGroups": ["certificates.k8s.io"], "resources": ["certificatesigningrequests/status"], "verbs": ["patch"]},
@@ -26,6 +26,12 @@ def signer_rules(signer_names, trust_bundles=True, pods=False):
     if trust_bundles:
         # ClusterTrustBundle publishing (src/trust/publish.rs); create is checked inside the apply that creates.
         rules.append({"apiGroups": ["certificates.k8s.io"], "resources": ["clustertrustbundles"],
+                      "verbs": ["get", "list", "create", "patch", "delete"]})
+    if config_maps:
+        # Trust ConfigMaps (src/trust/configmaps.rs): the selected namespaces are listed and watched; a ConfigMap
+        # is read before it is applied or deleted, ours are listed, create is checked inside the creating apply.
+        rules.append({"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]})
+        rules.append({"apiGroups": [""], "resources": ["configmaps"],
                       "verbs": ["get", "list", "create", "patch", "delete"]})
     # The controller records core v1 Events (src/controller/events.rs), create only. That these are exactly
     # the verbs the signer uses is judged on the real apiserver by tests/real_chart_rbac.rs.
@@ -57,7 +63,8 @@ def test_signer_cluster_role_is_exact_for_the_default_signer():
 def test_signer_cluster_role_names_every_configured_signer_and_nothing_else(rendered_sets):
     r = rendered_sets["multi-signer-all-on"]
     role = r.one("ClusterRole", FULLNAME)
-    assert role["rules"] == signer_rules(["example.com/mtls", "example.com/web", "internal.example.org/spiffe"])
+    assert role["rules"] == signer_rules(["example.com/mtls", "example.com/web", "internal.example.org/spiffe"],
+                                         config_maps=True)
     assert_no_wildcards(role)
 
 
@@ -83,6 +90,13 @@ def test_pod_certificate_access_only_when_a_signer_signs_pods():
     signers[1]["podCertificates"]["enabled"] = False
     role = render({"signers": signers}).one("ClusterRole", FULLNAME)
     assert role["rules"] == signer_rules(["example.com/mtls", "example.com/pods"])
+
+
+def test_trust_configmaps_alone_grant_namespaces_and_configmaps_but_no_attest():
+    r = render({"trustBundles": {"enabled": False, "configMaps": {
+        "enabled": True, "namespaceSelector": {"matchLabels": {"trust": "yes"}}}}})
+    role = r.one("ClusterRole", FULLNAME)
+    assert role["rules"] == signer_rules(["example.com/mtls"], trust_bundles=False, config_maps=True)
 
 
 def test_sign_is_never_unrestricted():

@@ -618,3 +618,18 @@ pub fn sample(text: &str, series: &str) -> Option<f64> {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
 }
+
+/// Deletes every ClusterTrustBundle, so a trust test starts with none (they are cluster-scoped and outlive a
+/// test on the shared server).
+pub async fn no_bundles(env: &Env) {
+    let api: Api<k8s_openapi::api::certificates::v1::ClusterTrustBundle> =
+        Api::all(env.admin.clone());
+    for b in api.list(&ListParams::default()).await.unwrap().items {
+        let _ = api
+            .delete(
+                b.metadata.name.as_deref().unwrap(),
+                &kube::api::DeleteParams::default(),
+            )
+            .await;
+    }
+}

@@ -330,3 +330,41 @@ pub fn cert_der(path: &Path) -> Vec<u8> {
         .to_der()
         .expect("der")
 }
+
+/// notAfter of the certificate in a PEM file as the `openssl x509` command reads it.
+pub fn openssl_not_after(cert: &Path) -> std::time::SystemTime {
+    let text = openssl_x509(cert, &["-enddate", "-dateopt", "iso_8601"]);
+    let text = text
+        .trim()
+        .trim_start_matches("notAfter=")
+        .replacen(' ', "T", 1);
+    humantime::parse_rfc3339(&text).expect("openssl date")
+}
+
+/// The SHA-256 fingerprint of the certificate in a PEM file as the `openssl x509` command computes it:
+/// lower-case hex, no colons.
+pub fn openssl_sha256_fingerprint(cert: &Path) -> String {
+    openssl_x509(cert, &["-fingerprint", "-sha256"])
+        .trim()
+        .rsplit('=')
+        .next()
+        .expect("fingerprint")
+        .replace(':', "")
+        .to_lowercase()
+}
+
+fn openssl_x509(cert: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("openssl")
+        .args(["x509", "-noout"])
+        .args(args)
+        .arg("-in")
+        .arg(cert)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "openssl x509 {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}

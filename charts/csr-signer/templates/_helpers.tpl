@@ -89,12 +89,19 @@ Name of the Secret holding signer number .index's CA. Call with (dict "root" $ "
 {{- if lt (len .Values.signers) 1 }}
 {{- fail "at least one signer is required" }}
 {{- end }}
+{{- $cm := .Values.trustBundles.configMaps }}
+{{- if and $cm.enabled (not (or $cm.namespaceSelector.matchLabels $cm.namespaceSelector.matchExpressions)) }}
+{{- fail "trustBundles.configMaps.namespaceSelector: give matchLabels or matchExpressions (the namespaces that get the trust ConfigMap); it is required when trustBundles.configMaps.enabled is true" }}
+{{- end }}
 {{- range $i, $s := .Values.signers }}
 {{- $names := list }}
 {{- range $j, $o := $s.otherCas }}
 {{- /* The name is the CA's directory in the pod (and its metric label): two entries would share it. */}}
 {{- if has $o.name $names }}
 {{- fail (printf "signers[%d].otherCas[%d].name: %q is listed twice for this signer" (int $i) (int $j) $o.name) }}
+{{- end }}
+{{- if eq $o.name (default "active" $s.ca.name) }}
+{{- fail (printf "signers[%d].otherCas[%d].name: %q is the signing CA's name (ca.name) for this signer" (int $i) (int $j) $o.name) }}
 {{- end }}
 {{- $names = append $names $o.name }}
 {{- if eq (include "csr-signer.otherCaCertKey" $o) (default "" $o.chainKey) }}

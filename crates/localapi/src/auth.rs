@@ -109,7 +109,20 @@ impl User {
             "system:authenticated".to_string(),
         ];
         let jti = format!("JTI={}", uuid::Uuid::new_v4());
+        // kube-apiserver's bootstrap policy binds system:cluster-trust-bundle-discovery (read
+        // clustertrustbundles) to the group system:serviceaccounts whenever the API is served.
         u.with_extra("authentication.kubernetes.io/credential-id", &[&jti])
+            .with_rule(Rule::new(
+                &[CERTS],
+                &["clustertrustbundles"],
+                &["get", "list", "watch"],
+            ))
+    }
+
+    /// A kubelet's identity `system:node:<name>` in group `system:nodes`: the Node authorizer and
+    /// NodeRestriction admission apply to it (for PodCertificateRequests).
+    pub fn node(name: &str) -> Self {
+        User::new(&format!("system:node:{name}")).with_groups(&["system:nodes"])
     }
 
     /// The user of a request without credentials (anonymous authentication, on by default in
@@ -277,6 +290,16 @@ pub fn signer_user(name: &str, signer_names: &[&str]) -> User {
             &["certificatesigningrequests/status"],
             &["update", "patch"],
         ))
+        .with_rule(Rule::new(
+            &[CERTS],
+            &["podcertificaterequests"],
+            &["get", "list", "watch"],
+        ))
+        .with_rule(Rule::new(
+            &[CERTS],
+            &["podcertificaterequests/status"],
+            &["update", "patch"],
+        ))
         .with_rule(Rule::new(&[CERTS], &["signers"], &["sign", "attest"]).names(signer_names))
         .with_rule(Rule::new(
             &[CERTS],
@@ -302,4 +325,11 @@ pub fn signer_user(name: &str, signer_names: &[&str]) -> User {
             Rule::new(&[""], &["configmaps"], &["get", "list", "watch"])
                 .in_namespaces(&[lease_ns.as_str()]),
         )
+        // With trustBundles.configMaps: the selected namespaces, and our ConfigMap in each of them.
+        .with_rule(Rule::new(&[""], &["namespaces"], &["get", "list", "watch"]))
+        .with_rule(Rule::new(
+            &[""],
+            &["configmaps"],
+            &["get", "list", "watch", "create", "patch", "delete"],
+        ))
 }

@@ -2,8 +2,10 @@
 //! the signer, its users and kubectl touch (see docs/local-api.md for the conformance table).
 //!
 //! It serves CertificateSigningRequests (with /status and /approval, validation, admission and
-//! RBAC as kube-apiserver applies them), ClusterTrustBundles, Leases, Events, ConfigMaps and
-//! Namespaces over HTTPS (or plain HTTP) on loopback, plus discovery and Table output for kubectl.
+//! RBAC as kube-apiserver applies them), PodCertificateRequests (validation, NodeRestriction and
+//! the Node authorizer for kubelet identities, the signing strategy on /status), ClusterTrustBundles,
+//! Leases, Events, ConfigMaps, Namespaces and the Pods, Nodes and ServiceAccounts a PCR names, over
+//! HTTPS (or plain HTTP) on loopback, plus discovery and Table output for kubectl.
 //! Used by `csr-signer dev` (behind csr-signer's `dev` feature, on by default and off in the container
 //! image) and by the integration tests; it is never part of a production path.
 //!
@@ -23,6 +25,7 @@ mod error;
 mod faults;
 mod managed;
 mod openapi;
+mod pcr;
 mod protobuf;
 mod resources;
 mod response;

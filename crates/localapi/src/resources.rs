@@ -8,9 +8,12 @@ use super::status::Gr;
 pub enum Behaviour {
     Csr,
     ClusterTrustBundle,
+    /// PodCertificateRequest: create validation, NodeRestriction, the status strategy.
+    Pcr,
     Namespace,
     Generic,
-    /// SelfSubjectAccessReview: create-only, answered from the caller's rules, never stored.
+    /// SelfSubjectAccessReview and SelfSubjectReview: create-only, answered from the caller's rules or
+    /// identity, never stored.
     AccessReview,
 }
 
@@ -75,6 +78,20 @@ const NS_FIELDS: &[&str] = &["metadata.name", "metadata.namespace"];
 
 pub static RESOURCES: &[ResourceDef] = &[
     ResourceDef {
+        group: "authentication.k8s.io",
+        versions: &["v1"],
+        resource: "selfsubjectreviews",
+        singular: "selfsubjectreview",
+        kind: "SelfSubjectReview",
+        namespaced: false,
+        short_names: &[],
+        subresources: &[],
+        field_selectors: &[],
+        unconditional_update: true,
+        behaviour: Behaviour::AccessReview,
+        resource_key: "authentication.k8s.io/selfsubjectreviews",
+    },
+    ResourceDef {
         group: "authorization.k8s.io",
         versions: &["v1"],
         resource: "selfsubjectaccessreviews",
@@ -115,6 +132,26 @@ pub static RESOURCES: &[ResourceDef] = &[
         unconditional_update: true,
         behaviour: Behaviour::ClusterTrustBundle,
         resource_key: "certificates.k8s.io/clustertrustbundles",
+    },
+    ResourceDef {
+        group: "certificates.k8s.io",
+        versions: &["v1", "v1beta1"],
+        resource: "podcertificaterequests",
+        singular: "podcertificaterequest",
+        kind: "PodCertificateRequest",
+        namespaced: true,
+        short_names: &[],
+        subresources: &["status"],
+        // The v1 and v1beta1 field label conversion functions (metadata.namespace is not one).
+        field_selectors: &[
+            "metadata.name",
+            "spec.signerName",
+            "spec.podName",
+            "spec.nodeName",
+        ],
+        unconditional_update: false,
+        behaviour: Behaviour::Pcr,
+        resource_key: "certificates.k8s.io/podcertificaterequests",
     },
     ResourceDef {
         group: "coordination.k8s.io",
@@ -209,6 +246,60 @@ pub static RESOURCES: &[ResourceDef] = &[
         unconditional_update: true,
         behaviour: Behaviour::Namespace,
         resource_key: "core/namespaces",
+    },
+    ResourceDef {
+        group: "",
+        versions: &["v1"],
+        resource: "nodes",
+        singular: "node",
+        kind: "Node",
+        namespaced: false,
+        short_names: &["no"],
+        subresources: &["status"],
+        field_selectors: &["metadata.name", "spec.unschedulable"],
+        unconditional_update: true,
+        behaviour: Behaviour::Generic,
+        resource_key: "core/nodes",
+    },
+    ResourceDef {
+        group: "",
+        versions: &["v1"],
+        resource: "pods",
+        singular: "pod",
+        kind: "Pod",
+        namespaced: true,
+        short_names: &["po"],
+        subresources: &["status"],
+        field_selectors: &[
+            "metadata.name",
+            "metadata.namespace",
+            "spec.nodeName",
+            "spec.restartPolicy",
+            "spec.schedulerName",
+            "spec.serviceAccountName",
+            "spec.hostNetwork",
+            "status.phase",
+            "status.podIP",
+            "status.podIPs",
+            "status.nominatedNodeName",
+        ],
+        unconditional_update: true,
+        behaviour: Behaviour::Generic,
+        resource_key: "core/pods",
+    },
+    ResourceDef {
+        group: "",
+        versions: &["v1"],
+        resource: "serviceaccounts",
+        singular: "serviceaccount",
+        kind: "ServiceAccount",
+        namespaced: true,
+        short_names: &["sa"],
+        subresources: &[],
+        field_selectors: NS_FIELDS,
+        unconditional_update: true,
+        behaviour: Behaviour::Generic,
+        resource_key: "core/serviceaccounts",
     },
 ];
 

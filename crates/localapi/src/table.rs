@@ -73,6 +73,23 @@ fn age(obj: &Value) -> String {
     }
 }
 
+const PCR_SIGNER_NAME_DESC: &str = "signerName indicates the requested signer.\n\nAll signer names beginning with `kubernetes.io` are reserved for use by the Kubernetes project.  There is currently one well-known signer documented by the Kubernetes project, `kubernetes.io/kube-apiserver-client-pod`, which will issue client certificates understood by kube-apiserver.  It is currently unimplemented.";
+const PCR_ANNOTATIONS_DESC: &str = "unverifiedUserAnnotations allow pod authors to pass additional information to the signer implementation.  Kubernetes does not restrict or validate this metadata in any way.\n\nEntries are subject to the same validation as object metadata annotations, with the addition that all keys must be domain-prefixed. No restrictions are placed on values, except an overall size limitation on the entire field.\n\nSigners should document the keys and values they support.  Signers should deny requests that contain keys they do not recognize.";
+
+/// printPodCertificateRequest's State: the last Issued/Denied/Failed condition, else Pending.
+fn pcr_state(o: &Value) -> &'static str {
+    let mut state = "Pending";
+    for c in o["status"]["conditions"].as_array().into_iter().flatten() {
+        match c["type"].as_str() {
+            Some("Issued") => state = "Issued",
+            Some("Denied") => state = "Denied",
+            Some("Failed") => state = "Failed",
+            _ => {}
+        }
+    }
+    state
+}
+
 const CSR_SIGNER_NAME_DESC: &str = "Requested signer for the request. It is a qualified name in the form: `scope-hostname.io/name`. If empty, it will be defaulted:\n 1. If it's a kubelet client certificate, it is assigned\n    \"kubernetes.io/kube-apiserver-client-kubelet\".\n 2. If it's a kubelet serving certificate, it is assigned\n    \"kubernetes.io/kubelet-serving\".\n 3. Otherwise, it is assigned \"kubernetes.io/legacy-unknown\".\nDistribution of trust for signers happens out of band. You can select on this field using `spec.signerName`.";
 const CSR_EXPIRATION_DESC: &str = "expirationSeconds is the requested duration of validity of the issued certificate. The certificate signer may issue a certificate with a different validity duration so a client must check the delta between the notBefore and and notAfter fields in the issued certificate to determine the actual duration.\n\nThe v1.22+ in-tree implementations of the well-known Kubernetes signers will honor this field as long as the requested duration is not greater than the maximum duration they will honor per the --cluster-signing-duration CLI flag to the Kubernetes controller manager.\n\nCertificate signers may not honor this field for various reasons:\n\n  1. Old signer that is unaware of the field (such as the in-tree\n     implementations prior to v1.22)\n  2. Signer whose configured maximum is shorter than the requested duration\n  3. Signer whose configured minimum is longer than the requested duration\n\nThe minimum valid value for expirationSeconds is 600, i.e. 10 minutes.";
 
@@ -120,6 +137,42 @@ pub fn table(
                     json!({"cells": [
                         o["metadata"]["name"], age(o), o["spec"]["signerName"].as_str().unwrap_or(""),
                         o["spec"]["username"].as_str().unwrap_or(""), dur, condition_summary(o)
+                    ], "object": row_object(o, include)})
+                })
+                .collect(),
+        ),
+        Behaviour::Pcr => (
+            // printers.go; the server prints wide, so the annotations are the seventh cell.
+            vec![
+                col("Name", "string", "name", name_desc),
+                col("PodName", "string", "", "podName is the name of the pod into which the certificate will be mounted."),
+                col("ServiceAccountName", "string", "", "serviceAccountName is the name of the service account the pod is running as."),
+                col("NodeName", "string", "", "nodeName is the name of the node the pod is assigned to."),
+                col("SignerName", "string", "", PCR_SIGNER_NAME_DESC),
+                col("State", "string", "", "Is the request Pending, Issued, Denied, or Failed?"),
+                col("UnverifiedUserAnnotations", "string", "", PCR_ANNOTATIONS_DESC),
+            ],
+            objs.iter()
+                .map(|o| {
+                    let spec = |f: &str| o["spec"][f].as_str().unwrap_or("").to_string();
+                    // labels.FormatLabels: sorted k=v pairs, or <none>.
+                    let annotations = o["spec"]["unverifiedUserAnnotations"]
+                        .as_object()
+                        .filter(|m| !m.is_empty())
+                        .map_or_else(
+                            || "<none>".to_string(),
+                            |m| {
+                                let mut kv: Vec<String> = m
+                                    .iter()
+                                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                                    .collect();
+                                kv.sort();
+                                kv.join(",")
+                            },
+                        );
+                    json!({"cells": [
+                        o["metadata"]["name"], spec("podName"), spec("serviceAccountName"),
+                        spec("nodeName"), spec("signerName"), pcr_state(o), annotations
                     ], "object": row_object(o, include)})
                 })
                 .collect(),

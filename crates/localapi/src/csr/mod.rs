@@ -83,7 +83,9 @@ fn cond_type(c: &Value) -> &str {
 mod decode;
 mod x509;
 
+mod gokey;
 pub use decode::*;
+pub use gokey::*;
 pub use x509::*;
 
 /// Create strategy: identity from the authenticated user, status wiped (3.B.2).

@@ -4,6 +4,7 @@
 
 #[allow(unused_imports)]
 use super::*;
+use openssl::pkey::{Id, PKey};
 
 // --- signerName (core/validation ValidateSignerName) ---
 
@@ -361,15 +362,23 @@ pub fn check_certificate(pem: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-/// validateCSR (V-2): parse the first PEM block as a CSR and verify its self-signature.
+/// validateCSR (V-2): parse the first PEM block as a CSR the way Go's x509.ParseCertificateRequest
+/// does (public key, then subject) and verify its self-signature with crypto/rsa's exponent rule.
 pub fn check_request(pem: &[u8]) -> Result<(), String> {
     let first = pem_blocks(pem).into_iter().next();
     let Some(block) = first.filter(|b| b.label == "CERTIFICATE REQUEST") else {
         return Err("PEM block type must be CERTIFICATE REQUEST".into());
     };
-    use der::Decode;
+    use der::{Decode, Encode};
     let parsed = x509_cert::request::CertReq::from_der(&block.der)
         .map_err(|_| "x509: malformed certificate request".to_string())?;
+    let spki = parsed
+        .info
+        .public_key
+        .to_der()
+        .map_err(|_| "x509: malformed certificate request".to_string())?;
+    let go_key = go_public_key(&spki, true)?;
+    go_subject(&parsed.info.subject)?;
     let alg = parsed.algorithm.oid.to_string();
     let insecure = match alg.as_str() {
         "1.2.840.113549.1.1.4" => Some("MD5-RSA"),
@@ -381,16 +390,29 @@ pub fn check_request(pem: &[u8]) -> Result<(), String> {
             "x509: cannot verify signature: insecure algorithm {name}"
         ));
     }
-    let req = openssl::x509::X509Req::from_der(&block.der)
-        .map_err(|_| "x509: malformed certificate request".to_string())?;
-    let key = req
-        .public_key()
+    if let GoKey::Rsa(_, e, _) = &go_key {
+        if let Some(why) = go_rsa_exponent_error(*e) {
+            return Err(why.into());
+        }
+    }
+    let key = PKey::public_key_from_der(&spki)
         .map_err(|_| "x509: unsupported public key algorithm".to_string())?;
-    let ok = req.verify(&key).unwrap_or(false);
+    let ok = match openssl::x509::X509Req::from_der(&block.der) {
+        Ok(req) => req.verify(&key).unwrap_or(false),
+        // OpenSSL has no string type for some subject values Go reads (INTEGER, OCTET STRING,
+        // NULL): check the signature over the raw request info instead.
+        Err(_) => {
+            let tbs = parsed
+                .info
+                .to_der()
+                .map_err(|_| "x509: malformed certificate request".to_string())?;
+            let sig = parsed.signature.raw_bytes();
+            verify_raw(&key, &parsed.algorithm, &tbs, sig)?
+        }
+    };
     if ok {
         return Ok(());
     }
-    use openssl::pkey::Id;
     Err(match key.id() {
         Id::RSA | Id::RSA_PSS => "crypto/rsa: verification error".into(),
         Id::EC => "x509: ECDSA verification failure".into(),

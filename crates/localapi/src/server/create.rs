@@ -40,7 +40,7 @@ pub(super) fn validate_meta_create(def: &ResourceDef, obj: &Value) -> Vec<FieldE
                 el.push(FieldError::invalid("metadata.name", quote(name), m));
             }
         }
-        Behaviour::Generic => {
+        Behaviour::Generic | Behaviour::Pcr => {
             if el.is_empty() && def.resource != "events" {
                 for m in csr::dns1123_subdomain_errors(name) {
                     el.push(FieldError::invalid("metadata.name", quote(name), m));
@@ -158,6 +158,9 @@ pub(super) fn create(
     check_meta_types(r.def, &obj)?;
     check_gvk(&obj, r.def, &r.version)?;
     field_validation(r.def, &obj, query)?;
+    if r.def.behaviour == Behaviour::Pcr {
+        crate::pcr::check_types(&obj, &r.version)?;
+    }
     if !obj["metadata"].is_object() {
         obj["metadata"] = json!({});
     }
@@ -210,6 +213,12 @@ pub(super) fn create(
             errs.extend(csr::validate(&obj, None, WritePath::Main));
         }
         Behaviour::ClusterTrustBundle => errs.extend(crate::ctb::validate(&obj, None)),
+        Behaviour::Pcr => {
+            crate::pcr::prepare_create(&mut obj, &r.version);
+            // NodeRestriction is mutating admission: it runs before the strategy's validation.
+            crate::pcr::admit_create(&sh.store, &obj, user, &r.namespace)?;
+            errs.extend(crate::pcr::validate_create(&obj));
+        }
         Behaviour::Namespace => {
             obj["spec"] = json!({"finalizers": ["kubernetes"]});
             obj["status"] = json!({"phase": "Active"});

@@ -378,6 +378,9 @@ async fn dispatch(
             Err(e) => return error_response(&e),
         };
         return match decode_body(headers, &body) {
+            Ok(v) if r.def.kind == "SelfSubjectReview" => {
+                json_response(201, &self_review(&user, v))
+            }
             Ok(v) => json_response(201, &access_review(&user, v)),
             Err(e) => error_response(&e),
         };
@@ -390,8 +393,30 @@ async fn dispatch(
         name: &r.name,
         namespace: &r.namespace,
     };
-    if !user.allowed(&attrs) {
-        let msg = attrs.forbidden_message(&user.name);
+    // The Node authorizer runs before RBAC (--authorization-mode=Node,RBAC); its reason for no
+    // opinion ends RBAC's denial message.
+    let node_decision = match crate::pcr::node_identity(&user) {
+        Some(node) if r.def.behaviour == Behaviour::Pcr => {
+            let stored = (verb == "get")
+                .then(|| sh.store.get(r.def.key(), &r.namespace, &r.name))
+                .flatten();
+            let stored_node = stored.as_ref().and_then(|o| o["spec"]["nodeName"].as_str());
+            Some(crate::pcr::node_authorizes(
+                node,
+                verb,
+                &r.subresource,
+                query.get("fieldSelector"),
+                stored_node,
+            ))
+        }
+        _ => None,
+    };
+    let node_allows = matches!(node_decision, Some(Ok(())));
+    if !node_allows && !user.allowed(&attrs) {
+        let mut msg = attrs.forbidden_message(&user.name);
+        if let Some(Err(reason)) = &node_decision {
+            msg = format!("{msg}: node: {reason}");
+        }
         return error_response(&ApiError::forbidden(r.def.gr(), &r.name, &msg));
     }
     let body = match verb {
@@ -433,6 +458,19 @@ async fn dispatch(
         Ok((code, v)) => json_response(code, &v),
         Err(e) => error_response(&e),
     }
+}
+
+/// Answers a SelfSubjectReview (authentication.k8s.io/v1): who the caller is, as kube-apiserver reports it.
+fn self_review(user: &User, mut review: Value) -> Value {
+    let mut info = json!({"username": user.name, "uid": user.uid, "groups": user.groups});
+    if !user.extra.is_empty() {
+        info["extra"] = json!(user.extra);
+    }
+    review["kind"] = json!("SelfSubjectReview");
+    review["apiVersion"] = json!("authentication.k8s.io/v1");
+    review["metadata"] = json!({"creationTimestamp": null});
+    review["status"] = json!({"userInfo": info});
+    review
 }
 
 /// Answers a SelfSubjectAccessReview from the caller's rules.
@@ -511,6 +549,9 @@ fn decode_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
 /// Sets kind/apiVersion for the version the client asked for.
 fn with_gvk(v: &Value, def: &ResourceDef, version: &str) -> Value {
     let mut v = v.clone();
+    if def.behaviour == Behaviour::Pcr {
+        crate::pcr::to_version(&mut v, version);
+    }
     v["kind"] = json!(def.kind);
     v["apiVersion"] = json!(def.api_version(version));
     v

@@ -66,6 +66,15 @@ pub(super) fn apply_merge(doc: &mut Value, applied: &Value) {
     json_patch::merge(doc, &p);
 }
 
+enum InputKind {
+    Put,
+    Patch,
+}
+
+fn def_is_pcr(def: &ResourceDef) -> bool {
+    def.behaviour == Behaviour::Pcr
+}
+
 pub(super) fn patch(
     sh: &Shared,
     r: &ResReq,
@@ -142,6 +151,9 @@ pub(super) fn update(
     };
     if let Input::Put(obj) = &input {
         check_gvk(obj, r.def, &r.version)?;
+        if def_is_pcr(r.def) {
+            crate::pcr::check_types(obj, &r.version)?;
+        }
         field_validation(r.def, obj, query)?;
         let body_name = meta_str(obj, "name");
         if !body_name.is_empty() && body_name != r.name {
@@ -159,6 +171,10 @@ pub(super) fn update(
             }
         }
     }
+    let input_kind = match &input {
+        Input::Put(_) => InputKind::Put,
+        Input::Patch(..) => InputKind::Patch,
+    };
     let force_conflict = r.force_conflict;
     let dry = is_dry_run(query);
     let def = r.def;
@@ -209,8 +225,11 @@ pub(super) fn update(
         let new_rv = meta_str(&new, "resourceVersion").to_string();
         if new_rv.is_empty() || new_rv == "0" {
             if !def.unconditional_update {
-                let errs = [FieldError::invalid("metadata.resourceVersion", "0x0".into(), "must be specified for an update")];
-                return Err(ApiError::invalid(gr, &r.name, &errs));
+                // The generic store's error names the resource where the kind belongs (and prints
+                // the uint64 0).
+                let errs = [FieldError::invalid("metadata.resourceVersion", "0".into(), "must be specified for an update")];
+                let as_kind = crate::status::Gr { kind: gr.resource, ..gr };
+                return Err(ApiError::invalid(as_kind, &r.name, &errs));
             }
         } else if new_rv != cur_rv {
             return Err(ApiError::stale(gr, &r.name));
@@ -255,6 +274,21 @@ pub(super) fn update(
                 errs.extend(csr::validate(&new, Some(cur), path));
             }
             Behaviour::ClusterTrustBundle => errs.extend(crate::ctb::validate(&new, Some(cur))),
+            Behaviour::Pcr => {
+                if !matches!(input_kind, InputKind::Put) {
+                    crate::pcr::check_types(&new, &version)?;
+                }
+                let status = r.subresource == "status";
+                crate::pcr::prepare_update(&mut new, cur, &version, status);
+                if status {
+                    errs.extend(crate::pcr::validate_status_update(&new, cur, chrono::Utc::now()));
+                    if errs.is_empty() {
+                        errs.extend(crate::pcr::sign_check(&new, cur, user));
+                    }
+                } else {
+                    errs.extend(crate::pcr::validate_update(&new, cur));
+                }
+            }
             Behaviour::Namespace => {
                 if r.subresource.is_empty() {
                     new["status"] = cur["status"].clone();
