@@ -759,7 +759,7 @@ async fn scrape_issued(addr: &str) -> Option<u64> {
         .await
         .ok()?;
     let series = format!(
-        "csr_signer_requests_total{{outcome=\"issued\",reason=\"None\",signer=\"{SIGNER}\"}}"
+        "csr_signer_requests_total{{kind=\"csr\",outcome=\"issued\",reason=\"None\",signer=\"{SIGNER}\"}}"
     );
     text.lines()
         .find(|l| l.starts_with(&series))

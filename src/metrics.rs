@@ -1,7 +1,7 @@
 //! The Prometheus registry and every metric csr-signer exports, with fixed label sets.
 //!
-//! Label values come only from small closed sets: configured signerNames, the outcome/result enums,
-//! refusal reasons, error classes, API operations and HTTP status codes. Never a CSR name or a
+//! Label values come only from small closed sets: configured signerNames, the request kind (`csr`,
+//! `pcr`), the outcome/result enums, refusal reasons, error classes, API operations and HTTP status codes. Never a CSR name or a
 //! requester: CSR names are generated per request and would grow the series set without bound.
 
 use std::collections::HashMap;
@@ -150,32 +150,32 @@ impl Metrics {
         let m = Metrics {
             signing_duration: histogram(
                 "csr_signer_signing_duration_seconds",
-                "Time to verify, apply policy to and issue one CSR.",
+                "Time to verify, apply policy to and issue one request (kind: csr, pcr).",
                 SIGNING_BUCKETS,
-                &["signer"],
+                &["signer", "kind"],
             )?,
             issuance_latency: histogram(
                 "csr_signer_issuance_latency_seconds",
-                "Time from the Approved condition to the certificate written to status.",
+                "Time from the Approved condition (a PCR: its creation) to the certificate written to status.",
                 ISSUANCE_BUCKETS,
-                &["signer"],
+                &["signer", "kind"],
             )?,
             requests: IntCounterVec::new(
                 Opts::new("csr_signer_requests_total", "Decisions taken, by outcome and reason."),
-                &["signer", "outcome", "reason"],
+                &["signer", "kind", "outcome", "reason"],
             )?,
             granted_lifetime: histogram(
                 "csr_signer_granted_lifetime_seconds",
                 "Validity (notAfter - now) granted to issued certificates.",
                 LIFETIME_BUCKETS,
-                &["signer"],
+                &["signer", "kind"],
             )?,
             lifetime_requests: IntCounterVec::new(
                 Opts::new(
                     "csr_signer_lifetime_requests_total",
                     "Issued certificates by how the requested lifetime was treated.",
                 ),
-                &["signer", "result"],
+                &["signer", "kind", "result"],
             )?,
             ca_not_after: GaugeVec::new(
                 Opts::new(
@@ -187,9 +187,9 @@ impl Metrics {
             signing_errors: IntCounterVec::new(
                 Opts::new(
                     "csr_signer_signing_errors_total",
-                    "Errors of the CA key in a PKCS#11 token, by kind (module, token, session, login, key, device); each is retried.",
+                    "Errors of the CA key in a PKCS#11 token, by kind of error (module, token, session, login, key, device); each is retried.",
                 ),
-                &["signer", "kind"],
+                &["signer", "error"],
             )?,
             ca_reload_errors: IntCounterVec::new(
                 Opts::new(
@@ -201,16 +201,16 @@ impl Metrics {
             approved_not_issued: IntGaugeVec::new(
                 Opts::new(
                     "csr_signer_approved_not_issued",
-                    "CSRs approved, not denied or failed, without a certificate yet.",
+                    "Requests waiting for the signer: CSRs approved, not denied or failed, without a certificate; PCRs without a terminal condition.",
                 ),
-                &["signer"],
+                &["signer", "kind"],
             )?,
             oldest_approved_not_issued: GaugeVec::new(
                 Opts::new(
                     "csr_signer_oldest_approved_not_issued_seconds",
-                    "Age since approval of the oldest approved CSR still without a certificate (0 if none).",
+                    "Age since approval (a PCR: creation) of the oldest request waiting for the signer (0 if none).",
                 ),
-                &["signer"],
+                &["signer", "kind"],
             )?,
             api_errors: IntCounterVec::new(
                 Opts::new("csr_signer_api_errors_total", "Failed kube-apiserver requests."),
@@ -228,14 +228,14 @@ impl Metrics {
                     "csr_signer_watch_restarts_total",
                     "Watch streams that failed or ended and were restarted (a relist when history expired).",
                 ),
-                &["signer"],
+                &["signer", "kind"],
             )?,
             certificates_signed: IntCounterVec::new(
                 Opts::new(
                     "csr_signer_certificates_signed_total",
-                    "Signatures the CA made, counted when made, whether or not the certificate then reached the CSR.",
+                    "Signatures the CA made, counted when made, whether or not the certificate then reached the CSR or PCR.",
                 ),
-                &["signer"],
+                &["signer", "kind"],
             )?,
             audit_write_errors: IntCounterVec::new(
                 Opts::new(
@@ -345,26 +345,35 @@ impl Metrics {
     }
 
     /// Creates every per-signer series at zero, so dashboards and alerts see the signer before its
-    /// first request (an absent series cannot fire `> 0`).
+    /// first request (an absent series cannot fire `> 0`). The CSR series; PCR ones come with the PCR
+    /// watch (`init_kind`).
     pub fn init_signer(&self, signer: &str) {
-        let _ = self.signing_duration.with_label_values(&[signer]);
-        let _ = self.issuance_latency.with_label_values(&[signer]);
-        let _ = self.granted_lifetime.with_label_values(&[signer]);
-        self.requests.with_label_values(&[signer, "issued", "None"]);
+        self.ca_reload_errors.with_label_values(&[signer]);
+        for error in crate::pkcs11::TokenErrorKind::ALL {
+            self.signing_errors
+                .with_label_values(&[signer, error.as_str()]);
+        }
+        self.init_kind(signer, "csr");
+    }
+
+    /// Creates a signer's per-request series of one kind (`csr`, `pcr`) at zero.
+    pub fn init_kind(&self, signer: &str, kind: &str) {
+        let _ = self.signing_duration.with_label_values(&[signer, kind]);
+        let _ = self.issuance_latency.with_label_values(&[signer, kind]);
+        let _ = self.granted_lifetime.with_label_values(&[signer, kind]);
+        self.requests
+            .with_label_values(&[signer, kind, "issued", "None"]);
         for result in crate::policy::LifetimeOutcome::ALL {
             self.lifetime_requests
-                .with_label_values(&[signer, result.as_str()]);
+                .with_label_values(&[signer, kind, result.as_str()]);
         }
-        self.ca_reload_errors.with_label_values(&[signer]);
-        for kind in crate::pkcs11::TokenErrorKind::ALL {
-            self.signing_errors
-                .with_label_values(&[signer, kind.as_str()]);
-        }
-        self.certificates_signed.with_label_values(&[signer]);
-        self.watch_restarts.with_label_values(&[signer]);
-        self.approved_not_issued.with_label_values(&[signer]).set(0);
+        self.certificates_signed.with_label_values(&[signer, kind]);
+        self.watch_restarts.with_label_values(&[signer, kind]);
+        self.approved_not_issued
+            .with_label_values(&[signer, kind])
+            .set(0);
         self.oldest_approved_not_issued
-            .with_label_values(&[signer])
+            .with_label_values(&[signer, kind])
             .set(0.0);
     }
 
@@ -395,8 +404,10 @@ impl Metrics {
     }
 
     /// Counts one signature made by a signer's CA.
-    pub fn record_signed(&self, signer: &str) {
-        self.certificates_signed.with_label_values(&[signer]).inc();
+    pub fn record_signed(&self, signer: &str, kind: &str) {
+        self.certificates_signed
+            .with_label_values(&[signer, kind])
+            .inc();
     }
 
     /// Counts one audit record that did not reach the file.
@@ -410,16 +421,16 @@ impl Metrics {
 
     /// Counts one decision. `reason` is "None" for issued, the refusal reason for failed, the error
     /// class for error.
-    pub fn decision(&self, signer: &str, outcome: Outcome, reason: &str) {
+    pub fn decision(&self, signer: &str, kind: &str, outcome: Outcome, reason: &str) {
         self.requests
-            .with_label_values(&[signer, outcome.as_str(), reason])
+            .with_label_values(&[signer, kind, outcome.as_str(), reason])
             .inc();
     }
 
     /// Time spent verifying, checking and signing one request (successful engine calls only).
-    pub fn record_signing(&self, signer: &str, took: std::time::Duration) {
+    pub fn record_signing(&self, signer: &str, kind: &str, took: std::time::Duration) {
         self.signing_duration
-            .with_label_values(&[signer])
+            .with_label_values(&[signer, kind])
             .observe(took.as_secs_f64());
     }
 
@@ -427,29 +438,30 @@ impl Metrics {
     pub fn record_issued(
         &self,
         signer: &str,
+        kind: &str,
         latency: std::time::Duration,
         granted_seconds: u64,
         lifetime: &str,
     ) {
-        self.decision(signer, Outcome::Issued, "None");
+        self.decision(signer, kind, Outcome::Issued, "None");
         self.issuance_latency
-            .with_label_values(&[signer])
+            .with_label_values(&[signer, kind])
             .observe(latency.as_secs_f64());
         self.granted_lifetime
-            .with_label_values(&[signer])
+            .with_label_values(&[signer, kind])
             .observe(granted_seconds as f64);
         self.lifetime_requests
-            .with_label_values(&[signer, lifetime])
+            .with_label_values(&[signer, kind, lifetime])
             .inc();
     }
 
-    /// The approved-not-issued backlog of one signer and the age of its oldest entry.
-    pub fn set_backlog(&self, signer: &str, count: i64, oldest_seconds: f64) {
+    /// The backlog of one signer's requests of one kind and the age of its oldest entry.
+    pub fn set_backlog(&self, signer: &str, kind: &str, count: i64, oldest_seconds: f64) {
         self.approved_not_issued
-            .with_label_values(&[signer])
+            .with_label_values(&[signer, kind])
             .set(count);
         self.oldest_approved_not_issued
-            .with_label_values(&[signer])
+            .with_label_values(&[signer, kind])
             .set(oldest_seconds);
     }
 
@@ -599,23 +611,39 @@ mod tests {
     fn exposes_every_contract_metric_with_fixed_labels() {
         let m = Metrics::new().unwrap();
         m.init_signer("example.com/mtls");
+        m.init_kind("example.com/mtls", "pcr");
         m.signing_duration
-            .with_label_values(&["example.com/mtls"])
+            .with_label_values(&["example.com/mtls", "csr"])
             .observe(0.0003);
-        m.decision("example.com/mtls", Outcome::Failed, "UsageNotAllowed");
+        m.decision(
+            "example.com/mtls",
+            "csr",
+            Outcome::Failed,
+            "UsageNotAllowed",
+        );
+        m.decision(
+            "example.com/mtls",
+            "pcr",
+            Outcome::Failed,
+            "UnsupportedKeyType",
+        );
         m.api_error(ApiOperation::UpdateStatus, 409);
         m.leader.set(1);
         let text = m.encode().unwrap();
         for name in [
-            "csr_signer_signing_duration_seconds_bucket{signer=\"example.com/mtls\",le=\"0.0005\"} 1",
-            "csr_signer_issuance_latency_seconds_count{signer=\"example.com/mtls\"} 0",
-            "csr_signer_requests_total{outcome=\"failed\",reason=\"UsageNotAllowed\",signer=\"example.com/mtls\"} 1",
-            "csr_signer_requests_total{outcome=\"issued\",reason=\"None\",signer=\"example.com/mtls\"} 0",
-            "csr_signer_granted_lifetime_seconds_count{signer=\"example.com/mtls\"} 0",
-            "csr_signer_lifetime_requests_total{result=\"clamped\",signer=\"example.com/mtls\"} 0",
+            "csr_signer_signing_duration_seconds_bucket{kind=\"csr\",signer=\"example.com/mtls\",le=\"0.0005\"} 1",
+            "csr_signer_issuance_latency_seconds_count{kind=\"csr\",signer=\"example.com/mtls\"} 0",
+            "csr_signer_issuance_latency_seconds_count{kind=\"pcr\",signer=\"example.com/mtls\"} 0",
+            "csr_signer_requests_total{kind=\"csr\",outcome=\"failed\",reason=\"UsageNotAllowed\",signer=\"example.com/mtls\"} 1",
+            "csr_signer_requests_total{kind=\"pcr\",outcome=\"failed\",reason=\"UnsupportedKeyType\",signer=\"example.com/mtls\"} 1",
+            "csr_signer_requests_total{kind=\"csr\",outcome=\"issued\",reason=\"None\",signer=\"example.com/mtls\"} 0",
+            "csr_signer_requests_total{kind=\"pcr\",outcome=\"issued\",reason=\"None\",signer=\"example.com/mtls\"} 0",
+            "csr_signer_granted_lifetime_seconds_count{kind=\"csr\",signer=\"example.com/mtls\"} 0",
+            "csr_signer_lifetime_requests_total{kind=\"csr\",result=\"clamped\",signer=\"example.com/mtls\"} 0",
             "csr_signer_ca_reload_errors_total{signer=\"example.com/mtls\"} 0",
-            "csr_signer_approved_not_issued{signer=\"example.com/mtls\"} 0",
-            "csr_signer_oldest_approved_not_issued_seconds{signer=\"example.com/mtls\"} 0",
+            "csr_signer_approved_not_issued{kind=\"csr\",signer=\"example.com/mtls\"} 0",
+            "csr_signer_approved_not_issued{kind=\"pcr\",signer=\"example.com/mtls\"} 0",
+            "csr_signer_oldest_approved_not_issued_seconds{kind=\"csr\",signer=\"example.com/mtls\"} 0",
             "csr_signer_api_errors_total{code=\"409\",operation=\"update_status\"} 1",
             "csr_signer_leader 1",
         ] {

@@ -32,7 +32,7 @@ use crate::ca::SignatureAlgorithm;
 use crate::config::Pkcs11Settings;
 use crate::error::{Error, Result};
 
-/// Why a token operation failed: the `kind` label of `csr_signer_signing_errors_total` (a small
+/// Why a token operation failed: the `error` label of `csr_signer_signing_errors_total` (a small
 /// fixed set) and the log field.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TokenErrorKind {

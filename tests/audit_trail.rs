@@ -20,8 +20,9 @@ use support::{key, CsrSpec, TestCa};
 
 const USAGES: &[&str] = &["digital signature", "client auth"];
 const ISSUED: &str =
-    "csr_signer_requests_total{outcome=\"issued\",reason=\"None\",signer=\"example.com/mtls\"}";
-const SIGNED: &str = "csr_signer_certificates_signed_total{signer=\"example.com/mtls\"}";
+    "csr_signer_requests_total{kind=\"csr\",outcome=\"issued\",reason=\"None\",signer=\"example.com/mtls\"}";
+const SIGNED: &str =
+    "csr_signer_certificates_signed_total{kind=\"csr\",signer=\"example.com/mtls\"}";
 
 /// The signer's client as `csr-signer run` builds it (retries counted in `metrics`), from the signer's
 /// kubeconfig; successful status writes lose their answer while `lose` is above zero: the apiserver
@@ -143,7 +144,7 @@ async fn an_audit_file_that_cannot_be_written_stops_issuance_until_it_can() {
     let mut text = String::new();
     for _ in 0..600 {
         text = scrape(svc.listen).await;
-        if sample(&text, "csr_signer_requests_total{outcome=\"error\",reason=\"AuditUnavailable\",signer=\"example.com/mtls\"}")
+        if sample(&text, "csr_signer_requests_total{kind=\"csr\",outcome=\"error\",reason=\"AuditUnavailable\",signer=\"example.com/mtls\"}")
             .is_some_and(|v| v >= 2.0)
         {
             break;
@@ -207,7 +208,7 @@ async fn after_an_apiserver_outage_the_signer_resumes_within_its_watch_backoff_c
     tokio::time::sleep(Duration::from_secs(20)).await;
     let restarts_during = sample(
         &scrape(svc.listen).await,
-        "csr_signer_watch_restarts_total{signer=\"example.com/mtls\"}",
+        "csr_signer_watch_restarts_total{kind=\"csr\",signer=\"example.com/mtls\"}",
     )
     .unwrap();
     env.faults().clear();

@@ -1,5 +1,6 @@
 //! `csr-signer dev`'s signer half, as a user runs it: the demo walks the tutorial end to end against the
-//! local API over real HTTP and verifies the certificate; the dev CA is created once and reused.
+//! local API over real HTTP and verifies the certificate, then the pod-certificate flow (a kubelet's
+//! PodCertificateRequest); the dev CA is created once and reused.
 #![allow(clippy::unwrap_used)]
 
 #[test]
@@ -28,6 +29,14 @@ fn dev_demo_runs_the_tutorial_verifies_and_reuses_the_dev_ca() {
         "{out}"
     );
     assert!(out.contains("developer.crt: OK"), "{out}");
+    // The pod-certificate half: the kubelet's PodCertificateRequest, issued without approval, for the
+    // pod's service account, and verified by openssl against the same CA.
+    assert!(
+        out.contains("SANs:           URI:spiffe://cluster.local/ns/team-a/sa/web"),
+        "{out}"
+    );
+    assert!(out.contains("beginRefreshAt: "), "{out}");
+    assert!(out.contains("web.crt: OK"), "{out}");
     let ca = state.join("ca").join("ca.crt");
     let first_ca = std::fs::read(&ca).unwrap();
 

@@ -92,11 +92,11 @@ async fn api_faults_leave_every_approved_csr_with_exactly_one_certificate() {
         seen = (
             sample(
                 &text,
-                "csr_signer_approved_not_issued{signer=\"example.com/mtls\"}",
+                "csr_signer_approved_not_issued{kind=\"csr\",signer=\"example.com/mtls\"}",
             ),
             sample(
                 &text,
-                "csr_signer_oldest_approved_not_issued_seconds{signer=\"example.com/mtls\"}",
+                "csr_signer_oldest_approved_not_issued_seconds{kind=\"csr\",signer=\"example.com/mtls\"}",
             ),
         );
         if seen.0 == Some(2.0) && seen.1.is_some_and(|v| v > 0.0) {
@@ -138,7 +138,7 @@ async fn api_faults_leave_every_approved_csr_with_exactly_one_certificate() {
     )
     .is_some_and(|v| v >= 3.0));
     assert_eq!(
-        sample(&text, "csr_signer_requests_total{outcome=\"issued\",reason=\"None\",signer=\"example.com/mtls\"}"),
+        sample(&text, "csr_signer_requests_total{kind=\"csr\",outcome=\"issued\",reason=\"None\",signer=\"example.com/mtls\"}"),
         Some(all.len() as f64)
     );
     // Every signature made under these faults is in the audit file, and each certificate once as issued.
@@ -148,7 +148,7 @@ async fn api_faults_leave_every_approved_csr_with_exactly_one_certificate() {
         &all,
         sample(
             &text,
-            "csr_signer_certificates_signed_total{signer=\"example.com/mtls\"}",
+            "csr_signer_certificates_signed_total{kind=\"csr\",signer=\"example.com/mtls\"}",
         ),
     )
     .await;
@@ -158,7 +158,7 @@ async fn api_faults_leave_every_approved_csr_with_exactly_one_certificate() {
         let text = scrape(svc.listen).await;
         gauge = sample(
             &text,
-            "csr_signer_approved_not_issued{signer=\"example.com/mtls\"}",
+            "csr_signer_approved_not_issued{kind=\"csr\",signer=\"example.com/mtls\"}",
         );
         if gauge == Some(0.0) {
             break;
@@ -170,7 +170,7 @@ async fn api_faults_leave_every_approved_csr_with_exactly_one_certificate() {
     assert_eq!(
         sample(
             &text,
-            "csr_signer_oldest_approved_not_issued_seconds{signer=\"example.com/mtls\"}"
+            "csr_signer_oldest_approved_not_issued_seconds{kind=\"csr\",signer=\"example.com/mtls\"}"
         ),
         Some(0.0)
     );
@@ -213,8 +213,8 @@ on_both_servers! {
             assert_eq!(&now, first, "{n}: certificate changed");
         }
         assert_exactly_once(&env, &names).await;
-        let issued = sample(&scrape(a.listen).await, "csr_signer_requests_total{outcome=\"issued\",reason=\"None\",signer=\"example.com/mtls\"}").unwrap_or(0.0)
-            + sample(&scrape(b.listen).await, "csr_signer_requests_total{outcome=\"issued\",reason=\"None\",signer=\"example.com/mtls\"}").unwrap_or(0.0);
+        let issued = sample(&scrape(a.listen).await, "csr_signer_requests_total{kind=\"csr\",outcome=\"issued\",reason=\"None\",signer=\"example.com/mtls\"}").unwrap_or(0.0)
+            + sample(&scrape(b.listen).await, "csr_signer_requests_total{kind=\"csr\",outcome=\"issued\",reason=\"None\",signer=\"example.com/mtls\"}").unwrap_or(0.0);
         assert_eq!(issued, names.len() as f64 + 1.0);
         stop_a.send(()).unwrap();
         stop_b.send(()).unwrap();

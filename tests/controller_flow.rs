@@ -104,21 +104,21 @@ on_both_servers! {
 
             let text = scrape(svc.listen).await;
             assert_eq!(
-                sample(&text, "csr_signer_requests_total{outcome=\"issued\",reason=\"None\",signer=\"example.com/mtls\"}"),
+                sample(&text, "csr_signer_requests_total{kind=\"csr\",outcome=\"issued\",reason=\"None\",signer=\"example.com/mtls\"}"),
                 Some(2.0),
                 "{text}"
             );
             assert_eq!(
                 sample(
                     &text,
-                    "csr_signer_signing_duration_seconds_count{signer=\"example.com/mtls\"}"
+                    "csr_signer_signing_duration_seconds_count{kind=\"csr\",signer=\"example.com/mtls\"}"
                 ),
                 Some(2.0)
             );
             assert_eq!(
                 sample(
                     &text,
-                    "csr_signer_issuance_latency_seconds_count{signer=\"example.com/mtls\"}"
+                    "csr_signer_issuance_latency_seconds_count{kind=\"csr\",signer=\"example.com/mtls\"}"
                 ),
                 Some(2.0)
             );
@@ -257,7 +257,7 @@ on_both_servers! {
             );
             let text = scrape(svc.listen).await;
             assert!(
-                sample(&text, &format!("csr_signer_requests_total{{outcome=\"failed\",reason=\"{reason}\",signer=\"example.com/mtls\"}}"))
+                sample(&text, &format!("csr_signer_requests_total{{kind=\"csr\",outcome=\"failed\",reason=\"{reason}\",signer=\"example.com/mtls\"}}"))
                     .is_some_and(|v| v >= 1.0),
                 "{reason}"
             );

@@ -76,7 +76,7 @@ on_both_servers! {
         );
         let text = scrape(svc.listen).await;
         assert_eq!(
-            sample(&text, "csr_signer_lifetime_requests_total{result=\"capped_by_ca\",signer=\"example.com/mtls\"}"),
+            sample(&text, "csr_signer_lifetime_requests_total{kind=\"csr\",result=\"capped_by_ca\",signer=\"example.com/mtls\"}"),
             Some(1.0),
             "{text}"
         );

@@ -124,11 +124,11 @@ on_both_servers! {
 
         let text = scrape(svc.listen).await;
         assert_eq!(
-            sample(&text, "csr_signer_requests_total{outcome=\"issued\",reason=\"None\",signer=\"example.com/mtls\"}"),
+            sample(&text, "csr_signer_requests_total{kind=\"csr\",outcome=\"issued\",reason=\"None\",signer=\"example.com/mtls\"}"),
             Some(HOSTILE.len() as f64 + 1.0)
         );
         assert_eq!(
-            sample(&text, "csr_signer_certificates_signed_total{signer=\"example.com/mtls\"}"),
+            sample(&text, "csr_signer_certificates_signed_total{kind=\"csr\",signer=\"example.com/mtls\"}"),
             Some(HOSTILE.len() as f64 + 1.0)
         );
         stop.send(()).unwrap();

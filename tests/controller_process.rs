@@ -120,7 +120,7 @@ impl Drop for Signer {
 }
 
 const ISSUED: &str =
-    "csr_signer_requests_total{outcome=\"issued\",reason=\"None\",signer=\"example.com/mtls\"}";
+    "csr_signer_requests_total{kind=\"csr\",outcome=\"issued\",reason=\"None\",signer=\"example.com/mtls\"}";
 
 async fn create_approved(env: &Env, prefix: &str, n: usize) -> Vec<String> {
     let pem = CsrSpec::new(key(KeyType::P256), &[("CN", "developer")]).pem();

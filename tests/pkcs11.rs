@@ -458,7 +458,7 @@ async fn controller_rides_out_a_removal() {
                 sample(
                     &text,
                     &format!(
-                        "csr_signer_signing_errors_total{{kind=\"{kind}\",signer=\"{SIGNER}\"}}"
+                        "csr_signer_signing_errors_total{{error=\"{kind}\",signer=\"{SIGNER}\"}}"
                     ),
                 )
                 .unwrap_or(0.0)
@@ -497,7 +497,7 @@ async fn controller_rides_out_a_removal() {
         );
         assert!(
             text.contains(
-                "csr_signer_requests_total{outcome=\"error\",reason=\"TokenUnavailable\""
+                "csr_signer_requests_total{kind=\"csr\",outcome=\"error\",reason=\"TokenUnavailable\""
             ),
             "{text}"
         );

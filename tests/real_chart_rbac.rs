@@ -4,7 +4,8 @@
 //! two replicas without leader election racing for the same CSRs, so status writes meet 409 Conflicts and
 //! the loser re-reads the CSR), and the apiserver's audit log of its requests is compared with the chart's
 //! grants. The signer also publishes its ClusterTrustBundle (apply-create, a stale bundle deleted, an edit
-//! patched back). A verb the signer needed
+//! patched back), and signs pod certificates (a PodCertificateRequest through v1, and one a 1.35 kubelet made
+//! through v1beta1 with the legacy key, which the signer reads through v1beta1). A verb the signer needed
 //! but lacked fails the flow (403); a granted verb it never used fails the comparison.
 #![allow(clippy::unwrap_used)]
 
@@ -25,16 +26,21 @@ use kube::api::{Api, PostParams};
 use support::{key, CsrSpec, TestCa};
 
 const USAGES: &[&str] = &["digital signature", "client auth"];
+const PODS: &str = "  podCertificates: {enabled: true}\n";
 
 /// (API group, resource[/subresource], verb)
 type Grant = (String, String, String);
 
+/// The chart's RBAC for `SIGNER` signing CSRs and pods.
+const RENDER: &[&str] = &["--pod-certificates"];
+
 fn granted_by_chart() -> BTreeSet<Grant> {
-    let objects = kube_support::render_chart(
+    let objects = kube_support::render_chart_with(
         kube_support::SIGNER_NAMESPACE,
         kube_support::SIGNER_NAMESPACE,
         &[SIGNER],
         "csr-signer",
+        RENDER,
     );
     let mut out = BTreeSet::new();
     for o in objects
@@ -115,15 +121,23 @@ fn spawn_signer(
 async fn the_chart_grants_exactly_the_verbs_the_signer_uses_on_the_real_apiserver() {
     let ca = TestCa::new(KeyType::P256);
     let env = Env::start_real().await;
+    kube_support::shared()
+        .apply_chart_rbac_with(&[SIGNER], "csr-signer", RENDER)
+        .await;
     let config = env.dir.path().join("signer.yaml");
     std::fs::write(
         &config,
         format!(
             "{}trustBundles: {{enabled: true, resyncSeconds: 1}}\n",
-            settings_yaml(&ca.cert, &ca.key, "", true, "127.0.0.1:0")
+            pcr::with_pod_certificates(
+                &settings_yaml(&ca.cert, &ca.key, "", true, "127.0.0.1:0"),
+                PODS
+            )
         ),
     )
     .unwrap();
+    let f = pcr::fixture(&env, &[SIGNER]).await;
+    let node = env.node().await;
     // One of our bundles under an earlier stage name, so the signer lists and deletes a stale bundle.
     let bundles: Api<ClusterTrustBundle> = Api::all(env.admin.clone());
     for b in bundles.list(&Default::default()).await.unwrap().items {
@@ -164,6 +178,27 @@ async fn the_chart_grants_exactly_the_verbs_the_signer_uses_on_the_real_apiserve
     env.approve("rbac-good").await;
     env.approve("rbac-refused").await;
     env.wait_certificate("rbac-good").await;
+    // Pod certificates: through v1, and a 1.35 kubelet's legacy key read through v1beta1.
+    let dir = env.dir.path();
+    let k = pcr::key(dir, "pod", pcr::P256);
+    pcr::create_v1(
+        &node,
+        "rbac-pod",
+        pcr::spec_v1(&f, SIGNER, pcr::stub_request(&k)),
+    )
+    .await;
+    pcr::create_v1beta1(
+        &node,
+        "rbac-pod-legacy",
+        pcr::spec_v1(&f, SIGNER, Vec::new()),
+        Some(pcr::legacy_key(dir, &k, &f.pod_uid)),
+    )
+    .await;
+    for name in ["rbac-pod", "rbac-pod-legacy"] {
+        let p = pcr::wait_terminal(&env, name).await;
+        let c = &p.status.unwrap().conditions.unwrap()[0];
+        assert_eq!(c.type_, "Issued", "{name}: {c:?}");
+    }
     // The trust bundle is published (get, create through apply, then a second apply after a CA change
     // would patch: the resync re-reads it) and the stale one deleted.
     for _ in 0..400 {
@@ -245,7 +280,10 @@ async fn the_chart_grants_exactly_the_verbs_the_signer_uses_on_the_real_apiserve
     let racing = env.dir.path().join("racing.yaml");
     std::fs::write(
         &racing,
-        settings_yaml(&ca.cert, &ca.key, "", false, "127.0.0.1:0"),
+        pcr::with_pod_certificates(
+            &settings_yaml(&ca.cert, &ca.key, "", false, "127.0.0.1:0"),
+            PODS,
+        ),
     )
     .unwrap();
     let mut racers = [
@@ -253,7 +291,21 @@ async fn the_chart_grants_exactly_the_verbs_the_signer_uses_on_the_real_apiserve
         spawn_signer(&env, &racing, &env.dir.path().join("b.log"), "racer-b"),
     ];
     let names = env.create_approved("rbac-race", 40, &good, USAGES).await;
+    // Pod certificates race too: each PCR gets exactly one terminal status (the loser's write meets a 409).
+    let pod_stub = pcr::stub_request(&k);
+    for i in 0..10 {
+        pcr::create_v1(
+            &node,
+            &format!("rbac-pod-race-{i}"),
+            pcr::spec_v1(&f, SIGNER, pod_stub.clone()),
+        )
+        .await;
+    }
     env.wait_all_issued(&names).await;
+    for i in 0..10 {
+        let p = pcr::wait_terminal(&env, &format!("rbac-pod-race-{i}")).await;
+        assert_eq!(p.status.unwrap().conditions.unwrap()[0].type_, "Issued");
+    }
     for r in &mut racers {
         let _ = r.kill();
         let _ = r.wait();

@@ -1,6 +1,6 @@
-//! Kubernetes Events on CSRs (core `v1`, in namespace `default` as client-go records events for
-//! cluster-scoped objects), so `kubectl describe csr` tells the story: `Issued`, `SigningFailed`,
-//! `WaitingForApproval`.
+//! Kubernetes Events on CSRs and PCRs (core `v1`; a CSR's in namespace `default` as client-go records
+//! events for cluster-scoped objects, a PCR's in its own namespace), so `kubectl describe` tells the
+//! story: `Issued`, `SigningFailed`, `SigningDenied` (PCR), `WaitingForApproval` (CSR).
 //!
 //! Events are best effort: they are queued on a bounded channel and sent by one background task
 //! under their own token bucket, so they never delay or block a certificate write; when the
@@ -16,6 +16,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Api, PostParams};
 use tokio::sync::mpsc;
 
+use super::plan::Kind;
 use super::ratelimit::TokenBucket;
 use crate::metrics::{status_code, ApiOperation, Metrics};
 
@@ -29,11 +30,16 @@ pub enum EventType {
     Warning,
 }
 
-/// One event about one CSR.
+/// One event about one CSR or PCR.
 #[derive(Debug, Clone)]
-pub struct CsrEvent {
-    pub csr_name: String,
-    pub csr_uid: String,
+pub struct ObjectEvent {
+    pub kind: Kind,
+    /// The object's API version (`certificates.k8s.io/v1`, or `v1beta1` for a PCR on 1.35/1.36).
+    pub api_version: &'static str,
+    /// A PCR's namespace; `None` for a CSR.
+    pub namespace: Option<String>,
+    pub name: String,
+    pub uid: String,
     pub type_: EventType,
     pub reason: &'static str,
     pub message: String,
@@ -93,7 +99,7 @@ impl Recent {
 /// Hands events to the background sender; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct EventRecorder {
-    tx: Option<mpsc::Sender<CsrEvent>>,
+    tx: Option<mpsc::Sender<ObjectEvent>>,
     recent: Arc<Mutex<Recent>>,
     dedup_window: Duration,
 }
@@ -116,19 +122,22 @@ impl EventRecorder {
         qps: f64,
         burst: u32,
     ) -> (EventRecorder, tokio::task::JoinHandle<()>) {
-        let (tx, mut rx) = mpsc::channel::<CsrEvent>(1024);
-        let api: Api<Event> = Api::namespaced(client, EVENT_NAMESPACE);
+        let (tx, mut rx) = mpsc::channel::<ObjectEvent>(1024);
         let bucket = TokenBucket::new(qps, burst);
         let task = tokio::spawn(async move {
             while let Some(ev) = rx.recv().await {
                 if !bucket.try_acquire().await {
-                    tracing::debug!(csr = %ev.csr_name, reason = ev.reason, "event dropped by rate limit");
+                    tracing::debug!(object = %ev.name, reason = ev.reason, "event dropped by rate limit");
                     continue;
                 }
                 let obj = build_event(&ev, &instance);
+                let api: Api<Event> = Api::namespaced(
+                    client.clone(),
+                    ev.namespace.as_deref().unwrap_or(EVENT_NAMESPACE),
+                );
                 if let Err(e) = api.create(&PostParams::default(), &obj).await {
                     metrics.api_error(ApiOperation::CreateEvent, status_code(&e));
-                    tracing::debug!(csr = %ev.csr_name, error = %e, "could not record event");
+                    tracing::debug!(object = %ev.name, error = %e, "could not record event");
                 }
             }
         });
@@ -142,7 +151,7 @@ impl EventRecorder {
         )
     }
 
-    /// Forgets a deleted CSR (its uid is never reused).
+    /// Forgets a deleted object (its uid is never reused).
     pub fn forget(&self, uid: &str) {
         self.recent
             .lock()
@@ -150,12 +159,12 @@ impl EventRecorder {
             .forget(uid);
     }
 
-    /// Queues `ev` unless the same reason was recorded for this CSR within the window.
-    pub fn record(&self, ev: CsrEvent) {
+    /// Queues `ev` unless the same reason was recorded for this object within the window.
+    pub fn record(&self, ev: ObjectEvent) {
         let Some(tx) = &self.tx else { return };
         {
             let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-            if !recent.admit(&ev.csr_uid, ev.reason, Instant::now(), self.dedup_window) {
+            if !recent.admit(&ev.uid, ev.reason, Instant::now(), self.dedup_window) {
                 return;
             }
         }
@@ -165,7 +174,7 @@ impl EventRecorder {
     }
 }
 
-fn build_event(ev: &CsrEvent, instance: &str) -> Event {
+fn build_event(ev: &ObjectEvent, instance: &str) -> Event {
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -174,24 +183,32 @@ fn build_event(ev: &CsrEvent, instance: &str) -> Event {
     // client-go names events "<object>.<hex nanos>"; keep within the 253-character name limit. An Event's
     // name must be a DNS subdomain while a CSR's may be any path segment (`a b`, `a?b`): such a CSR's events
     // get a fixed prefix (they still name the CSR in involvedObject, which is what `kubectl describe` uses).
-    let mut prefix = if is_subdomain_prefix(&ev.csr_name) {
-        ev.csr_name.clone()
+    let mut prefix = if is_subdomain_prefix(&ev.name) {
+        ev.name.clone()
     } else {
-        "csr".to_string()
+        ev.kind.label().to_string()
     };
+    let namespace = ev.namespace.as_deref().unwrap_or(EVENT_NAMESPACE);
     prefix.truncate(230);
     let prefix = prefix.trim_end_matches(['.', '-']);
     Event {
         metadata: ObjectMeta {
             name: Some(format!("{prefix}.{nanos:x}")),
-            namespace: Some(EVENT_NAMESPACE.to_string()),
+            namespace: Some(namespace.to_string()),
             ..ObjectMeta::default()
         },
         involved_object: ObjectReference {
-            api_version: Some("certificates.k8s.io/v1".to_string()),
-            kind: Some("CertificateSigningRequest".to_string()),
-            name: Some(ev.csr_name.clone()),
-            uid: Some(ev.csr_uid.clone()),
+            api_version: Some(ev.api_version.to_string()),
+            kind: Some(
+                match ev.kind {
+                    Kind::CertificateSigningRequest => "CertificateSigningRequest",
+                    Kind::PodCertificateRequest => "PodCertificateRequest",
+                }
+                .to_string(),
+            ),
+            namespace: ev.namespace.clone(),
+            name: Some(ev.name.clone()),
+            uid: Some(ev.uid.clone()),
             ..ObjectReference::default()
         },
         reason: Some(ev.reason.to_string()),
@@ -245,9 +262,12 @@ mod tests {
             ("a..b", "csr."),
             ("a-.b", "csr."),
         ] {
-            let ev = CsrEvent {
-                csr_name: csr.into(),
-                csr_uid: "u".into(),
+            let ev = ObjectEvent {
+                kind: Kind::CertificateSigningRequest,
+                api_version: "certificates.k8s.io/v1",
+                namespace: None,
+                name: csr.into(),
+                uid: "u".into(),
                 type_: EventType::Normal,
                 reason: "Issued",
                 message: String::new(),
@@ -261,9 +281,12 @@ mod tests {
 
     #[test]
     fn event_refers_to_the_csr_and_has_a_bounded_unique_name() {
-        let ev = CsrEvent {
-            csr_name: "x".repeat(300),
-            csr_uid: "u1".into(),
+        let ev = ObjectEvent {
+            kind: Kind::CertificateSigningRequest,
+            api_version: "certificates.k8s.io/v1",
+            namespace: None,
+            name: "x".repeat(300),
+            uid: "u1".into(),
             type_: EventType::Warning,
             reason: "SigningFailed",
             message: "UsageNotAllowed: usage \"cert sign\" is not allowed".into(),
@@ -278,6 +301,41 @@ mod tests {
         assert_eq!(e.involved_object.uid.as_deref(), Some("u1"));
         assert_eq!(e.type_.as_deref(), Some("Warning"));
         assert_eq!(e.reason.as_deref(), Some("SigningFailed"));
+        assert_eq!(e.metadata.namespace.as_deref(), Some("default"));
+    }
+
+    #[test]
+    fn a_pcr_event_lives_in_the_pcr_namespace_and_names_its_version() {
+        let ev = ObjectEvent {
+            kind: Kind::PodCertificateRequest,
+            api_version: "certificates.k8s.io/v1beta1",
+            namespace: Some("team-a".into()),
+            name: "req-x7".into(),
+            uid: "u9".into(),
+            type_: EventType::Warning,
+            reason: "SigningDenied",
+            message: String::new(),
+        };
+        let e = build_event(&ev, "pod-a");
+        assert_eq!(e.metadata.namespace.as_deref(), Some("team-a"));
+        assert!(e.metadata.name.unwrap().starts_with("req-x7."));
+        let o = e.involved_object;
+        assert_eq!(o.kind.as_deref(), Some("PodCertificateRequest"));
+        assert_eq!(
+            o.api_version.as_deref(),
+            Some("certificates.k8s.io/v1beta1")
+        );
+        assert_eq!(o.namespace.as_deref(), Some("team-a"));
+        assert_eq!(o.uid.as_deref(), Some("u9"));
+        let odd = ObjectEvent {
+            name: "A".into(),
+            ..ev
+        };
+        assert!(build_event(&odd, "pod-a")
+            .metadata
+            .name
+            .unwrap()
+            .starts_with("pcr."));
     }
 
     #[test]
@@ -313,9 +371,12 @@ mod tests {
             recent: Arc::new(Mutex::new(Recent::default())),
             dedup_window: Duration::from_secs(600),
         };
-        let ev = |uid: &str, reason| CsrEvent {
-            csr_name: "c".into(),
-            csr_uid: uid.into(),
+        let ev = |uid: &str, reason| ObjectEvent {
+            kind: Kind::CertificateSigningRequest,
+            api_version: "certificates.k8s.io/v1",
+            namespace: None,
+            name: "c".into(),
+            uid: uid.into(),
             type_: EventType::Normal,
             reason,
             message: String::new(),
@@ -327,7 +388,7 @@ mod tests {
         drop(r);
         let mut got = Vec::new();
         while let Some(e) = rx.recv().await {
-            got.push((e.csr_uid, e.reason));
+            got.push((e.uid, e.reason));
         }
         assert_eq!(
             got,

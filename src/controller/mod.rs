@@ -1,28 +1,38 @@
-//! The only code that talks to the apiserver about CertificateSigningRequests.
+//! The only code that talks to the apiserver about CertificateSigningRequests and PodCertificateRequests.
+//! One core serves both kinds; what differs (API and version, key, phase, request fields, status patch)
+//! sits in `store::seen_csr`/`phase.rs` (CSR), `pcr.rs` (PCR) and `plan::Kind`.
 //!
 //! ```text
-//!  watch (one per signerName, fieldSelector spec.signerName=<name>)
-//!     │  every add/update, duplicates and replays included
+//!  CSR watch (one per signerName, fieldSelector spec.signerName=<name>, cluster-scoped)
+//!  PCR watch (one per signerName whose engine signs pods, same selector, all namespaces;
+//!             certificates.k8s.io/v1, else v1beta1, else none: discovery at startup)
+//!     │  every add/update, duplicates and replays included, folded into a kind-neutral `Seen`
 //!     ▼
-//!  store.rs: a metadata-light record per CSR; phase.rs says where it stands
+//!  store.rs: a metadata-light record per object; phase.rs / pcr.rs say where it stands
 //!     ▼
-//!  queue (dedup per CSR, per-key backoff) ──► worker.rs: engine.sign ──► plan.rs (pure) ──► write.rs
-//!                                                    │
-//!            Issued  → merge-patch /status {certificate} with metadata.resourceVersion precondition
-//!            Refused → merge-patch /status {conditions + one Failed} with the same precondition
-//!            Err     → transient: retry with backoff, never Failed
-//!            409     → re-read the CSR and decide again
+//!  queue (dedup per object, per-key backoff) ──► worker.rs: engine.sign | sign_pod ──► plan.rs (pure)
+//!                                                                                     ──► write.rs
+//!      CSR Issued  → merge-patch /status {certificate} with metadata.resourceVersion precondition
+//!      CSR Refused → merge-patch /status {conditions + one Failed} with the same precondition
+//!      PCR Issued  → merge-patch /status {conditions [Issued], certificateChain, notBefore, notAfter,
+//!                    beginRefreshAt} with the same precondition (one write: the status is final)
+//!      PCR Refused → merge-patch /status {conditions [Denied | Failed]} with the same precondition
+//!      Err         → transient: retry with backoff, never a terminal condition
+//!      409         → re-read the object and decide again
+//!      404         → deleted (a PCR's cleaner deletes it 15 min after creation): forget it
 //! ```
 //!
 //! Exactly-once issuance does not rest on this process's memory: every write carries the
 //! resourceVersion the decision was made on, and the apiserver refuses to change a certificate once
-//! set, so a replayed event, a restart or a second replica can at worst cause a 409.
+//! set (a PCR's whole status once terminal), so a replayed event, a restart or a second replica can at
+//! worst cause a 409.
 
 pub mod backoff;
 mod ca_reload;
 pub(crate) use ca_reload::set_ca_gauges;
 pub mod client;
 pub mod events;
+pub mod pcr;
 pub mod phase;
 pub mod plan;
 pub mod queue;
@@ -40,6 +50,7 @@ use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use kube::api::Api;
 use kube::runtime::watcher;
 use kube::runtime::WatchStreamExt;
+use kube::{Resource, ResourceExt};
 use tokio::sync::watch;
 
 use crate::audit::{AuditFile, Confirmed, Record};
@@ -47,11 +58,13 @@ use crate::engine::Engine;
 use crate::metrics::{status_code, ApiOperation, Metrics};
 use crate::server::Readiness;
 use backoff::Backoff;
-use events::{CsrEvent, EventRecorder, EventType};
+use events::{EventRecorder, EventType, ObjectEvent};
+use pcr::PcrVersion;
 pub use phase::{phase_of, Phase};
+use plan::Kind;
 use queue::WorkQueue;
 use ratelimit::TokenBucket;
-use store::{Key, Observed, Store};
+use store::{Key, Observed, Seen, Store};
 pub use write::path_segment;
 use write::StatusWriter;
 
@@ -94,7 +107,7 @@ impl ControllerConfig {
 
 /// State shared between watchers, workers and housekeeping.
 struct Shared {
-    kind: plan::Kind,
+    client: kube::Client,
     engine: Arc<Engine>,
     signer_names: Vec<String>,
     metrics: Arc<Metrics>,
@@ -105,8 +118,9 @@ struct Shared {
     writer: StatusWriter,
     events: EventRecorder,
     leader: watch::Receiver<bool>,
-    watch_api: Api<CertificateSigningRequest>,
     watch_backoff_max: Duration,
+    /// The (signer, kind) pairs watched: every signer's CSRs, and PCRs once discovery found the API.
+    watched: Mutex<Vec<(usize, Kind)>>,
     audit: Option<Arc<AuditFile>>,
     /// Reported in audit records.
     identity: String,
@@ -147,40 +161,33 @@ impl Shared {
             .remove(key)
     }
 
-    /// Folds one observed version of a CSR into the store and queues it when it needs a decision.
-    fn apply(&self, signer: usize, csr: &CertificateSigningRequest) {
-        self.observe(signer, csr, Confirmed::Watch);
+    /// Folds one observed version of an object into the store and queues it when it needs a decision.
+    fn apply(&self, seen: Seen) {
+        self.observe(seen, Confirmed::Watch);
     }
 
     /// `apply`, saying how the version was obtained (for a certificate confirmed by it).
-    fn observe(&self, signer: usize, csr: &CertificateSigningRequest, via: Confirmed) {
-        let Some(name) = csr.metadata.name.as_deref() else {
-            return;
-        };
-        // The server-side selector already filters; this guards against a server ignoring it.
-        if csr.spec.signer_name != self.signer_names[signer] {
-            return;
+    fn observe(&self, seen: Seen, via: Confirmed) {
+        let key = seen.key.clone();
+        if !matches!(seen.phase, Phase::Approved | Phase::Pending) {
+            self.settle_unconfirmed(&key, seen.certificate.as_deref(), via);
         }
-        let key = Key {
-            signer,
-            name: Arc::from(name),
-        };
-        if !matches!(phase_of(csr), Phase::Approved | Phase::Pending) {
-            self.settle_unconfirmed(&key, csr, via);
-        }
-        match self.store.observe(&key, csr, SystemTime::now()) {
+        match self.store.observe(seen, SystemTime::now()) {
             Observed::Stale => {}
             Observed::Queue => self.queue.add(key),
             Observed::FirstSeenPending { uid } => {
                 if self.is_leader() {
-                    self.events.record(CsrEvent {
-                        csr_name: name.to_string(),
-                        csr_uid: uid,
+                    self.events.record(ObjectEvent {
+                        kind: key.kind,
+                        api_version: self.api_version(key.kind),
+                        namespace: key.namespace.as_deref().map(str::to_string),
+                        name: key.name.to_string(),
+                        uid,
                         type_: EventType::Normal,
                         reason: "WaitingForApproval",
                         message: format!(
                             "waiting for approval; {} will sign once the request is approved",
-                            self.signer_names[signer]
+                            self.signer_names[key.signer]
                         ),
                     });
                 }
@@ -189,22 +196,30 @@ impl Shared {
         }
     }
 
-    /// The CSR reached a final state: a certificate we wrote without an answer is issued if it is the
-    /// one there; otherwise it was never used (its `signed` record says what was signed).
-    fn settle_unconfirmed(&self, key: &Key, csr: &CertificateSigningRequest, via: Confirmed) {
+    /// The API version objects of `kind` are read and written in.
+    fn api_version(&self, kind: Kind) -> &'static str {
+        match kind {
+            Kind::CertificateSigningRequest => "certificates.k8s.io/v1",
+            Kind::PodCertificateRequest => self.writer.pcr_version().api_version(),
+        }
+    }
+
+    /// The object reached a final state: a certificate we wrote without an answer is issued if it is
+    /// the one there; otherwise it was never used (its `signed` record says what was signed).
+    fn settle_unconfirmed(&self, key: &Key, on_object: Option<&[u8]>, via: Confirmed) {
         let Some(u) = self.take_unconfirmed(key) else {
             return;
         };
-        let on_csr = csr.status.as_ref().and_then(|s| s.certificate.as_ref());
-        if on_csr.is_some_and(|c| c.0 == u.certificate) {
+        if on_object == Some(u.certificate.as_slice()) {
             worker::confirm_unconfirmed(self, key, u, via);
         } else {
             tracing::info!(
-                csr = %key.name,
+                csr = key.csr_name().map(tracing::field::display),
+                pcr = key.pcr_name(),
                 signer = %self.signer_names[key.signer],
                 serial = %u.record.serial,
                 sha256 = %u.record.sha256,
-                "a certificate signed for this CSR was not used: the CSR holds another or none"
+                "a certificate signed for this request was not used: the object holds another or none"
             );
         }
     }
@@ -217,11 +232,15 @@ impl Shared {
 
     /// Updates the approved-not-issued gauges from the store.
     fn update_gauges(&self) {
-        let backlog = self
-            .store
-            .backlog(self.signer_names.len(), SystemTime::now());
-        for (name, (count, oldest)) in self.signer_names.iter().zip(backlog) {
-            self.metrics.set_backlog(name, count, oldest);
+        let watched = self
+            .watched
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let backlog = self.store.backlog(&watched, SystemTime::now());
+        for ((signer, kind), (count, oldest)) in watched.iter().zip(backlog) {
+            self.metrics
+                .set_backlog(&self.signer_names[*signer], kind.label(), count, oldest);
         }
     }
 
@@ -273,8 +292,11 @@ impl Controller {
         } else {
             (EventRecorder::disabled(), None)
         };
+        let watched = (0..signer_names.len())
+            .map(|s| (s, Kind::CertificateSigningRequest))
+            .collect();
         let shared = Arc::new(Shared {
-            kind: plan::Kind::CertificateSigningRequest,
+            client: client.clone(),
             engine,
             signer_names,
             readiness,
@@ -289,8 +311,8 @@ impl Controller {
             metrics,
             events,
             leader,
-            watch_api: Api::all(client),
             watch_backoff_max: cfg.watch_backoff_max,
+            watched: Mutex::new(watched),
             audit: cfg.audit.clone(),
             identity: cfg.identity.clone(),
             unconfirmed: Mutex::new(HashMap::new()),
@@ -309,8 +331,15 @@ impl Controller {
         let shared = self.shared.clone();
         let mut background = tokio::task::JoinSet::new();
         for signer in 0..shared.signer_names.len() {
-            background.spawn(watch_signer(shared.clone(), signer));
+            background.spawn(watch_kind(
+                shared.clone(),
+                signer,
+                Kind::CertificateSigningRequest,
+                Api::<CertificateSigningRequest>::all(shared.client.clone()),
+                store::seen_csr,
+            ));
         }
+        background.spawn(start_pcr_watches(shared.clone()));
         background.spawn(leadership_changes(shared.clone()));
         background.spawn(gauges(shared.clone()));
         let reload = shared.clone();
@@ -350,9 +379,92 @@ impl Controller {
     }
 }
 
-async fn watch_signer(shared: Arc<Shared>, signer: usize) {
+/// Finds the served PCR version and starts a PCR watch for every signer whose engine signs pods. The
+/// CSR watches run meanwhile: a cluster without PCRs (1.35/1.36 without opt-in) is logged once, and
+/// a failed discovery is retried.
+async fn start_pcr_watches(shared: Arc<Shared>) {
+    let signers: Vec<usize> = shared
+        .engine
+        .signers()
+        .enumerate()
+        .filter(|(_, s)| s.signs_pods())
+        .map(|(i, _)| i)
+        .collect();
+    if signers.is_empty() {
+        return;
+    }
+    let mut delay = Duration::from_millis(500);
+    let served = loop {
+        match pcr::discover(&shared.client).await {
+            Ok(Some(v)) => break v,
+            Ok(None) => {
+                tracing::warn!(
+                    signers = ?signers.iter().map(|&s| &shared.signer_names[s]).collect::<Vec<_>>(),
+                    "the cluster serves no PodCertificateRequest API (certificates.k8s.io/v1 or v1beta1): pod certificates are not signed, CSRs are"
+                );
+                return;
+            }
+            Err(e) => {
+                shared
+                    .metrics
+                    .api_error(ApiOperation::List, crate::metrics::status_code(&e));
+                tracing::warn!(error = %crate::error::chain(&e), "API discovery for PodCertificateRequests failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(shared.watch_backoff_max.max(Duration::from_secs(1)));
+            }
+        }
+    };
+    shared.writer.set_pcr_served(served);
+    let version = served.version;
+    tracing::info!(api_version = version.api_version(), signers = ?signers.iter().map(|&s| &shared.signer_names[s]).collect::<Vec<_>>(), "watching PodCertificateRequests");
+    let mut watches = tokio::task::JoinSet::new();
+    for signer in signers {
+        shared.metrics.init_kind(
+            &shared.signer_names[signer],
+            Kind::PodCertificateRequest.label(),
+        );
+        shared
+            .watched
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((signer, Kind::PodCertificateRequest));
+        let shared = shared.clone();
+        match version {
+            PcrVersion::V1 => watches.spawn(watch_kind(
+                shared.clone(),
+                signer,
+                Kind::PodCertificateRequest,
+                Api::<k8s_openapi::api::certificates::v1::PodCertificateRequest>::all(
+                    shared.client.clone(),
+                ),
+                pcr::seen_v1,
+            )),
+            PcrVersion::V1beta1 => watches.spawn(watch_kind(
+                shared.clone(),
+                signer,
+                Kind::PodCertificateRequest,
+                Api::<k8s_openapi::api::certificates::v1beta1::PodCertificateRequest>::all(
+                    shared.client.clone(),
+                ),
+                pcr::seen_v1beta1,
+            )),
+        };
+    }
+    // The watches live as long as this task (aborted with the other background tasks).
+    while watches.join_next().await.is_some() {}
+}
+
+/// One watch: a signer's objects of one kind, folded into the store through `seen_of`.
+async fn watch_kind<K>(
+    shared: Arc<Shared>,
+    signer: usize,
+    kind: Kind,
+    api: Api<K>,
+    seen_of: fn(usize, &str, &K) -> Option<Seen>,
+) where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
     let name = shared.signer_names[signer].clone();
-    let api = shared.watch_api.clone();
     let cfg = watcher::Config::default().fields(&format!("spec.signerName={name}"));
     // Not `default_backoff()`: client-go's reflector numbers (0.8 s doubling to 30 s, reset only after
     // two quiet minutes) leave a signer idle for up to 30 s after the apiserver is back.
@@ -360,43 +472,54 @@ async fn watch_signer(shared: Arc<Shared>, signer: usize) {
         .backoff(WatchBackoff::new(shared.watch_backoff_max))
         .boxed();
     let mut synced = false;
-    let mut relist: Option<HashSet<String>> = None;
+    let mut relist: Option<HashSet<Key>> = None;
+    let key_of = |o: &K| Key {
+        signer,
+        kind,
+        namespace: o.namespace().map(Arc::from),
+        name: Arc::from(o.name_any()),
+    };
     while let Some(ev) = stream.next().await {
         match ev {
-            Ok(watcher::Event::Apply(csr)) => shared.apply(signer, &csr),
-            Ok(watcher::Event::Delete(csr)) => {
-                if let Some(uid) = csr.metadata.uid.as_deref() {
-                    shared.events.forget(uid);
-                }
-                if let Some(n) = csr.metadata.name.as_deref() {
-                    shared.remove(&Key {
-                        signer,
-                        name: Arc::from(n),
-                    });
+            Ok(watcher::Event::Apply(o)) => {
+                if let Some(seen) = seen_of(signer, &name, &o) {
+                    shared.apply(seen);
                 }
             }
-            Ok(watcher::Event::Init) => relist = Some(HashSet::new()),
-            Ok(watcher::Event::InitApply(csr)) => {
-                if let (Some(seen), Some(n)) = (relist.as_mut(), csr.metadata.name.as_deref()) {
-                    seen.insert(n.to_string());
+            Ok(watcher::Event::Delete(o)) => {
+                if let Some(uid) = o.uid() {
+                    shared.events.forget(&uid);
                 }
-                shared.apply(signer, &csr);
+                shared.remove(&key_of(&o));
+            }
+            Ok(watcher::Event::Init) => relist = Some(HashSet::new()),
+            Ok(watcher::Event::InitApply(o)) => {
+                if let Some(seen) = relist.as_mut() {
+                    seen.insert(key_of(&o));
+                }
+                if let Some(seen) = seen_of(signer, &name, &o) {
+                    shared.apply(seen);
+                }
             }
             Ok(watcher::Event::InitDone) => {
                 if let Some(seen) = relist.take() {
                     if synced {
-                        tracing::info!(signer = %name, csrs = seen.len(), "relisted after a watch failure");
+                        tracing::info!(signer = %name, kind = kind.label(), objects = seen.len(), "relisted after a watch failure");
                     }
-                    // CSRs deleted while the watch was down never sent a Delete.
-                    shared.store.retain_listed(signer, &seen);
+                    // Objects deleted while the watch was down never sent a Delete.
+                    shared.store.retain_listed(signer, kind, &seen);
                     shared
                         .backoff()
-                        .retain(|k| k.signer != signer || seen.contains(k.name.as_ref()));
+                        .retain(|k| k.signer != signer || k.kind != kind || seen.contains(k));
                 }
                 if !synced {
                     synced = true;
-                    shared.readiness.mark_synced();
-                    tracing::info!(signer = %name, "watch synced");
+                    // Readiness counts the CSR watches (one per signer); a PCR watch that cannot
+                    // sync shows in its logs and watch_restarts_total{kind="pcr"}.
+                    if kind == Kind::CertificateSigningRequest {
+                        shared.readiness.mark_synced();
+                    }
+                    tracing::info!(signer = %name, kind = kind.label(), "watch synced");
                 }
             }
             Err(e) => {
@@ -412,13 +535,13 @@ async fn watch_signer(shared: Arc<Shared>, signer: usize) {
                 shared
                     .metrics
                     .watch_restarts
-                    .with_label_values(&[name.as_str()])
+                    .with_label_values(&[name.as_str(), kind.label()])
                     .inc();
                 // 410 Gone is routine (history compacted): the watcher relists by itself.
                 if code == 410 {
-                    tracing::info!(signer = %name, error = %e, "watch expired; relisting");
+                    tracing::info!(signer = %name, kind = kind.label(), error = %e, "watch expired; relisting");
                 } else {
-                    tracing::warn!(signer = %name, error = %e, "watch failed; retrying");
+                    tracing::warn!(signer = %name, kind = kind.label(), error = %e, "watch failed; retrying");
                 }
             }
         }

@@ -16,17 +16,35 @@ use crate::engine::{Decision, Issued};
 use crate::metrics::Outcome;
 
 /// The resource kinds a signer writes certificates to. Everything kind-specific about a status write is
-/// behind this enum, so the worker and the plan serve a second kind (PodCertificateRequest) unchanged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// behind this enum, so the worker and the plan serve both kinds with one code path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
     CertificateSigningRequest,
+    /// KEP-4317: no approval step; the signer writes one terminal condition (Issued, Denied or Failed),
+    /// and with Issued the chain and its times, in one status write.
+    PodCertificateRequest,
 }
 
 impl Kind {
-    /// The merge patch that writes a certificate, guarded by the resourceVersion the decision was made on.
-    fn issued_patch(self, resource_version: &str, issued: &Issued) -> serde_json::Value {
-        use base64::Engine as _;
+    /// The `kind` label of the per-request metrics (a closed set: csr, pcr).
+    pub fn label(self) -> &'static str {
         match self {
+            Kind::CertificateSigningRequest => "csr",
+            Kind::PodCertificateRequest => "pcr",
+        }
+    }
+
+    /// The merge patch that writes a certificate, guarded by the resourceVersion the decision was made on.
+    /// `None` when the engine's answer lacks what this kind's status requires (a PCR needs beginRefreshAt).
+    fn issued_patch(
+        self,
+        resource_version: &str,
+        issued: &Issued,
+        message: &str,
+        now: SystemTime,
+    ) -> Option<serde_json::Value> {
+        use base64::Engine as _;
+        Some(match self {
             Kind::CertificateSigningRequest => serde_json::json!({
                 "metadata": { "resourceVersion": resource_version },
                 "status": {
@@ -34,28 +52,88 @@ impl Kind {
                         .encode(issued.certificate_pem.as_bytes()),
                 },
             }),
-        }
+            // The apiserver checks notBefore/notAfter equal the leaf's and beginRefreshAt lies within
+            // [notBefore+10m, notAfter-10m]; metav1.Time is whole seconds, as the engine's times are.
+            Kind::PodCertificateRequest => serde_json::json!({
+                "metadata": { "resourceVersion": resource_version },
+                "status": {
+                    "conditions": [pcr_condition("Issued", "Issued", message, now)],
+                    "certificateChain": issued.certificate_pem,
+                    "notBefore": rfc3339(issued.not_before),
+                    "notAfter": rfc3339(issued.not_after),
+                    "beginRefreshAt": rfc3339(issued.begin_refresh_at?),
+                },
+            }),
+        })
     }
 
-    /// The merge patch that adds one `Failed` condition. A merge patch replaces the whole list, so every
-    /// existing condition (Approved above all) is carried over as it was.
+    /// The merge patch that records a refusal. A CSR gets one `Failed` condition added; a merge patch
+    /// replaces the whole list, so every existing condition (Approved above all) is carried over as it
+    /// was. A PCR gets its single terminal condition: Denied (policy) or Failed (signer-side, permanent).
     fn refused_patch(
         self,
         resource_version: &str,
         conditions: &[CertificateSigningRequestCondition],
-        failed: CertificateSigningRequestCondition,
+        refusal: &crate::engine::Refusal,
+        now: SystemTime,
     ) -> serde_json::Value {
+        let reason = refusal.reason.as_str();
         match self {
             Kind::CertificateSigningRequest => {
                 let mut all = conditions.to_vec();
-                all.push(failed);
+                all.push(CertificateSigningRequestCondition {
+                    type_: "Failed".to_string(),
+                    status: "True".to_string(),
+                    reason: Some(reason.to_string()),
+                    message: Some(refusal.message.clone()),
+                    last_update_time: Some(Time(timestamp(now))),
+                    last_transition_time: None,
+                });
                 serde_json::json!({
                     "metadata": { "resourceVersion": resource_version },
                     "status": { "conditions": all },
                 })
             }
+            Kind::PodCertificateRequest => serde_json::json!({
+                "metadata": { "resourceVersion": resource_version },
+                "status": {
+                    "conditions": [pcr_condition(
+                        refusal.reason.pcr_condition(),
+                        reason,
+                        &refusal.message,
+                        now,
+                    )],
+                },
+            }),
         }
     }
+
+    /// The event reason of a refusal: what `kubectl describe` shows next to the message.
+    fn refused_event_reason(self, refusal: &crate::engine::Refusal) -> &'static str {
+        match self {
+            Kind::PodCertificateRequest if refusal.reason.pcr_condition() == "Denied" => {
+                "SigningDenied"
+            }
+            _ => "SigningFailed",
+        }
+    }
+}
+
+/// A PCR's terminal condition (metav1.Condition: reason and lastTransitionTime are required; the message
+/// is capped at the API's 32768 characters).
+fn pcr_condition(type_: &str, reason: &str, message: &str, now: SystemTime) -> serde_json::Value {
+    let message: String = message.chars().take(32_768).collect();
+    serde_json::json!({
+        "type": type_,
+        "status": "True",
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": rfc3339(now),
+    })
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
 }
 
 /// What the engine answered for one snapshot.
@@ -136,20 +214,37 @@ pub fn plan(
             let requested = issued
                 .requested_seconds
                 .map_or_else(|| "none".to_string(), |s| format!("{s}s"));
+            let message = format!(
+                "issued certificate serial {} valid until {not_after}; granted {}s (requested {requested}, {})",
+                issued.serial,
+                issued.granted_seconds,
+                issued.lifetime.describe()
+            );
+            let Some(write) = kind.issued_patch(subject.resource_version, issued, &message, now)
+            else {
+                // An engine answer this kind cannot record is the engine's bug: never a terminal
+                // condition, retried (and visible) like any internal error.
+                return plan(
+                    kind,
+                    phase,
+                    subject,
+                    &Signed::Error {
+                        class: "Internal",
+                        message: "the engine issued no refresh time for a pod certificate"
+                            .to_string(),
+                    },
+                    now,
+                );
+            };
             Plan {
-                write: Some(kind.issued_patch(subject.resource_version, issued)),
+                write: Some(write),
                 outcome: Outcome::Issued,
                 reason: "None",
                 message: String::new(),
                 event: Some(PlannedEvent {
                     type_: EventType::Normal,
                     reason: "Issued",
-                    message: format!(
-                        "issued certificate serial {} valid until {not_after}; granted {}s (requested {requested}, {})",
-                        issued.serial,
-                        issued.granted_seconds,
-                        issued.lifetime.describe()
-                    ),
+                    message,
                 }),
                 issued: Some(IssuedFacts {
                     serial: issued.serial.clone(),
@@ -163,26 +258,19 @@ pub fn plan(
         }
         Signed::Decision(Decision::Refused(refusal)) => {
             let reason = refusal.reason.as_str();
-            let failed = CertificateSigningRequestCondition {
-                type_: "Failed".to_string(),
-                status: "True".to_string(),
-                reason: Some(reason.to_string()),
-                message: Some(refusal.message.clone()),
-                last_update_time: Some(Time(timestamp(now))),
-                last_transition_time: None,
-            };
             Plan {
                 write: Some(kind.refused_patch(
                     subject.resource_version,
                     subject.conditions,
-                    failed,
+                    refusal,
+                    now,
                 )),
                 outcome: Outcome::Failed,
                 reason,
                 message: refusal.message.clone(),
                 event: Some(PlannedEvent {
                     type_: EventType::Warning,
-                    reason: "SigningFailed",
+                    reason: kind.refused_event_reason(refusal),
                     message: format!("{reason}: {}", refusal.message),
                 }),
                 issued: None,

@@ -156,3 +156,109 @@ fn write_errors_reread_on_conflict_forget_on_gone_and_retry_otherwise() {
         assert_eq!(after_write_error(code), AfterWriteError::Retry, "{code}");
     }
 }
+
+fn run_pcr(signed: &Signed) -> Option<Plan> {
+    plan(
+        Kind::PodCertificateRequest,
+        Phase::Approved,
+        Subject {
+            resource_version: "42",
+            conditions: &[],
+        },
+        signed,
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+    )
+}
+
+fn issued_pod() -> Signed {
+    let Signed::Decision(Decision::Issued(mut i)) = issued() else {
+        unreachable!()
+    };
+    i.begin_refresh_at = Some(i.not_before + Duration::from_secs(1950));
+    Signed::Decision(Decision::Issued(i))
+}
+
+#[test]
+fn a_pcr_is_issued_in_one_write_with_its_condition_chain_and_whole_second_times() {
+    let p = run_pcr(&issued_pod()).unwrap();
+    assert_eq!(
+        (p.outcome, p.reason, p.retry),
+        (Outcome::Issued, "None", false)
+    );
+    let w = p.write.unwrap();
+    assert_eq!(w["metadata"]["resourceVersion"], "42");
+    let st = &w["status"];
+    assert!(st["certificateChain"]
+        .as_str()
+        .unwrap()
+        .starts_with("-----BEGIN CERTIFICATE-----"));
+    assert!(st.get("certificate").is_none());
+    assert_eq!(st["notBefore"], "2027-01-15T07:55:00Z");
+    assert_eq!(st["notAfter"], "2027-01-15T09:00:00Z");
+    assert_eq!(st["beginRefreshAt"], "2027-01-15T08:27:30Z");
+    let conds = st["conditions"].as_array().unwrap();
+    assert_eq!(conds.len(), 1, "exactly one terminal condition");
+    assert_eq!(conds[0]["type"], "Issued");
+    assert_eq!(conds[0]["status"], "True");
+    assert_eq!(conds[0]["reason"], "Issued");
+    assert_eq!(conds[0]["lastTransitionTime"], "2027-01-15T08:00:00Z");
+    assert!(conds[0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("serial 0a1b"));
+    assert_eq!(p.event.unwrap().reason, "Issued");
+}
+
+#[test]
+fn a_pcr_issuance_without_a_refresh_time_is_an_internal_error_not_a_write() {
+    let p = run_pcr(&issued()).unwrap();
+    assert_eq!((p.outcome, p.reason), (Outcome::Error, "Internal"));
+    assert!(p.retry && p.write.is_none());
+}
+
+#[test]
+fn a_pcr_refusal_is_its_single_denied_or_failed_condition() {
+    for reason in Reason::ALL {
+        let p = run_pcr(&refused(reason)).unwrap();
+        assert_eq!(
+            (p.outcome, p.reason, p.retry),
+            (Outcome::Failed, reason.as_str(), false)
+        );
+        let w = p.write.unwrap();
+        let st = w["status"].as_object().unwrap();
+        assert_eq!(
+            st.len(),
+            1,
+            "Denied/Failed: conditions is the only status field"
+        );
+        let conds = st["conditions"].as_array().unwrap();
+        assert_eq!(conds.len(), 1);
+        let c = &conds[0];
+        assert_eq!(c["type"], reason.pcr_condition());
+        assert!(["Denied", "Failed"].contains(&c["type"].as_str().unwrap()));
+        assert_eq!(c["status"], "True");
+        assert_eq!(c["reason"], reason.as_str());
+        assert_eq!(c["message"], "the message");
+        assert_eq!(c["lastTransitionTime"], "2027-01-15T08:00:00Z");
+        let ev = p.event.unwrap();
+        let expected = if reason.pcr_condition() == "Denied" {
+            "SigningDenied"
+        } else {
+            "SigningFailed"
+        };
+        assert_eq!((ev.type_, ev.reason), (EventType::Warning, expected));
+    }
+    // Transient errors stay transient for PCRs too: no terminal condition.
+    let p = run_pcr(&Signed::Error {
+        class: "CaUnavailable",
+        message: "boom".into(),
+    })
+    .unwrap();
+    assert!(p.retry && p.write.is_none());
+}
+
+#[test]
+fn kind_labels_are_a_closed_set() {
+    assert_eq!(Kind::CertificateSigningRequest.label(), "csr");
+    assert_eq!(Kind::PodCertificateRequest.label(), "pcr");
+}

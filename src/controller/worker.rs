@@ -6,12 +6,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::watch;
 
-use super::events::CsrEvent;
+use super::events::ObjectEvent;
 use super::plan::{self, AfterWriteError, Plan, Signed, Subject, API_ERROR};
-use super::store::{Key, Snapshot};
+use super::store::{Key, Request, Snapshot};
 use super::{Shared, Unconfirmed};
 use crate::audit::{self, Confirmed, Event, Record};
-use crate::engine::{Decision, SignRequest};
+use crate::engine::{Decision, PodRequest, SignRequest};
 use crate::metrics::Outcome;
 
 /// The error class of a signature dropped because its audit record could not be written.
@@ -77,8 +77,12 @@ async fn process(shared: &Arc<Shared>, key: &Key) -> Step {
     }
     let signer = shared.signer_names[key.signer].as_str();
     let started = Instant::now();
+    let snap = match with_legacy_key(shared, key, snap).await {
+        Ok(snap) => snap,
+        Err((snap, e)) => return api_trouble(shared, key, &snap, e, started),
+    };
     let (signed, record) = sign(shared, key, signer, &snap).await;
-    let Some(plan) = make_plan(shared, &snap, &signed) else {
+    let Some(plan) = make_plan(key, &snap, &signed) else {
         return Step::Done;
     };
     let Some(patch) = &plan.write else {
@@ -86,7 +90,7 @@ async fn process(shared: &Arc<Shared>, key: &Key) -> Step {
     };
     // A certificate from an earlier attempt that never showed up is superseded by this one.
     shared.take_unconfirmed(key);
-    match shared.writer.write(&key.name, patch).await {
+    match shared.writer.write(key, signer, patch).await {
         Ok(written) => {
             record_written(
                 shared,
@@ -97,13 +101,16 @@ async fn process(shared: &Arc<Shared>, key: &Key) -> Step {
                 record.as_ref(),
                 Confirmed::Write,
             );
-            shared.apply(key.signer, &written);
+            if let Some(seen) = written {
+                shared.apply(seen);
+            }
             Step::Done
         }
         Err((code, e)) => {
             // The write may have been applied even though it failed (the answer was lost, a 5xx after
             // the commit, or a 409 on the client's own retry of such a write): until the CSR is seen
             // again, remember what we sent, so finding it there counts it as issued, once.
+            // (A CSR holds the PEM bytes as written, a PCR the chain string: the same bytes.)
             if let (Signed::Decision(Decision::Issued(issued)), Some(record)) = (&signed, &record) {
                 shared.remember_unconfirmed(
                     key,
@@ -122,7 +129,7 @@ async fn process(shared: &Arc<Shared>, key: &Key) -> Step {
                     Step::Done
                 }
                 AfterWriteError::Reread => {
-                    tracing::debug!(csr = %key.name, signer = %signer, "conflict on status write; re-reading");
+                    tracing::debug!(csr = key.csr_name().map(tracing::field::display), pcr = key.pcr_name(), signer = %signer, "conflict on status write; re-reading");
                     reread(shared, key, &snap, e, started, Step::Again).await
                 }
                 AfterWriteError::Retry if record.is_some() => {
@@ -135,7 +142,37 @@ async fn process(shared: &Arc<Shared>, key: &Key) -> Step {
     }
 }
 
-/// Reads the CSR again after a failed write; `then` when it still waits for a decision.
+/// A PCR that shows no key through v1 (made by a 1.35 kubelet through v1beta1 with the legacy fields)
+/// gets them from one read through v1beta1; everything else passes unchanged. The spec is immutable, so
+/// the key read now is the key of the version the decision is written against.
+async fn with_legacy_key(
+    shared: &Shared,
+    key: &Key,
+    snap: Snapshot,
+) -> Result<Snapshot, (Snapshot, kube::Error)> {
+    let Request::Pod(p) = &snap.work.request else {
+        return Ok(snap);
+    };
+    if !p.lacks_key() {
+        return Ok(snap);
+    }
+    let (pkix, pop) = match shared.writer.legacy_key(key).await {
+        Ok(Some(k)) => k,
+        Ok(None) => return Ok(snap),
+        Err(e) => return Err((snap, e)),
+    };
+    let mut pod = p.clone();
+    pod.pkix_public_key = Some(pkix);
+    pod.proof_of_possession = Some(pop);
+    let work = Arc::new(super::store::Work {
+        requester: snap.work.requester.clone(),
+        conditions: Vec::new(),
+        request: Request::Pod(pod),
+    });
+    Ok(Snapshot { work, ..snap })
+}
+
+/// Reads the object again after a failed write; `then` when it still waits for a decision.
 async fn reread(
     shared: &Arc<Shared>,
     key: &Key,
@@ -144,13 +181,13 @@ async fn reread(
     started: Instant,
     then: Step,
 ) -> Step {
-    match shared.writer.reread(&key.name).await {
-        Ok(Some(csr)) => {
-            shared.observe(key.signer, &csr, Confirmed::Reread);
+    let signer = shared.signer_names[key.signer].as_str();
+    match shared.writer.reread(key, signer).await {
+        Ok(Some(seen)) => {
+            let waiting = plan::wants_decision(seen.phase);
+            shared.observe(seen, Confirmed::Reread);
             match then {
-                Step::Retry if plan::wants_decision(super::phase_of(&csr)) => {
-                    api_trouble(shared, key, snap, write_error, started)
-                }
+                Step::Retry if waiting => api_trouble(shared, key, snap, write_error, started),
                 Step::Retry => Step::Done,
                 other => other,
             }
@@ -163,9 +200,9 @@ async fn reread(
     }
 }
 
-fn make_plan(shared: &Shared, snap: &Snapshot, signed: &Signed) -> Option<Plan> {
+fn make_plan(key: &Key, snap: &Snapshot, signed: &Signed) -> Option<Plan> {
     plan::plan(
-        shared.kind,
+        key.kind,
         snap.phase,
         Subject {
             resource_version: &snap.resource_version,
@@ -189,13 +226,15 @@ async fn sign(
     let name = signer.to_string();
     let audit_file = shared.audit.clone();
     let metrics = shared.metrics.clone();
+    let kind = key.kind.label();
     let mut record = Record {
         time: String::new(),
         event: Event::Signed,
         signer: signer.to_string(),
-        csr: key.name.to_string(),
+        // A PCR as namespace/name.
+        csr: key.to_string(),
         uid: snap.uid.clone(),
-        requester: snap.work.username.clone(),
+        requester: snap.work.requester.clone(),
         serial: String::new(),
         not_before: String::new(),
         not_after: String::new(),
@@ -207,16 +246,38 @@ async fn sign(
         let s = engine
             .signer(&name)
             .ok_or_else(|| crate::Error::UnknownSigner(name.clone()))?;
-        let req = SignRequest {
-            request: &work.request,
-            usages: &work.usages,
-            expiration_seconds: work.expiration_seconds,
-            annotations: work.annotations.as_ref(),
-            username: &work.username,
-            groups: &work.groups,
-        };
         let t = Instant::now();
-        let d = s.sign(&req, SystemTime::now());
+        let d = match &work.request {
+            Request::Csr(c) => s.sign(
+                &SignRequest {
+                    request: &c.request,
+                    usages: &c.usages,
+                    expiration_seconds: c.expiration_seconds,
+                    annotations: c.annotations.as_ref(),
+                    username: &c.username,
+                    groups: &c.groups,
+                },
+                SystemTime::now(),
+            ),
+            Request::Pod(p) => s.sign_pod(
+                &PodRequest {
+                    namespace: &p.namespace,
+                    pod_name: &p.pod_name,
+                    pod_uid: &p.pod_uid,
+                    service_account_name: &p.service_account_name,
+                    service_account_uid: &p.service_account_uid,
+                    node_name: &p.node_name,
+                    node_uid: &p.node_uid,
+                    max_expiration_seconds: p.max_expiration_seconds,
+                    stub_pkcs10_request: (!p.stub_pkcs10_request.is_empty())
+                        .then_some(p.stub_pkcs10_request.as_slice()),
+                    pkix_public_key: p.pkix_public_key.as_deref(),
+                    proof_of_possession: p.proof_of_possession.as_deref(),
+                    unverified_user_annotations: p.unverified_user_annotations.as_ref(),
+                },
+                SystemTime::now(),
+            ),
+        };
         let took = t.elapsed();
         // Token errors, the ones recovered from by reconnecting included.
         if let Some(key) = s.ca().pkcs11_key() {
@@ -231,7 +292,7 @@ async fn sign(
                 // signing failure (transient, the certificate is dropped).
                 record.sha256 =
                     audit::leaf_sha256(issued.certificate_pem.as_bytes()).map_err(|error| {
-                        metrics.record_signed(&name);
+                        metrics.record_signed(&name, kind);
                         tracing::error!(csr = %record.csr, signer = %name, serial = %issued.serial, "certificate signed but not hashed for its audit record; discarded");
                         crate::Error::Crypto {
                             context: "hashing the issued certificate for the audit record",
@@ -252,11 +313,11 @@ async fn sign(
     .await;
     match res {
         Ok(Ok((Ok(decision), took, audited))) => {
-            shared.metrics.record_signing(signer, took);
+            shared.metrics.record_signing(signer, kind, took);
             let Some((record, written)) = audited else {
                 return (Signed::Decision(decision), None);
             };
-            shared.metrics.record_signed(signer);
+            shared.metrics.record_signed(signer, kind);
             log_record(&record, "certificate signed");
             match written {
                 Some(Err(e)) => {
@@ -361,7 +422,7 @@ fn api_trouble(
         class: API_ERROR,
         message: crate::error::chain(&e),
     };
-    match make_plan(shared, snap, &signed) {
+    match make_plan(key, snap, &signed) {
         Some(plan) => transient(shared, key, snap, &plan, started),
         None => Step::Done,
     }
@@ -369,11 +430,14 @@ fn api_trouble(
 
 fn transient(shared: &Shared, key: &Key, snap: &Snapshot, plan: &Plan, started: Instant) -> Step {
     let signer = shared.signer_names[key.signer].as_str();
-    shared.metrics.decision(signer, Outcome::Error, plan.reason);
+    shared
+        .metrics
+        .decision(signer, key.kind.label(), Outcome::Error, plan.reason);
     tracing::warn!(
-        csr = %key.name,
+        csr = key.csr_name().map(tracing::field::display),
+        pcr = key.pcr_name(),
         signer = %signer,
-        requester = %snap.work.username,
+        requester = %snap.work.requester,
         outcome = "error",
         reason = plan.reason,
         error = %plan.message,
@@ -401,13 +465,18 @@ fn record_written(
                 audit_issued(shared, r, via);
             }
             let latency = issuance_latency(snap, SystemTime::now());
-            shared
-                .metrics
-                .record_issued(signer, latency, facts.granted_seconds, facts.lifetime);
+            shared.metrics.record_issued(
+                signer,
+                key.kind.label(),
+                latency,
+                facts.granted_seconds,
+                facts.lifetime,
+            );
             tracing::info!(
-                csr = %key.name,
+                csr = key.csr_name().map(tracing::field::display),
+                pcr = key.pcr_name(),
                 signer = %signer,
-                requester = %snap.work.username,
+                requester = %snap.work.requester,
                 outcome = "issued",
                 reason = plan.reason,
                 uid = %snap.uid,
@@ -424,11 +493,14 @@ fn record_written(
             );
         }
         (None, outcome) => {
-            shared.metrics.decision(signer, outcome, plan.reason);
+            shared
+                .metrics
+                .decision(signer, key.kind.label(), outcome, plan.reason);
             tracing::info!(
-                csr = %key.name,
+                csr = key.csr_name().map(tracing::field::display),
+                pcr = key.pcr_name(),
                 signer = %signer,
-                requester = %snap.work.username,
+                requester = %snap.work.requester,
                 outcome = outcome.as_str(),
                 reason = plan.reason,
                 message = %plan.message,
@@ -455,9 +527,12 @@ pub(super) fn confirm_unconfirmed(shared: &Shared, key: &Key, u: Unconfirmed, vi
 
 fn record_event(shared: &Shared, key: &Key, snap: &Snapshot, plan: &Plan) {
     if let Some(ev) = &plan.event {
-        shared.events.record(CsrEvent {
-            csr_name: key.name.to_string(),
-            csr_uid: snap.uid.clone(),
+        shared.events.record(ObjectEvent {
+            kind: key.kind,
+            api_version: shared.api_version(key.kind),
+            namespace: key.namespace.as_deref().map(str::to_string),
+            name: key.name.to_string(),
+            uid: snap.uid.clone(),
             type_: ev.type_,
             reason: ev.reason,
             message: ev.message.clone(),
@@ -465,8 +540,8 @@ fn record_event(shared: &Shared, key: &Key, snap: &Snapshot, plan: &Plan) {
     }
 }
 
-/// Approval → certificate written. The condition timestamp has one-second resolution; when this process
-/// watched the approval happen within that second, its own observation is the sharper start.
+/// Approval (a PCR: creation) → certificate written. The timestamp has one-second resolution; when this
+/// process watched the approval happen within that second, its own observation is the sharper start.
 fn issuance_latency(snap: &Snapshot, now: SystemTime) -> Duration {
     let start = match (snap.observed_approval, snap.approved_at) {
         (Some(obs), Some(at))
@@ -488,19 +563,22 @@ fn issuance_latency(snap: &Snapshot, now: SystemTime) -> Duration {
 mod tests {
     use super::*;
     use crate::controller::phase::Phase;
-    use crate::controller::store::Work;
+    use crate::controller::store::{CsrFields, Work};
 
     #[test]
     fn latency_prefers_a_sharp_observation_within_the_timestamp_second() {
         let now = SystemTime::now();
         let work = Arc::new(Work {
-            request: vec![],
-            usages: vec![],
-            expiration_seconds: None,
-            annotations: None,
-            username: String::new(),
-            groups: vec![],
+            requester: String::new(),
             conditions: vec![],
+            request: Request::Csr(CsrFields {
+                request: vec![],
+                usages: vec![],
+                expiration_seconds: None,
+                annotations: None,
+                username: String::new(),
+                groups: vec![],
+            }),
         });
         let snap = |obs, at| Snapshot {
             uid: String::new(),

@@ -3,16 +3,23 @@
 //! every failure is counted in `api_errors_total`.
 
 use std::borrow::Cow;
+use std::sync::OnceLock;
 
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use kube::api::{Api, Patch, PatchParams};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
+use super::pcr::{self, PcrVersion, Served};
+use super::plan::Kind;
 use super::ratelimit::TokenBucket;
+use super::store::{seen_csr, Key, Seen};
 use crate::metrics::{status_code, ApiOperation, Metrics};
 
 pub struct StatusWriter {
-    api: Api<CertificateSigningRequest>,
+    client: kube::Client,
+    csrs: Api<CertificateSigningRequest>,
+    /// The PCR versions discovery found; set before the first PCR watch starts.
+    pcr: OnceLock<Served>,
     limiter: TokenBucket,
     metrics: std::sync::Arc<Metrics>,
 }
@@ -24,45 +31,84 @@ impl StatusWriter {
         metrics: std::sync::Arc<Metrics>,
     ) -> StatusWriter {
         StatusWriter {
-            api: Api::all(client),
+            csrs: Api::all(client.clone()),
+            client,
+            pcr: OnceLock::new(),
             limiter,
             metrics,
         }
     }
 
-    /// Writes `patch` to `name`'s status. On error, returns the HTTP status (0: no response).
-    pub async fn write(
-        &self,
-        name: &str,
-        patch: &serde_json::Value,
-    ) -> Result<CertificateSigningRequest, (u16, kube::Error)> {
-        self.limiter.acquire().await;
-        self.api
-            .patch_status(
-                &path_segment(name),
-                &PatchParams::default(),
-                &Patch::Merge(patch),
-            )
-            .await
-            .map_err(|e| {
-                let code = status_code(&e);
-                self.metrics.api_error(ApiOperation::UpdateStatus, code);
-                (code, e)
-            })
+    pub fn set_pcr_served(&self, v: Served) {
+        let _ = self.pcr.set(v);
     }
 
-    /// Reads `name` again (after a 409); `Ok(None)` when it is gone.
-    pub async fn reread(
-        &self,
-        name: &str,
-    ) -> Result<Option<CertificateSigningRequest>, kube::Error> {
+    /// The PCR version in use (PCR keys exist only once it is set).
+    pub fn pcr_version(&self) -> PcrVersion {
+        self.pcr.get().map_or(PcrVersion::V1, |s| s.version)
+    }
+
+    /// For a PCR that shows no key through v1: its legacy key fields read through v1beta1, when the
+    /// cluster serves it (`Ok(None)` otherwise: the engine then refuses the request).
+    pub async fn legacy_key(&self, key: &Key) -> Result<Option<(Vec<u8>, Vec<u8>)>, kube::Error> {
+        let Some(served) = self.pcr.get() else {
+            return Ok(None);
+        };
+        if served.version != PcrVersion::V1 || !served.v1beta1 {
+            return Ok(None);
+        }
         self.limiter.acquire().await;
-        self.api
-            .get_opt(&path_segment(name))
-            .await
-            .inspect_err(|e| {
-                self.metrics.api_error(ApiOperation::Get, status_code(e));
-            })
+        pcr::legacy_key(&self.client, key).await.inspect_err(|e| {
+            self.metrics.api_error(ApiOperation::Get, status_code(e));
+        })
+    }
+
+    /// Writes `patch` to `key`'s status and returns what the apiserver now holds (`None` if it is no
+    /// longer `signer_name`'s). On error, returns the HTTP status (0: no response).
+    pub async fn write(
+        &self,
+        key: &Key,
+        signer_name: &str,
+        patch: &serde_json::Value,
+    ) -> Result<Option<Seen>, (u16, kube::Error)> {
+        self.limiter.acquire().await;
+        let res = match key.kind {
+            Kind::CertificateSigningRequest => self
+                .csrs
+                .patch_status(
+                    &path_segment(&key.name),
+                    &PatchParams::default(),
+                    &Patch::Merge(patch),
+                )
+                .await
+                .map(|csr| seen_csr(key.signer, signer_name, &csr)),
+            Kind::PodCertificateRequest => {
+                pcr::write_status(&self.client, self.pcr_version(), key, signer_name, patch).await
+            }
+        };
+        res.map_err(|e| {
+            let code = status_code(&e);
+            self.metrics.api_error(ApiOperation::UpdateStatus, code);
+            (code, e)
+        })
+    }
+
+    /// Reads `key` again (after a 409); `Ok(None)` when it is gone.
+    pub async fn reread(&self, key: &Key, signer_name: &str) -> Result<Option<Seen>, kube::Error> {
+        self.limiter.acquire().await;
+        let res = match key.kind {
+            Kind::CertificateSigningRequest => self
+                .csrs
+                .get_opt(&path_segment(&key.name))
+                .await
+                .map(|o| o.and_then(|csr| seen_csr(key.signer, signer_name, &csr))),
+            Kind::PodCertificateRequest => {
+                pcr::reread(&self.client, self.pcr_version(), key, signer_name).await
+            }
+        };
+        res.inspect_err(|e| {
+            self.metrics.api_error(ApiOperation::Get, status_code(e));
+        })
     }
 }
 

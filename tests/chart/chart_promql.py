@@ -22,6 +22,7 @@ GRAFANA_VARIABLES = {
     "$__interval": "1m",
     "$__range": "6h",
     "$signer": ".*",
+    "$kind": "csr|pcr",
 }
 
 

@@ -3,7 +3,7 @@ other languages can apply exactly what `helm install` would create (used by the 
 the signer the chart's RBAC).
 
     python render.py --release R --namespace NS --signer example.com/mtls [--signer ...] \
-        [--lease-name L] [--no-trust-bundles] [--config-maps] [--kind ClusterRole ...]
+        [--lease-name L] [--no-trust-bundles] [--config-maps] [--pod-certificates] [--kind ClusterRole ...]
 """
 
 from __future__ import annotations
@@ -25,12 +25,16 @@ def main() -> int:
     p.add_argument("--no-trust-bundles", action="store_true", help="render with trustBundles.enabled=false")
     p.add_argument("--config-maps", action="store_true",
                    help="render with trustBundles.configMaps enabled (namespaces labelled csr-signer-test/trust=yes)")
+    p.add_argument("--pod-certificates", action="store_true",
+                   help="every signer signs PodCertificateRequests (podCertificates.enabled=true)")
     p.add_argument("--kind", action="append",
                    default=None, help="kinds to print (default: ServiceAccount and the RBAC kinds)")
     a = p.parse_args()
     kinds = a.kind or ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"]
     values = {
-        "signers": [{"name": s, "ca": {"existingSecret": "unused"}} for s in a.signer],
+        "signers": [{"name": s, "ca": {"existingSecret": "unused"},
+                     **({"podCertificates": {"enabled": True}} if a.pod_certificates else {})}
+                    for s in a.signer],
         "controller": {"leaderElection": {"enabled": True, **({"leaseName": a.lease_name} if a.lease_name else {})}},
         "trustBundles": {
             "enabled": not a.no_trust_bundles,

@@ -111,9 +111,9 @@ def test_unit_tests_fail_when_an_alert_fires_too_eagerly(alert, promtool, tmp_pa
             rule["expr"] = {
                 "CsrSignerCaExpiringSoon": "min by (signer) (csr_signer_ca_not_after_timestamp_seconds) - time()",
                 "CsrSignerCaExpiryImminent": "min by (signer) (csr_signer_ca_not_after_timestamp_seconds) - time()",
-                "CsrSignerApprovedNotIssued": "max by (signer) (csr_signer_oldest_approved_not_issued_seconds)",
-                "CsrSignerHighFailureRatio": "sum by (signer) (csr_signer_requests_total)",
-                "CsrSignerIssuanceLatencyHigh": "sum by (signer) (csr_signer_issuance_latency_seconds_bucket)",
+                "CsrSignerApprovedNotIssued": "max by (signer, kind) (csr_signer_oldest_approved_not_issued_seconds)",
+                "CsrSignerHighFailureRatio": "sum by (signer, kind) (csr_signer_requests_total)",
+                "CsrSignerIssuanceLatencyHigh": "sum by (signer, kind) (csr_signer_issuance_latency_seconds_bucket)",
                 "CsrSignerNoLeader": "max(csr_signer_leader) or absent(csr_signer_leader)",
                 "CsrSignerTrustBundleMissingAnchor": "max by (signer) (csr_signer_trust_bundle_missing_anchor)",
                 "CsrSignerTrustBundlePublishFailing": "sum by (signer, reason) (csr_signer_trust_bundle_errors_total)",

@@ -10,6 +10,7 @@ import yaml
 
 from chart_support import CHART, render
 from chart_promql import DASHBOARD_FILE, dashboard, dashboard_exprs, dashboard_panels, selectors
+from test_metric_names import CONTRACT, series_names
 
 CHART_DASHBOARD = CHART / "files" / "csr-signer.json"
 # Metrics without a signer label (the contract): their queries cannot filter by $signer.
@@ -85,6 +86,26 @@ def test_templated_by_datasource_and_signer():
                 if sel.name in NO_SIGNER_LABEL:
                     continue
                 assert 'signer=~"$signer"' in target["expr"], (panel["title"], target["expr"])
+
+
+# The per-request families (the contract's `kind` label): CSRs and PodCertificateRequests.
+KIND_LABELLED = {n for n, (_, labels) in CONTRACT.items() if "kind" in labels}
+
+
+def test_templated_by_kind_and_every_per_request_query_filters_on_it():
+    variables = {v["name"]: v for v in dashboard()["templating"]["list"]}
+    kind = variables["kind"]
+    assert kind["type"] == "custom" and kind["multi"] and kind["includeAll"]
+    assert set(kind["query"].split(",")) == {"csr", "pcr"} and kind["allValue"] == "csr|pcr"
+    seen = set()
+    for panel in dashboard_panels(dashboard()):
+        for target in panel.get("targets", []):
+            for sel in selectors(_sub(target["expr"])):
+                family = next((n for n in KIND_LABELLED if sel.name in series_names(n, CONTRACT[n][0])), None)
+                if family:
+                    seen.add(family)
+                    assert 'kind=~"$kind"' in target["expr"], (panel["title"], target["expr"])
+    assert seen == KIND_LABELLED
 
 
 def test_panels_do_not_overlap():

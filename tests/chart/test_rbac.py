@@ -7,10 +7,19 @@ from chart_support import NAMESPACE, RELEASE, render
 FULLNAME = f"{RELEASE}-csr-signer"
 
 
-def signer_rules(signer_names, trust_bundles=True, config_maps=False):
+def signer_rules(signer_names, trust_bundles=True, config_maps=False, pods=False):
     rules = [
         {"apiGroups": ["certificates.k8s.io"], "resources": ["certificatesigningrequests"], "verbs": ["get", "list", "watch"]},
         {"apiGroups": ["certificates.k8s.io"], "resources": ["certificatesigningrequests/status"], "verbs": ["patch"]},
+    ]
+    if pods:
+        # PodCertificateRequests (src/controller/pcr.rs): watched in every namespace, re-read after a 409 or
+        # through v1beta1 for a legacy key, status written by merge patch.
+        rules += [
+            {"apiGroups": ["certificates.k8s.io"], "resources": ["podcertificaterequests"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": ["certificates.k8s.io"], "resources": ["podcertificaterequests/status"], "verbs": ["patch"]},
+        ]
+    rules += [
         {"apiGroups": ["certificates.k8s.io"], "resources": ["signers"], "resourceNames": signer_names,
          "verbs": ["sign", "attest"] if trust_bundles else ["sign"]},
     ]
@@ -64,6 +73,23 @@ def test_without_trust_bundles_there_is_no_attest_and_no_bundle_access():
     role = r.one("ClusterRole", FULLNAME)
     assert role["rules"] == signer_rules(["example.com/mtls"], trust_bundles=False)
     assert r.config()["trustBundles"]["enabled"] is False
+
+
+def test_pod_certificate_access_only_when_a_signer_signs_pods():
+    signers = [{"name": "example.com/mtls", "ca": {"existingSecret": "a"}},
+               {"name": "example.com/pods", "ca": {"existingSecret": "b"},
+                "podCertificates": {"enabled": True}}]
+    r = render({"signers": signers})
+    role = r.one("ClusterRole", FULLNAME)
+    assert role["rules"] == signer_rules(["example.com/mtls", "example.com/pods"], pods=True)
+    assert_no_wildcards(role)
+    # The signer's config carries the setting that makes the engine sign pods.
+    assert r.config()["signers"][1]["podCertificates"] == {"enabled": True}
+    assert "podCertificates" not in r.config()["signers"][0]
+    # Configured but off, or absent: no access to PodCertificateRequests.
+    signers[1]["podCertificates"]["enabled"] = False
+    role = render({"signers": signers}).one("ClusterRole", FULLNAME)
+    assert role["rules"] == signer_rules(["example.com/mtls", "example.com/pods"])
 
 
 def test_trust_configmaps_alone_grant_namespaces_and_configmaps_but_no_attest():

@@ -15,6 +15,8 @@ use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 #[path = "../kube_support/mod.rs"]
 pub mod kube_support;
 
+pub mod pcr;
+
 #[allow(unused_imports)]
 pub use csr_signer::dev::{Failure, Match};
 
@@ -173,6 +175,20 @@ impl Env {
         )
         .unwrap();
         p
+    }
+
+    /// A client for the kubelet of `node-1` (`system:node:node-1`, group `system:nodes`): what creates
+    /// PodCertificateRequests, under the Node authorizer and NodeRestriction admission.
+    pub async fn node(&self) -> kube::Client {
+        match &self.backend {
+            Backend::Real(_) => kube_support::shared().client("node-1").await,
+            Backend::Local(api) => {
+                let token = api
+                    .token("system:node:node-1")
+                    .expect("the local API has no node-1 identity");
+                client(&self.base, &token).await
+            }
+        }
     }
 
     pub fn csrs(&self) -> Api<CertificateSigningRequest> {

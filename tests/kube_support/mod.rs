@@ -321,6 +321,9 @@ pub async fn apply(client: &kube::Client, obj: serde_json::Value) {
         "ClusterRoleBinding" => "clusterrolebindings",
         "Role" => "roles",
         "RoleBinding" => "rolebindings",
+        "Namespace" => "namespaces",
+        "Node" => "nodes",
+        "Pod" => "pods",
         other => panic!("apply: no plural known for {other}"),
     };
     let ar = ApiResource {
