@@ -42,16 +42,20 @@ pub enum ApiOperation {
     UpdateStatus,
     CreateEvent,
     Lease,
+    Approve,
+    AccessReview,
 }
 
 impl ApiOperation {
-    pub const ALL: [ApiOperation; 6] = [
+    pub const ALL: [ApiOperation; 8] = [
         ApiOperation::List,
         ApiOperation::Watch,
         ApiOperation::Get,
         ApiOperation::UpdateStatus,
         ApiOperation::CreateEvent,
         ApiOperation::Lease,
+        ApiOperation::Approve,
+        ApiOperation::AccessReview,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -62,6 +66,8 @@ impl ApiOperation {
             ApiOperation::UpdateStatus => "update_status",
             ApiOperation::CreateEvent => "create_event",
             ApiOperation::Lease => "lease",
+            ApiOperation::Approve => "approve",
+            ApiOperation::AccessReview => "access_review",
         }
     }
 }
@@ -106,6 +112,8 @@ pub struct Metrics {
     pub trust_bundle_published: GaugeVec,
     pub trust_bundle_errors: IntCounterVec,
     pub trust_bundle_missing_anchor: IntGaugeVec,
+    pub auto_approvals: IntCounterVec,
+    pub not_auto_approved: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -253,6 +261,20 @@ impl Metrics {
                 ),
                 &["signer"],
             )?,
+            auto_approvals: IntCounterVec::new(
+                Opts::new(
+                    "csr_signer_auto_approvals_total",
+                    "CSRs csr-signer approved itself, by the autoApprove rule that matched.",
+                ),
+                &["signer", "rule"],
+            )?,
+            not_auto_approved: IntCounterVec::new(
+                Opts::new(
+                    "csr_signer_not_auto_approved_total",
+                    "Pending CSRs auto-approval left for a person (counted once per CSR), by why.",
+                ),
+                &["signer", "reason"],
+            )?,
             registry,
         };
         m.registry.register(Box::new(m.signing_duration.clone()))?;
@@ -281,6 +303,8 @@ impl Metrics {
             .register(Box::new(m.trust_bundle_errors.clone()))?;
         m.registry
             .register(Box::new(m.trust_bundle_missing_anchor.clone()))?;
+        m.registry.register(Box::new(m.auto_approvals.clone()))?;
+        m.registry.register(Box::new(m.not_auto_approved.clone()))?;
         m.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
@@ -326,6 +350,17 @@ impl Metrics {
         self.api_errors
             .with_label_values(&[op.as_str(), code.as_str()])
             .inc();
+    }
+
+    /// Creates a signer's auto-approval series at zero (rules are from the configuration: bounded).
+    pub fn init_auto_approval<'a>(&self, signer: &str, rules: impl Iterator<Item = &'a str>) {
+        for rule in rules {
+            self.auto_approvals.with_label_values(&[signer, rule]);
+        }
+        for reason in crate::approval::NotApproved::ALL {
+            self.not_auto_approved
+                .with_label_values(&[signer, reason.as_str()]);
+        }
     }
 
     /// Counts one answer the client retried by itself (429, 503 or 504).

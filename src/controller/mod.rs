@@ -18,6 +18,7 @@
 //! resourceVersion the decision was made on, and the apiserver refuses to change a certificate once
 //! set, so a replayed event, a restart or a second replica can at worst cause a 409.
 
+mod approve;
 pub mod backoff;
 mod ca_reload;
 pub mod client;
