@@ -12,6 +12,9 @@ pub enum Behaviour {
     Generic,
     /// SelfSubjectAccessReview: create-only, answered from the caller's rules, never stored.
     AccessReview,
+    /// SubjectAccessReview: create-only (the caller needs `create` on it), answered from the named
+    /// user's rules, never stored.
+    SubjectAccessReview,
 }
 
 #[derive(Debug)]
@@ -87,6 +90,20 @@ pub static RESOURCES: &[ResourceDef] = &[
         unconditional_update: true,
         behaviour: Behaviour::AccessReview,
         resource_key: "authorization.k8s.io/selfsubjectaccessreviews",
+    },
+    ResourceDef {
+        group: "authorization.k8s.io",
+        versions: &["v1"],
+        resource: "subjectaccessreviews",
+        singular: "subjectaccessreview",
+        kind: "SubjectAccessReview",
+        namespaced: false,
+        short_names: &[],
+        subresources: &[],
+        field_selectors: &[],
+        unconditional_update: true,
+        behaviour: Behaviour::SubjectAccessReview,
+        resource_key: "authorization.k8s.io/subjectaccessreviews",
     },
     ResourceDef {
         group: "certificates.k8s.io",
