@@ -107,6 +107,8 @@ pub struct SignerEngine {
     others: RwLock<(Arc<[TrustedCa]>, Vec<TrustedCaFiles>)>,
     /// `None`: PodCertificateRequests for this signer are left alone.
     pods: Option<PodPolicy>,
+    /// `None`: this signer's CSRs are approved by people (or other approvers) only.
+    auto_approve: Option<crate::approval::AutoApprove>,
 }
 
 /// One CA of a signer, as the per-CA metrics and `ca status` name it.
@@ -215,6 +217,7 @@ impl SignerEngine {
             other_settings,
             others: RwLock::new((others.into(), other_files)),
             pods: signer.pod_certificates.clone(),
+            auto_approve: signer.auto_approve.clone(),
         })
     }
 
@@ -401,6 +404,11 @@ impl SignerEngine {
 
     pub fn pod_policy(&self) -> Option<&PodPolicy> {
         self.pods.as_ref()
+    }
+
+    /// How this signer approves CSRs itself (`autoApprove`), if it does.
+    pub fn auto_approve(&self) -> Option<&crate::approval::AutoApprove> {
+        self.auto_approve.as_ref()
     }
 
     /// The key a PodCertificateRequest certifies: from the stub PKCS#10 request (signature verified, its

@@ -45,16 +45,20 @@ pub enum ApiOperation {
     UpdateStatus,
     CreateEvent,
     Lease,
+    Approve,
+    AccessReview,
 }
 
 impl ApiOperation {
-    pub const ALL: [ApiOperation; 6] = [
+    pub const ALL: [ApiOperation; 8] = [
         ApiOperation::List,
         ApiOperation::Watch,
         ApiOperation::Get,
         ApiOperation::UpdateStatus,
         ApiOperation::CreateEvent,
         ApiOperation::Lease,
+        ApiOperation::Approve,
+        ApiOperation::AccessReview,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -65,6 +69,8 @@ impl ApiOperation {
             ApiOperation::UpdateStatus => "update_status",
             ApiOperation::CreateEvent => "create_event",
             ApiOperation::Lease => "lease",
+            ApiOperation::Approve => "approve",
+            ApiOperation::AccessReview => "access_review",
         }
     }
 }
@@ -116,6 +122,8 @@ pub struct Metrics {
     /// The label values (after `signer`) each signer's per-CA series were last set with, so that a
     /// CA gone from the configuration or from its state loses its series.
     per_ca: Mutex<HashMap<(&'static str, String), Vec<PerCaLabels>>>,
+    pub auto_approvals: IntCounterVec,
+    pub not_auto_approved: IntCounterVec,
 }
 
 /// The label values of one per-CA series after `signer` (`[ca, state]` or `[ca]`).
@@ -295,6 +303,20 @@ impl Metrics {
                 &["signer"],
             )?,
             per_ca: Mutex::new(HashMap::new()),
+            auto_approvals: IntCounterVec::new(
+                Opts::new(
+                    "csr_signer_auto_approvals_total",
+                    "CSRs csr-signer approved itself, by the autoApprove rule that matched.",
+                ),
+                &["signer", "rule"],
+            )?,
+            not_auto_approved: IntCounterVec::new(
+                Opts::new(
+                    "csr_signer_not_auto_approved_total",
+                    "Pending CSRs auto-approval left for a person (counted once per CSR), by why.",
+                ),
+                &["signer", "reason"],
+            )?,
             registry,
         };
         m.registry.register(Box::new(m.signing_duration.clone()))?;
@@ -329,6 +351,8 @@ impl Metrics {
         m.registry
             .register(Box::new(m.ca_published_since.clone()))?;
         m.registry.register(Box::new(m.max_lifetime.clone()))?;
+        m.registry.register(Box::new(m.auto_approvals.clone()))?;
+        m.registry.register(Box::new(m.not_auto_approved.clone()))?;
         m.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
@@ -387,6 +411,17 @@ impl Metrics {
         self.api_errors
             .with_label_values(&[op.as_str(), code.as_str()])
             .inc();
+    }
+
+    /// Creates a signer's auto-approval series at zero (rules are from the configuration: bounded).
+    pub fn init_auto_approval<'a>(&self, signer: &str, rules: impl Iterator<Item = &'a str>) {
+        for rule in rules {
+            self.auto_approvals.with_label_values(&[signer, rule]);
+        }
+        for reason in crate::approval::NotApproved::ALL {
+            self.not_auto_approved
+                .with_label_values(&[signer, reason.as_str()]);
+        }
     }
 
     /// Counts one answer the client retried by itself (429, 503 or 504).

@@ -27,6 +27,8 @@
 //! set (a PCR's whole status once terminal), so a replayed event, a restart or a second replica can at
 //! worst cause a 409.
 
+mod approve;
+mod approver;
 pub mod backoff;
 mod ca_reload;
 pub(crate) use ca_reload::set_ca_gauges;
@@ -340,6 +342,11 @@ impl Controller {
             ));
         }
         background.spawn(start_pcr_watches(shared.clone()));
+        for (signer, s) in shared.engine.signers().enumerate() {
+            if s.auto_approve().is_some() {
+                background.spawn(approver::approver(shared.clone(), signer));
+            }
+        }
         background.spawn(leadership_changes(shared.clone()));
         background.spawn(gauges(shared.clone()));
         let reload = shared.clone();

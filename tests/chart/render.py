@@ -27,13 +27,17 @@ def main() -> int:
                    help="render with trustBundles.configMaps enabled (namespaces labelled csr-signer-test/trust=yes)")
     p.add_argument("--pod-certificates", action="store_true",
                    help="every signer signs PodCertificateRequests (podCertificates.enabled=true)")
+    p.add_argument("--auto-approve", action="store_true",
+                   help="every signer approves its own CSRs (autoApprove.enabled=true, one rule)")
     p.add_argument("--kind", action="append",
                    default=None, help="kinds to print (default: ServiceAccount and the RBAC kinds)")
     a = p.parse_args()
     kinds = a.kind or ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"]
     values = {
         "signers": [{"name": s, "ca": {"existingSecret": "unused"},
-                     **({"podCertificates": {"enabled": True}} if a.pod_certificates else {})}
+                     **({"podCertificates": {"enabled": True}} if a.pod_certificates else {}),
+                     **({"autoApprove": {"enabled": True, "rules": [{"name": "team-a", "serviceAccountNamespaces": ["team-a"]}]}}
+                        if a.auto_approve else {})}
                     for s in a.signer],
         "controller": {"leaderElection": {"enabled": True, **({"leaseName": a.lease_name} if a.lease_name else {})}},
         "trustBundles": {

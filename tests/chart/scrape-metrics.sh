@@ -37,6 +37,7 @@ cat > "$WORK/config.yaml" <<YAML
 signers:
   - name: example.com/mtls
     ca: { certFile: $WORK/ca/0/tls.crt, keyFile: $WORK/ca/0/tls.key, chainFile: null, passphraseFile: null }
+    autoApprove: { enabled: true, rules: [{ name: team-a, serviceAccountNamespaces: [team-a] }] }
 controller:
   qps: 50
   burst: 100

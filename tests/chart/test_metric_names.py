@@ -35,6 +35,8 @@ CONTRACT = {
     "csr_signer_ca_certificate_not_after_timestamp_seconds": ("gauge", {"signer", "ca", "state"}),
     "csr_signer_ca_published_since_timestamp_seconds": ("gauge", {"signer", "ca"}),
     "csr_signer_max_lifetime_seconds": ("gauge", {"signer"}),
+    "csr_signer_auto_approvals_total": ("counter", {"signer", "rule"}),
+    "csr_signer_not_auto_approved_total": ("counter", {"signer", "reason"}),
     "csr_signer_leader": ("gauge", set()),
     "csr_signer_build_info": ("gauge", {"version"}),
 }

@@ -7,7 +7,7 @@ from chart_support import NAMESPACE, RELEASE, render
 FULLNAME = f"{RELEASE}-csr-signer"
 
 
-def signer_rules(signer_names, trust_bundles=True, config_maps=False, pods=False):
+def signer_rules(signer_names, trust_bundles=True, config_maps=False, pods=False, approves=()):
     rules = [
         {"apiGroups": ["certificates.k8s.io"], "resources": ["certificatesigningrequests"], "verbs": ["get", "list", "watch"]},
         {"apiGroups": ["certificates.k8s.io"], "resources": ["certificatesigningrequests/status"], "verbs": ["patch"]},
@@ -23,6 +23,16 @@ def signer_rules(signer_names, trust_bundles=True, config_maps=False, pods=False
         {"apiGroups": ["certificates.k8s.io"], "resources": ["signers"], "resourceNames": signer_names,
          "verbs": ["sign", "attest"] if trust_bundles else ["sign"]},
     ]
+    if approves:
+        # Auto-approval (src/controller/approve.rs): "approve" on exactly the signers that approve, the merge
+        # patch on /approval, and the SubjectAccessReview that confirms the requester first.
+        rules += [
+            {"apiGroups": ["certificates.k8s.io"], "resources": ["signers"], "resourceNames": list(approves),
+             "verbs": ["approve"]},
+            {"apiGroups": ["certificates.k8s.io"], "resources": ["certificatesigningrequests/approval"],
+             "verbs": ["patch"]},
+            {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]},
+        ]
     if trust_bundles:
         # ClusterTrustBundle publishing (src/trust/publish.rs); create is checked inside the apply that creates.
         rules.append({"apiGroups": ["certificates.k8s.io"], "resources": ["clustertrustbundles"],
@@ -90,6 +100,22 @@ def test_pod_certificate_access_only_when_a_signer_signs_pods():
     signers[1]["podCertificates"]["enabled"] = False
     role = render({"signers": signers}).one("ClusterRole", FULLNAME)
     assert role["rules"] == signer_rules(["example.com/mtls", "example.com/pods"])
+
+
+def test_approval_rights_only_for_the_signers_that_auto_approve():
+    rule = {"name": "team-a", "serviceAccountNamespaces": ["team-a"]}
+    signers = [{"name": "example.com/mtls", "ca": {"existingSecret": "a"}},
+               {"name": "example.com/auto", "ca": {"existingSecret": "b"},
+                "autoApprove": {"enabled": True, "rules": [rule]}}]
+    r = render({"signers": signers})
+    role = r.one("ClusterRole", FULLNAME)
+    assert role["rules"] == signer_rules(["example.com/mtls", "example.com/auto"], approves=["example.com/auto"])
+    assert_no_wildcards(role)
+    assert r.config()["signers"][1]["autoApprove"] == {"enabled": True, "rules": [rule]}
+    assert "autoApprove" not in r.config()["signers"][0]
+    signers[1]["autoApprove"]["enabled"] = False
+    role = render({"signers": signers}).one("ClusterRole", FULLNAME)
+    assert role["rules"] == signer_rules(["example.com/mtls", "example.com/auto"])
 
 
 def test_trust_configmaps_alone_grant_namespaces_and_configmaps_but_no_attest():

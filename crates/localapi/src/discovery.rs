@@ -37,7 +37,10 @@ fn resource_list(group: &str, version: &str) -> Value {
         if !r.short_names.is_empty() {
             e["shortNames"] = json!(r.short_names);
         }
-        if r.behaviour == resources::Behaviour::AccessReview {
+        if matches!(
+            r.behaviour,
+            resources::Behaviour::AccessReview | resources::Behaviour::SubjectAccessReview
+        ) {
             e["verbs"] = json!(["create"]);
         }
         if r.behaviour == resources::Behaviour::Namespace {

@@ -15,6 +15,9 @@ pub enum Behaviour {
     /// SelfSubjectAccessReview and SelfSubjectReview: create-only, answered from the caller's rules or
     /// identity, never stored.
     AccessReview,
+    /// SubjectAccessReview: create-only (the caller needs `create` on it), answered from the named
+    /// user's rules, never stored.
+    SubjectAccessReview,
 }
 
 #[derive(Debug)]
@@ -104,6 +107,20 @@ pub static RESOURCES: &[ResourceDef] = &[
         unconditional_update: true,
         behaviour: Behaviour::AccessReview,
         resource_key: "authorization.k8s.io/selfsubjectaccessreviews",
+    },
+    ResourceDef {
+        group: "authorization.k8s.io",
+        versions: &["v1"],
+        resource: "subjectaccessreviews",
+        singular: "subjectaccessreview",
+        kind: "SubjectAccessReview",
+        namespaced: false,
+        short_names: &[],
+        subresources: &[],
+        field_selectors: &[],
+        unconditional_update: true,
+        behaviour: Behaviour::SubjectAccessReview,
+        resource_key: "authorization.k8s.io/subjectaccessreviews",
     },
     ResourceDef {
         group: "certificates.k8s.io",

@@ -34,7 +34,10 @@ pub(super) fn validate_meta_create(def: &ResourceDef, obj: &Value) -> Vec<FieldE
         }
     }
     match def.behaviour {
-        Behaviour::Csr | Behaviour::ClusterTrustBundle | Behaviour::AccessReview => {}
+        Behaviour::Csr
+        | Behaviour::ClusterTrustBundle
+        | Behaviour::AccessReview
+        | Behaviour::SubjectAccessReview => {}
         Behaviour::Namespace => {
             for m in csr::dns1123_label_errors(name) {
                 el.push(FieldError::invalid("metadata.name", quote(name), m));
@@ -227,7 +230,7 @@ pub(super) fn create(
                 labels["kubernetes.io/metadata.name"] = json!(name);
             }
         }
-        Behaviour::Generic | Behaviour::AccessReview => {}
+        Behaviour::Generic | Behaviour::AccessReview | Behaviour::SubjectAccessReview => {}
     }
     if !errs.is_empty() {
         return Err(ApiError::invalid(gr, &name, &errs));

@@ -419,6 +419,19 @@ async fn dispatch(
         }
         return error_response(&ApiError::forbidden(r.def.gr(), &r.name, &msg));
     }
+    if r.def.behaviour == Behaviour::SubjectAccessReview {
+        if verb != "create" {
+            return error_response(&ApiError::method_not_allowed());
+        }
+        let body = match sh.bodies.read(headers, body).await {
+            Ok(b) => b,
+            Err(e) => return error_response(&e),
+        };
+        return match decode_body(headers, &body) {
+            Ok(v) => json_response(201, &subject_access_review(sh, v)),
+            Err(e) => error_response(&e),
+        };
+    }
     let body = match verb {
         "create" | "update" | "patch" | "delete" => match sh.bodies.read(headers, body).await {
             Ok(b) => b,
@@ -471,6 +484,34 @@ fn self_review(user: &User, mut review: Value) -> Value {
     review["metadata"] = json!({"creationTimestamp": null});
     review["status"] = json!({"userInfo": info});
     review
+}
+
+/// Answers a SubjectAccessReview about `spec.user`: the rules of the local API's user of that name,
+/// with the groups the review gives (RBAC, like kube-apiserver's, takes the review's word for them: a
+/// `system:masters` group is allowed everything). An unknown user has no rules.
+fn subject_access_review(sh: &Shared, review: Value) -> Value {
+    let spec = &review["spec"];
+    let name = spec["user"].as_str().unwrap_or("");
+    let groups: Vec<String> = spec["groups"]
+        .as_array()
+        .map(|g| {
+            g.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut subject = sh
+        .users
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .find(|u| u.name == name)
+        .cloned()
+        .unwrap_or_else(|| User::new(name));
+    subject.groups = groups;
+    let mut answer = access_review(&subject, review);
+    answer["kind"] = json!("SubjectAccessReview");
+    answer
 }
 
 /// Answers a SelfSubjectAccessReview from the caller's rules.

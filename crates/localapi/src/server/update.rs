@@ -297,7 +297,7 @@ pub(super) fn update(
                 }
                 new["metadata"]["labels"]["kubernetes.io/metadata.name"] = json!(r.name);
             }
-            Behaviour::Generic | Behaviour::AccessReview => {}
+            Behaviour::Generic | Behaviour::AccessReview | Behaviour::SubjectAccessReview => {}
         }
         if !errs.is_empty() {
             return Err(ApiError::invalid(gr, &r.name, &errs));
