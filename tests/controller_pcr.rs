@@ -1,4 +1,4 @@
-//! Pod certificates end to end, judged by the real kube-apiserver: a Node, a ServiceAccount and a Pod bound
+//! Pod certificates end to end, on the real kube-apiserver (the judge) and the local API: a Node, a ServiceAccount and a Pod bound
 //! to the node; the node (its own identity, under NodeRestriction) asks for certificates the way a kubelet
 //! does (v1 and v1beta1 with a stub PKCS#10 request made by the openssl CLI, and v1beta1 with the legacy
 //! public key + proof of possession a 1.35 kubelet sends, which shows no key at all through v1); csr-signer,
@@ -8,8 +8,8 @@
 //! SPIFFE ID, refused requests end Denied with their reason, a request for another signerName is never
 //! touched, events land on the PCRs and the metrics count all of it under kind="pcr".
 //!
-//! The body takes a `Server` so it can run on both servers (`on_both_servers!`) once the local API serves
-//! PodCertificateRequests; for now it runs on the real apiserver.
+//! The same body runs on both servers; the local API's answers to the same requests are compared with the
+//! real apiserver's in tests/local_api_pcr.rs.
 #![allow(clippy::unwrap_used)]
 
 mod controller_support;
@@ -333,4 +333,9 @@ async fn pcr_flow(server: Server) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pod_certificates_are_issued_denied_and_left_alone_on_the_real_apiserver() {
     pcr_flow(Server::Real).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_certificates_are_issued_denied_and_left_alone_on_the_local_api() {
+    pcr_flow(Server::Local).await
 }

@@ -185,7 +185,7 @@ impl Env {
             Backend::Local(api) => {
                 let token = api
                     .token("system:node:node-1")
-                    .expect("the local API has no node-1 identity");
+                    .unwrap_or_else(|| api.add_user(csr_signer::dev::User::node("node-1")));
                 client(&self.base, &token).await
             }
         }
