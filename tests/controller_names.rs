@@ -167,10 +167,14 @@ async fn binary_log(env: &Env, ca: &TestCa, format: &str, name: &str) -> String 
     let mut text = String::new();
     for _ in 0..200 {
         text = std::fs::read_to_string(&log).unwrap();
-        // The name itself says "certificate issued": wait for the line's own message.
-        if text.contains(": certificate issued csr=")
-            || text.contains("\"message\":\"certificate issued\"")
-        {
+        // The name itself says "certificate issued" (escaped, inside the "certificate signed" line): wait for
+        // a line whose own message it is, i.e. whose first level field is followed by it.
+        let own_message = text.lines().any(|l| {
+            l.split_once(" INFO ").is_some_and(|(_, rest)| {
+                rest.starts_with("csr_signer::controller::worker: certificate issued ")
+            })
+        });
+        if own_message || text.contains("\"message\":\"certificate issued\"") {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
