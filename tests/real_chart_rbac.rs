@@ -117,6 +117,20 @@ fn spawn_signer(
         .unwrap()
 }
 
+/// Whether the signer met a 409 writing a CSR's status (the apiserver's audit log says).
+async fn csr_conflict_seen(env: &Env) -> bool {
+    kube_support::shared()
+        .audit_events()
+        .await
+        .iter()
+        .any(|ev| {
+            ev["user"]["username"] == env.signer_user()
+                && ev["objectRef"]["resource"] == "certificatesigningrequests"
+                && ev["objectRef"]["subresource"] == "status"
+                && ev["responseStatus"]["code"] == 409
+        })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_chart_grants_exactly_the_verbs_the_signer_uses_on_the_real_apiserver() {
     let ca = TestCa::new(KeyType::P256);
@@ -290,7 +304,19 @@ async fn the_chart_grants_exactly_the_verbs_the_signer_uses_on_the_real_apiserve
         spawn_signer(&env, &racing, &env.dir.path().join("a.log"), "racer-a"),
         spawn_signer(&env, &racing, &env.dir.path().join("b.log"), "racer-b"),
     ];
-    let names = env.create_approved("rbac-race", 40, &good, USAGES).await;
+    // Whether the losing replica meets a 409 on a CSR depends on timing: race batches until one has (the
+    // re-read by name, `get`, is what the chart grants for it).
+    let mut names = Vec::new();
+    for round in 0..6 {
+        let batch = env
+            .create_approved(&format!("rbac-race-{round}"), 40, &good, USAGES)
+            .await;
+        env.wait_all_issued(&batch).await;
+        names.extend(batch);
+        if csr_conflict_seen(&env).await {
+            break;
+        }
+    }
     // Pod certificates race too: each PCR gets exactly one terminal status (the loser's write meets a 409).
     let pod_stub = pcr::stub_request(&k);
     for i in 0..10 {
@@ -311,6 +337,11 @@ async fn the_chart_grants_exactly_the_verbs_the_signer_uses_on_the_real_apiserve
         let _ = r.wait();
     }
 
+    assert!(
+        csr_conflict_seen(&env).await,
+        "{} CSRs raced by two replicas produced no 409 on a CSR: the re-read path was not exercised",
+        names.len()
+    );
     // What the signer asked the apiserver for, and what it was refused.
     let mut used = BTreeSet::new();
     let mut forbidden = Vec::new();
