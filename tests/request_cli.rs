@@ -456,20 +456,21 @@ on_both_servers! {
         let hook = format!("echo renewed >> {}", hooks.display());
         // 600 s certificates renewed when 597 s remain: 3 s after issuance (the floor is 5 s).
         let renew = ["--renew", "--duration", "10m", "--renew-before", "597s", "--jitter", "0"];
-        // A process that counts the SIGHUPs it gets, as a server reloading on HUP would.
+        // A process that counts the signals it gets, as a server reloading on a signal would. USR1, not HUP: a
+        // shell cannot trap a signal that was ignored when it started, and under `nohup` HUP is.
         let pid_file = s.env.dir.path().join("app.pid");
-        let hups = s.env.dir.path().join("hups.log");
+        let hups = s.env.dir.path().join("signals.log");
         let mut app = std::process::Command::new("sh")
             .arg("-c")
             .arg(format!(
-                "trap 'echo hup >> {}' HUP; echo $$ > {}; while :; do sleep 0.1; done",
+                "trap 'echo usr1 >> {}' USR1; echo $$ > {}; while :; do sleep 0.1; done",
                 hups.display(),
                 pid_file.display()
             ))
             .spawn()
             .unwrap();
         let mut args: Vec<&str> = renew.to_vec();
-        args.extend(["--signal", "HUP", "--signal-pid-file", pid_file.to_str().unwrap()]);
+        args.extend(["--signal", "USR1", "--signal-pid-file", pid_file.to_str().unwrap()]);
         args.extend(["--", "sh", "-c", &hook]);
         let r = Requester::start(&s, &dir, &args);
         decide(&s.env, &r, 1, true).await;
@@ -492,7 +493,7 @@ on_both_servers! {
         assert_eq!(r.events("hook").len(), 4);
         assert_eq!(read(&hooks).lines().count(), 4, "the hook ran after each renewal");
         assert_eq!(r.events("signal").len(), 4);
-        assert_eq!(read(&hups).lines().count(), 4, "the process got SIGHUP after each renewal");
+        assert_eq!(read(&hups).lines().count(), 4, "the process got SIGUSR1 after each renewal");
         let _ = app.kill();
         let _ = app.wait();
         // The key is kept across renewals (no --rotate-key), and each certificate verifies.
