@@ -254,7 +254,7 @@ fn drain(c: &mut Criterion) {
                     let issued = svc
                         .metrics
                         .requests
-                        .with_label_values(&[SIGNER, "issued", "None"]);
+                        .with_label_values(&[SIGNER, "csr", "issued", "None"]);
                     let mut synced_at = None;
                     while issued.get() < N as u64 {
                         if synced_at.is_none() && svc.readiness.watches_synced() {

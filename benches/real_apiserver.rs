@@ -504,7 +504,7 @@ async fn signer_drain(f: &Fixture, tag: &str, n: usize, run: &mut DrainRun) -> D
     let issued = svc
         .metrics
         .requests
-        .with_label_values(&[SIGNER, "issued", "None"]);
+        .with_label_values(&[SIGNER, "csr", "issued", "None"]);
     let mut synced_at = None;
     while issued.get() < n as u64 {
         if synced_at.is_none() && svc.readiness.watches_synced() {
@@ -519,7 +519,10 @@ async fn signer_drain(f: &Fixture, tag: &str, n: usize, run: &mut DrainRun) -> D
     }
     let took = t.elapsed();
     run.signer_cpu = cpu.since(f);
-    let sign = svc.metrics.signing_duration.with_label_values(&[SIGNER]);
+    let sign = svc
+        .metrics
+        .signing_duration
+        .with_label_values(&[SIGNER, "csr"]);
     run.signer_sign_mean =
         Duration::from_secs_f64(sign.get_sample_sum() / sign.get_sample_count().max(1) as f64);
     run.signer_per_s = n as f64 / took.as_secs_f64();
