@@ -370,20 +370,15 @@ async fn dispatch(
     }
     if r.def.behaviour == Behaviour::AccessReview && !user.is_anonymous() {
         // Every authenticated user may ask about itself (system:basic-user).
-        if verb != "create" {
-            return error_response(&ApiError::method_not_allowed());
-        }
-        let body = match sh.bodies.read(headers, body).await {
-            Ok(b) => b,
-            Err(e) => return error_response(&e),
-        };
-        return match decode_body(headers, &body) {
-            Ok(v) if r.def.kind == "SelfSubjectReview" => {
-                json_response(201, &self_review(&user, v))
+        let self_review_kind = r.def.kind == "SelfSubjectReview";
+        return answer_review(sh, verb, headers, body, |v| {
+            if self_review_kind {
+                self_review(&user, v)
+            } else {
+                access_review(&user, v)
             }
-            Ok(v) => json_response(201, &access_review(&user, v)),
-            Err(e) => error_response(&e),
-        };
+        })
+        .await;
     }
     let attrs = Attributes {
         verb,
@@ -420,17 +415,7 @@ async fn dispatch(
         return error_response(&ApiError::forbidden(r.def.gr(), &r.name, &msg));
     }
     if r.def.behaviour == Behaviour::SubjectAccessReview {
-        if verb != "create" {
-            return error_response(&ApiError::method_not_allowed());
-        }
-        let body = match sh.bodies.read(headers, body).await {
-            Ok(b) => b,
-            Err(e) => return error_response(&e),
-        };
-        return match decode_body(headers, &body) {
-            Ok(v) => json_response(201, &subject_access_review(sh, v)),
-            Err(e) => error_response(&e),
-        };
+        return answer_review(sh, verb, headers, body, |v| subject_access_review(sh, v)).await;
     }
     let body = match verb {
         "create" | "update" | "patch" | "delete" => match sh.bodies.read(headers, body).await {
@@ -484,6 +469,27 @@ fn self_review(user: &User, mut review: Value) -> Value {
     review["metadata"] = json!({"creationTimestamp": null});
     review["status"] = json!({"userInfo": info});
     review
+}
+
+/// A review kind (create only, never stored): reads the body and answers it with `answer`.
+async fn answer_review(
+    sh: &Arc<Shared>,
+    verb: &str,
+    headers: &HeaderMap,
+    body: Body,
+    answer: impl FnOnce(Value) -> Value,
+) -> Response {
+    if verb != "create" {
+        return error_response(&ApiError::method_not_allowed());
+    }
+    let body = match sh.bodies.read(headers, body).await {
+        Ok(b) => b,
+        Err(e) => return error_response(&e),
+    };
+    match decode_body(headers, &body) {
+        Ok(v) => json_response(201, &answer(v)),
+        Err(e) => error_response(&e),
+    }
 }
 
 /// Answers a SubjectAccessReview about `spec.user`: the rules of the local API's user of that name,
