@@ -6,7 +6,6 @@
 //! on and every existing condition, plus `Approved` (reason `AutoApproved`): a CSR changed meanwhile
 //! (denied by a person, say) gives a 409 and is looked at again, never overwritten.
 
-use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use k8s_openapi::api::authorization::v1::{
@@ -55,12 +54,8 @@ pub async fn auto_approve(
     };
     let username = csr.spec.username.clone().unwrap_or_default();
     let groups = csr.spec.groups.clone().unwrap_or_default();
-    let annotations = csr.metadata.annotations.as_ref().map(|a| {
-        a.iter()
-            .filter(|(k, _)| k.as_str() == crate::engine::DURATION_ANNOTATION)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect::<BTreeMap<_, _>>()
-    });
+    // The same annotations the signing path decides on (approval and signing must not disagree).
+    let annotations = super::store::decision_annotations(csr);
     let usages = csr.spec.usages.clone().unwrap_or_default();
     let req = SignRequest {
         request: &csr.spec.request.0,

@@ -247,6 +247,22 @@ impl Store {
     }
 }
 
+/// The CSR's annotations that feed a decision (only the lifetime one; the rest, notably kubectl's
+/// last-applied-configuration, a second copy of the whole request, stays out of memory).
+pub(super) fn decision_annotations(
+    csr: &CertificateSigningRequest,
+) -> Option<BTreeMap<String, String>> {
+    let kept: BTreeMap<String, String> = csr
+        .metadata
+        .annotations
+        .as_ref()?
+        .iter()
+        .filter(|(k, _)| k.as_str() == crate::engine::DURATION_ANNOTATION)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    (!kept.is_empty()).then_some(kept)
+}
+
 /// One observed CSR, if it is `signer`'s (`signer_name`).
 pub fn seen_csr(signer: usize, signer_name: &str, csr: &CertificateSigningRequest) -> Option<Seen> {
     let name = csr.metadata.name.as_deref()?;
@@ -273,14 +289,7 @@ pub fn seen_csr(signer: usize, signer_name: &str, csr: &CertificateSigningReques
 fn work_of(csr: &CertificateSigningRequest) -> Work {
     // Only the lifetime annotation feeds a decision; the rest (notably kubectl's
     // last-applied-configuration, a second copy of the whole request) stays out of memory.
-    let annotations = csr.metadata.annotations.as_ref().and_then(|a| {
-        let kept: BTreeMap<String, String> = a
-            .iter()
-            .filter(|(k, _)| k.as_str() == crate::engine::DURATION_ANNOTATION)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        (!kept.is_empty()).then_some(kept)
-    });
+    let annotations = decision_annotations(csr);
     let username = csr.spec.username.clone().unwrap_or_default();
     Work {
         requester: username.clone(),
